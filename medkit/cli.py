@@ -175,6 +175,75 @@ def inspect(
     con.print(t)
 
 
+# --------------------------------------------------------------------------- synth
+
+
+def _synth(module: str, cfg_cls: str, fn: str, out: Path, n: Optional[int], seed: int,
+           overrides: list[str], **fixed) -> None:
+    """Shared body of the `medkit synth *` commands: config from flags, then generate."""
+    import importlib
+
+    from .config import load_config
+    from .runs import track
+
+    mod = importlib.import_module(module)
+    base = {"seed": seed, **fixed}
+    if n is not None:
+        base["n_cases"] = n
+    cfg = load_config(base, getattr(mod, cfg_cls), overrides)
+    t0 = time.perf_counter()
+    summary = getattr(mod, fn)(cfg, out, progress=lambda xs, d="generating": track(xs, d))
+    typer.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s: {summary.get('n_cases', '?')} case(s)")
+
+
+_OUT = typer.Option(..., "--out", "-o", help="Output folder.")
+_SEED = typer.Option(0, help="Random seed: the same seed gives identical files.")
+_SET = typer.Option([], "--set", help="Override any config field: --set noise_hu=5 (repeatable).")
+
+
+@synth_app.command("liver-ct")
+@friendly_errors
+def synth_liver_ct(
+    out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Number of cases."), seed: int = _SEED,
+    dicom: bool = typer.Option(False, help="Also write each case as a DICOM series (CT Image Storage)."),
+    set_: list[str] = _SET,
+) -> None:
+    """Abdominal CT phantoms with Couinaud segments I-VIII (nnU-Net layout)."""
+    _synth("medkit.synth.liver_ct", "LiverCTConfig", "generate_dataset", out, n, seed, set_, dicom=dicom)
+
+
+@synth_app.command("4dct")
+@friendly_errors
+def synth_4dct(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Number of patients."),
+               seed: int = _SEED, set_: list[str] = _SET) -> None:
+    """4D respiratory CT: N phases, exact displacement fields, 300 landmarks, warped labels."""
+    _synth("medkit.synth.motion", "Motion4DConfig", "generate_4dct_dataset", out, n, seed, set_)
+
+
+@synth_app.command("longitudinal")
+@friendly_errors
+def synth_longitudinal(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Number of patients."),
+                       seed: int = _SEED, set_: list[str] = _SET) -> None:
+    """Longitudinal CT weeks apart: tumour shrinkage and weight change, exact ground truth."""
+    _synth("medkit.synth.motion", "LongitudinalConfig", "generate_longitudinal_dataset", out, n, seed, set_)
+
+
+@synth_app.command("cxr")
+@friendly_errors
+def synth_cxr(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Number of studies."),
+              seed: int = _SEED, set_: list[str] = _SET) -> None:
+    """Chest radiographs (frontal + lateral) with reports and CheXpert labels (R2Gen layout)."""
+    _synth("medkit.synth.cxr", "CXRConfig", "generate_dataset", out, n, seed, set_)
+
+
+@synth_app.command("cases")
+@friendly_errors
+def synth_cases(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Number of cases."),
+                seed: int = _SEED, set_: list[str] = _SET) -> None:
+    """Clinical cases with patient personas for diagnostic dialogue (JSONL)."""
+    _synth("medkit.synth.cases", "CasesConfig", "generate_dataset", out, n, seed, set_)
+
+
 # --------------------------------------------------------------------------- run / demo
 
 # Pipeline name -> (module, config class, function(cfg, run) -> summary dict).
