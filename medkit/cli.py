@@ -124,15 +124,16 @@ def convert(
         ConvertConfig(str(input), str(output), modality, series_uid),
         progress=lambda xs: track(xs, "converting"),
     )
-    bad = 0
+    failed = [r for r in rows if r["status"] != "ok"]
+    if len(rows) == 1 and failed:
+        _fail(failed[0]["error"])  # one case: its error is the one line
     for r in rows:
         if r["status"] == "ok":
             typer.echo(f"{r['case_id']}: {r['output']}  shape {r['shape']}  spacing {r['spacing_mm']} mm  {r['orientation']}")
         else:
-            bad += 1
             typer.secho(f"{r['case_id']}: skipped: {r['error']}", fg=typer.colors.YELLOW, err=True)
-    if bad == len(rows):
-        _fail("nothing converted")
+    if len(failed) == len(rows):
+        _fail(f"{input}: nothing converted ({len(failed)} case(s) failed, listed above)")
 
 
 @app.command()
@@ -302,6 +303,23 @@ def run(
     rd.write_summary(summary)
     rd.finish()
     typer.echo(f"run folder: {out}")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder (a previous demo there is replaced)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    seed: int = typer.Option(0, help="Seed for the generated study."),
+    set_: list[str] = typer.Option([], "--set", help="Override a DemoConfig field (repeatable)."),
+) -> None:
+    """Generate an embedded study (DICOM CT, 4D CT, radiographs, cases) and run the pipelines on it."""
+    from .config import load_config
+    from .demo import DemoConfig, run_demo
+
+    cfg = load_config({"seed": seed, "device": device}, DemoConfig, set_)
+    summary = run_demo(cfg, out, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"demo finished in {summary['total_seconds']:.0f} s; open {out}/summary.json")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -110,6 +110,7 @@ class DicomInstance:
     cols: int
     frames: int
     samples: int
+    photometric: str  # PhotometricInterpretation ("" when absent)
     position: np.ndarray | None  # ImagePositionPatient, LPS mm
     orientation: np.ndarray | None  # ImageOrientationPatient (6,)
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) mm
@@ -159,11 +160,14 @@ def read_header(path: Path) -> DicomInstance:
 
     try:
         # defer_size keeps PixelData on disk; its length and offset are still known.
-        ds = pydicom.dcmread(path, defer_size=1024, force=False)
+        # force only for preamble-less files that scan_folder/load_volume sniffed as raw
+        # DICOM (old RT exports, ACR-NEMA style); Part-10 files are read strictly.
+        ds = pydicom.dcmread(path, defer_size=1024, force=not _is_dicom_file(path))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
             IndexError, OverflowError, NotImplementedError) as e:
         raise CorruptFileError(path, f"unreadable DICOM header ({type(e).__name__}: {e})") from None
     try:
+        _check_complete(path, ds)
         return _instance_from_dataset(path, ds)
     except VolumeError:
         raise
@@ -171,7 +175,30 @@ def read_header(path: Path) -> DicomInstance:
         raise CorruptFileError(path, f"malformed DICOM header ({type(e).__name__}: {e})") from None
 
 
+def _check_complete(path: Path, ds) -> None:
+    """Refuse a file cut short. pydicom stops quietly at end of file, so a copy cut
+    inside an element (or inside the next tag header) parses as a shorter,
+    valid-looking dataset, typically one without PixelData."""
+    if len(ds) == 0:
+        return
+    last = ds.get_item(max(ds.keys()))  # top-level elements are stored in tag order
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length in (None, 0xFFFFFFFF):
+        return
+    size = path.stat().st_size
+    end = tell + length
+    if end > size or 0 < size - end < 8:  # value cut, or a partial tag header left over
+        raise CorruptFileError(
+            path, f"truncated file: ends at byte {size} inside element {last.tag} (ends at byte {end})"
+        )
+
+
 def _instance_from_dataset(path: Path, ds) -> DicomInstance:
+    if len(ds) == 0:
+        # pydicom stops quietly at a broken first element (e.g. a file cut inside the
+        # dataset) and returns only the file meta: that is a corrupt file, not an
+        # object "without pixel data".
+        raise CorruptFileError(path, "no data elements could be parsed after the header (truncated or corrupt file)")
     fm = getattr(ds, "file_meta", None)
     ts = str(getattr(fm, "TransferSyntaxUID", "") or "")
     sop = str(ds.get("SOPClassUID", "") or getattr(fm, "MediaStorageSOPClassUID", "") or "")
@@ -202,6 +229,7 @@ def _instance_from_dataset(path: Path, ds) -> DicomInstance:
         cols=cols,
         frames=frames,
         samples=samples,
+        photometric=str(ds.get("PhotometricInterpretation", "") or "").strip().upper(),
         position=pos,
         orientation=ori,
         pixel_spacing=(float(ps[0]), float(ps[1])) if ps is not None else None,
@@ -219,6 +247,9 @@ def _check_pixel_length(path, ds, ts, rows, cols, frames, samples) -> None:
     if elem is None:
         return
     length = getattr(elem, "length", None)
+    if length is None and isinstance(getattr(elem, "value", None), (bytes, bytearray)):
+        # pydicom hands small or already-converted elements back as DataElement (no .length).
+        length = len(elem.value)
     value_tell = getattr(elem, "value_tell", None)
     size = path.stat().st_size
     if value_tell is not None and length not in (None, 0xFFFFFFFF) and value_tell + length > size:
@@ -299,13 +330,13 @@ def scan_folder(folder: Path) -> tuple[dict[str, DicomSeries], int]:
 
 
 def _looks_like_raw_dicom(path: Path) -> bool:
-    """Preamble-less DICOM starts with a group-0008 element (little endian)."""
+    """Preamble-less DICOM starts with a group-0002 or group-0008 element (little or big endian)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError:
         return False
-    return head[:2] in (b"\x08\x00", b"\x02\x00")
+    return head[:2] in (b"\x08\x00", b"\x02\x00", b"\x00\x08")
 
 
 def choose_series(folder: Path, series: dict[str, DicomSeries], series_uid: str | None) -> DicomSeries:
@@ -352,6 +383,12 @@ def validate_series(series: DicomSeries) -> SeriesGeometry:
     where = first.path.parent
     if any(i.samples != 1 for i in insts):
         raise DimensionalityError(first.path, f"colour image (SamplesPerPixel={first.samples}); a grey-level volume is expected")
+    colour = next((i for i in insts if i.photometric not in ("", "MONOCHROME1", "MONOCHROME2")), None)
+    if colour is not None:
+        # PALETTE COLOR stores lookup-table indices, not intensities.
+        raise DimensionalityError(
+            colour.path, f"colour image (PhotometricInterpretation {colour.photometric}); a grey-level volume is expected"
+        )
     if len(insts) == 1:
         return _single_file_geometry(first)
     if any(i.frames > 1 for i in insts):
@@ -439,7 +476,9 @@ def _single_file_geometry(inst: DicomInstance) -> SeriesGeometry:
     else:
         row_dir, col_dir = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
     dy, dx = inst.pixel_spacing if inst.pixel_spacing else (1.0, 1.0)
-    dz = inst.slice_thickness or 1.0
+    if dx <= 0 or dy <= 0:
+        raise GeometryError(inst.path, f"non-positive PixelSpacing {inst.pixel_spacing}; cannot place voxels in millimetres")
+    dz = inst.slice_thickness if inst.slice_thickness and inst.slice_thickness > 0 else 1.0
     aff = np.eye(4)
     aff[:3, 0] = row_dir * dx
     aff[:3, 1] = col_dir * dy

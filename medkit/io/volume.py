@@ -92,6 +92,8 @@ def load_volume(path: str | Path, *, series_uid: str | None = None, modality: st
             arr, aff, meta = _load_zip(path, series_uid)
         elif _dcm._is_dicom_file(path) or _dcm._looks_like_raw_dicom(path):
             arr, aff, meta = _load_dicom_file(path)
+        elif suffix in (".dcm", ".ima"):
+            raise CorruptFileError(path, "not a DICOM file: no 'DICM' marker at byte 128 and no DICOM element at the start")
         else:
             raise VolumeError(
                 path, "unknown format: expected .nii/.nii.gz, .nrrd/.mha, .zip, a DICOM file or a DICOM folder"
@@ -130,6 +132,9 @@ def _load_nifti(path: Path):
         shape = img.shape
     except Exception as e:  # noqa: BLE001 - nibabel raises many types on bad headers
         raise CorruptFileError(path, f"unreadable NIfTI header ({type(e).__name__}: {e})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        # nibabel dispatches on content: a .nii may hold CIFTI-2 grayordinates (no voxel grid).
+        raise DimensionalityError(path, f"{type(img).__name__} is not a voxel volume; a 3D NIfTI image is expected")
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) == 2:

@@ -1,0 +1,713 @@
+"""Synthetic chest radiographs (PA + lateral) with reports and CheXpert labels.
+
+A projection model, not a picture: each structure adds its attenuation line
+integral ``A = sum(mu_i * thickness_i)`` (soft tissue 0.02 /mm, aerated lung
+0.005 /mm, bone +0.05 /mm, metal 0.4 /mm) and the film is
+``sigmoid((A + noise - mid) / width)``, the S-shaped characteristic curve of a
+screen-film or processed digital radiograph: air is black, aerated lung dark,
+the heart and abdomen bright, bone and metal brightest. Quantum noise grows
+with attenuation (fewer photons behind dense parts) and is drawn from the
+patient's seed only, so a render of the same patient with and without a
+finding differs exactly where the finding's attenuation layer is non-zero.
+
+Frontal images are PA as displayed by convention: the patient's left is the
+viewer's right (heart apex, aortic knob and gastric bubble on the right of the
+image). Lateral images face the viewer's left (anterior left, spine right).
+
+Every finding is an additive attenuation layer over the patient's anatomy
+(cardiomegaly instead scales the heart to a target cardiothoracic ratio), and
+its mask is that layer's support, so the labels can be checked against the
+pixels. The report and labels come from :mod:`medkit.synth.cxr_reports`.
+
+Output (R2Gen / IU-Xray layout, read by :func:`medkit.io.load_report_dataset`)::
+
+    out/annotation.json            {"train": [entry...], "val": [...], "test": [...]}
+    out/images/{id}/0.png          PA, 8-bit grayscale
+    out/images/{id}/1.png          lateral
+    out/masks/{id}.png             16-bit: bit k = OBSERVATIONS[k], bit 14 heart, bit 15 lungs
+    out/ground_truth.jsonl         per study: findings (side, severity, CTR, positions), sentences
+    out/summary.json               counts per split and per label
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ..io.atomic import atomic_path, write_json, write_text
+from .chexpert import OBSERVATIONS
+from .cxr_reports import (
+    DEVICES,
+    KIND_OBSERVATIONS,
+    Finding,
+    check_consistency,
+    labels_from_sentences,
+    rendered_observations,
+    sample_findings,
+    write_report,
+)
+
+MU_T, MU_L, MU_B, MU_M = 0.02, 0.005, 0.05, 0.4  # /mm: soft tissue, aerated lung, bone excess, metal
+FOV_MM = 400.0
+HEART_BIT, LUNG_BIT = 14, 15
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class CXRConfig:
+    """``medkit synth cxr`` settings.
+
+    Attributes:
+        n_cases: studies (each one PA + one lateral image).
+        seed: same seed, byte-identical output.
+        size: image side in pixels (64..512; 256 keeps 100 studies well under a minute on CPU).
+        lateral: also render the lateral view (``image_path`` then has two entries).
+        p_normal: chance a study has no pathology.
+        p_uncertain: chance the report hedges on a rendered finding (label -1).
+        max_findings: most pathologies per abnormal study.
+        p_devices: chance of support devices (ET tube, central line, pacemaker).
+        noise: multiplier on quantum noise.
+        splits: train/val/test fractions.
+        write_masks: write ``masks/{id}.png``.
+    """
+
+    n_cases: int = 100
+    seed: int = 0
+    size: int = 256
+    lateral: bool = True
+    p_normal: float = 0.35
+    p_uncertain: float = 0.15
+    max_findings: int = 3
+    p_devices: float = 0.15
+    noise: float = 1.0
+    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    write_masks: bool = True
+
+
+@dataclass
+class Patient:
+    """Per-patient anatomy and exposure (mm; v grows downwards, u to the viewer's right)."""
+
+    W: float                 # half inner thoracic width
+    apex: float              # v of the lung apices
+    dome_r: float            # v of the right hemidiaphragm dome (viewer left)
+    dome_l: float            # left dome, lower (under the heart)
+    margin: float            # soft tissue lateral to the ribs
+    depth: float             # AP thickness of the chest
+    rotation_deg: float
+    shift: tuple[float, float]
+    ctr: float               # normal cardiothoracic ratio (cardiomegaly overrides)
+    heart_angle: float
+    rib_spacing: float
+    mid: float               # film curve: attenuation at mid-grey
+    width: float             # film curve: latitude
+    noise: float
+    female: bool
+    tex_seed: int
+
+
+def sample_patient(rng: np.random.Generator) -> Patient:
+    """Draw size, inspiration depth, rotation, habitus and exposure for one patient."""
+    s = rng.uniform(0.9, 1.07)
+    apex = -150 * s + rng.uniform(-8, 8)
+    dome_r = apex + s * rng.uniform(185, 225)   # inspiration depth: 9-11 posterior ribs above the dome
+    return Patient(
+        W=136 * s, apex=float(apex), dome_r=float(dome_r), dome_l=float(dome_r + rng.uniform(8, 22)),
+        margin=float(rng.uniform(18, 45)), depth=float(rng.uniform(190, 250) * s),
+        rotation_deg=float(np.clip(rng.normal(0, 1.8), -4, 4)),
+        shift=(float(rng.uniform(-8, 8)), float(rng.uniform(-6, 10))), ctr=float(rng.uniform(0.39, 0.47)),
+        heart_angle=float(rng.uniform(20, 32)), rib_spacing=float(21.5 * s * rng.uniform(0.95, 1.05)),
+        mid=float(rng.uniform(2.8, 3.2)), width=float(rng.uniform(0.75, 0.95)),
+        noise=float(rng.uniform(0.012, 0.025)), female=bool(rng.random() < 0.5),
+        tex_seed=int(rng.integers(2**31)))
+
+
+# --- small 2D helpers (all in mm) ---------------------------------------------
+
+def _smooth(x, e0: float, e1: float):
+    """Smoothstep 0 -> 1 between e0 and e1 (exactly 0 / 1 outside)."""
+    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _inside(d, soft: float):
+    """1 inside (signed distance d < 0), 0 outside, a smooth ramp ``soft`` mm wide."""
+    return 1.0 - _smooth(d, -soft / 2, soft / 2)
+
+
+def _seg_dist(U, V, pts) -> np.ndarray:
+    """Distance (mm) from every pixel to the polyline through ``pts`` [(u, v), ...]."""
+    best = np.full(U.shape, np.inf)
+    for (ua, va), (ub, vb) in zip(pts[:-1], pts[1:]):
+        du, dv = ub - ua, vb - va
+        t = np.clip(((U - ua) * du + (V - va) * dv) / max(du * du + dv * dv, 1e-9), 0, 1)
+        np.minimum(best, np.hypot(U - ua - t * du, V - va - t * dv), out=best)
+    return best
+
+
+def _chord(d2, r: float):
+    """Projected thickness of a sphere/cylinder of radius r at squared distance d2."""
+    return 2 * np.sqrt(np.clip(r * r - d2, 0, None))
+
+
+def _smooth_noise(shape, sigma_px: float, rng) -> np.ndarray:
+    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="wrap")
+    return n / (n.std() + 1e-12)
+
+
+def _side(side: str) -> list[int]:
+    """Patient side -> viewer sign(s): left is +1 (viewer right) on a PA film."""
+    return {"left": [1], "right": [-1], "bilateral": [-1, 1]}[side]
+
+
+# --- the frontal anatomy ----------------------------------------------------
+
+class _Frontal:
+    """Coordinates, anatomy masks and base attenuation of one patient's PA film."""
+
+    def __init__(self, p: Patient, size: int, ctr: float):
+        self.p, self.size = p, size
+        self.px = FOV_MM / size
+        c = (np.arange(size) - (size - 1) / 2) * self.px
+        v0, u0 = np.meshgrid(c, c, indexing="ij")
+        a = np.radians(p.rotation_deg)
+        self.U = np.cos(a) * u0 + np.sin(a) * v0 - p.shift[0]
+        self.V = -np.sin(a) * u0 + np.cos(a) * v0 - p.shift[1]
+        U, V, W = self.U, self.V, p.W
+        self.H = p.dome_r - p.apex
+        self.carina = p.apex + 0.40 * self.H
+        ax = np.abs(U)
+        self.dome = np.where(U < 0, p.dome_r, p.dome_l) + 35 * ((ax - 0.45 * W) / (0.55 * W)) ** 2
+        top = p.apex + 55 * ((ax - 0.45 * W) / (0.45 * W)) ** 2
+        lat = W * (0.94 + 0.06 * np.clip((V - p.apex) / self.H, 0, 1))
+        self.cage = (V > top) & (ax < lat) & (V < self.dome)
+        knob = p.apex + 0.30 * self.H
+        self.mr = 24 + 6 * _smooth(V, self.carina, self.carina + 40)
+        self.ml = 24 + 20 * np.exp(-(((V - knob) / 16) ** 2)) + 12 * _smooth(V, knob + 10, knob + 40)
+        self.medias = (U > -self.mr) & (U < self.ml)
+        self.heart_lvl, self.heart = self._heart(ctr)
+        self.lung_env = self.cage & ~self.medias
+        self.lungs = self.lung_env & ~self.heart
+        env_edt = ndimage.distance_transform_edt(self.lung_env) * self.px
+        self.cage_edt = ndimage.distance_transform_edt(self.cage) * self.px
+        self.lung_edt = ndimage.distance_transform_edt(self.lungs) * self.px
+        depth = p.depth * 0.78 * (0.55 + 0.45 * np.clip((V - p.apex) / self.H, 0, 1))
+        heart_soft = _inside((self.heart_lvl - 1) * 60, 4.0) * (V < self.dome)
+        self.t_lung = depth * np.sqrt(np.clip(env_edt / 18, 0, 1)) * (1 - 0.85 * heart_soft)
+        self.hila = [(s * 0.30 * W, p.apex + 0.48 * self.H) for s in (-1, 1)]
+        self.ctr = self.measure_ctr()
+
+    def _heart(self, ctr: float):
+        """Heart ellipse scaled until the measured cardiothoracic ratio hits ``ctr``."""
+        p, U, V = self.p, self.U, self.V
+        phi = np.radians(p.heart_angle)
+        hw = ctr * p.W
+        for _ in range(4):
+            a = hw / np.sqrt(np.cos(phi) ** 2 + (0.78 * np.sin(phi)) ** 2)
+            b = 0.78 * a
+            uc, vc = 0.31 * ctr * p.W + 0.2 * (hw - ctr * p.W), (p.dome_r + p.dome_l) / 2 - 0.3 * b
+            du, dv = U - uc, V - vc
+            lvl = np.hypot((du * np.cos(phi) + dv * np.sin(phi)) / a, (-du * np.sin(phi) + dv * np.cos(phi)) / b)
+            mask = (lvl < 1) & (V < self.dome)
+            self.heart_geom = {"center_mm": [float(uc), float(vc)], "axes_mm": [float(a), float(b)]}
+            self.heart, got = mask, None
+            got = self.measure_ctr()
+            if abs(got - ctr) < 0.004:
+                break
+            hw *= ctr / max(got, 1e-3)
+        return lvl, mask
+
+    def measure_ctr(self) -> float:
+        """Max horizontal heart width / max inner thoracic width, both from the masks (pixels)."""
+        return measure_ctr(self.heart, self.cage & ~self.medias | self.heart)
+
+    # Ribs: posterior from the spine, curving down laterally; anterior from the
+    # lateral wall sweeping down and medially to the costal cartilage.
+    def rib(self, sign: int, k: int, dv: float = 0.0, part: str = "both") -> np.ndarray:
+        p, W = self.p, self.p.W
+        x = sign * self.U / W
+        v0 = p.apex - 10 + (k - 1) * p.rib_spacing + dv
+        out = np.zeros_like(self.U)
+        if part in ("both", "posterior"):
+            f = v0 - 14 * x + (30 + 2 * k) * x**2
+            w = 7 + 0.3 * k
+            d = np.abs(self.V - f)
+            prof = _inside(d - w / 2, 1.4 * self.px) * (0.65 + 0.35 * np.clip(d / (w / 2), 0, 1) ** 2)
+            out += MU_B * 6 * prof * _smooth(x, 0.07, 0.13) * (1 - _smooth(x, 1.02, 1.08))
+        if part in ("both", "anterior"):
+            vl = v0 - 14 * 1.04 + (30 + 2 * k) * 1.04**2
+            s = np.clip((1.04 - x) / 0.64, 0, None)
+            g = vl + 62 * s - 14 * s**2
+            d = np.abs(self.V - g)
+            out += MU_B * 3 * _inside(d - 5, 1.4 * self.px) * _smooth(x, 0.36, 0.44) * (1 - _smooth(x, 1.02, 1.08))
+        return out
+
+    def base(self) -> tuple[np.ndarray, np.ndarray]:
+        """Anatomy attenuation A (no findings) and the lung-marking layer."""
+        p, U, V, W = self.p, self.U, self.V, self.p.W
+        rng = np.random.default_rng(p.tex_seed)
+        # body: neck, shoulders, chest wall; path length of an elliptic cylinder
+        hw = 0.38 * W + (0.62 * W + p.margin) * _smooth(V, p.apex - 70, p.apex - 10)
+        hw = hw + 28 * np.exp(-(((V - p.apex + 5) / 28) ** 2))
+        dep = p.depth * (0.6 + 0.4 * _smooth(V, p.apex - 70, p.apex))
+        A = MU_T * dep * np.sqrt(np.clip(1 - (U / hw) ** 2, 0, None))
+        A -= (MU_T - MU_L) * self.t_lung
+        # lung markings: streaks radiating from the hila, thinning to the periphery
+        theta_noise = rng.standard_normal((96, 12))
+        marks = np.zeros_like(U)
+        for hu, hv in self.hila:
+            r = np.hypot(U - hu, V - hv)
+            th = (np.arctan2(V - hv, U - hu) / (2 * np.pi) % 1) * 96
+            rr = np.log1p(r / 20) * 3
+            tex = ndimage.map_coordinates(theta_noise, [th, rr], order=1, mode="grid-wrap")
+            marks += np.clip(tex - 0.6, 0, None) * np.exp(-r / (0.55 * W))
+        marks += 0.25 * np.clip(_smooth_noise(U.shape, 1.2 / self.px * 2, rng), -2, 2) + 0.5
+        marks = (MU_T - MU_L) * self.t_lung * 0.12 * np.clip(marks, 0, None) * self.lungs
+        A += marks
+        for hu, hv in self.hila:  # hilar vessels
+            A += (MU_T - MU_L) * self.t_lung * 0.35 * _inside(np.hypot((U - hu) / 14, (V - hv) / 24) - 1, 0.5)
+        # trachea and main bronchi (air column in the mediastinum)
+        tr = _inside(np.abs(U) - 8, 2) * _inside(V - self.carina, 4)
+        for s in (-1, 1):
+            tr = np.maximum(tr, _inside(_seg_dist(U, V, [(0, self.carina), (s * 32, self.carina + 28)]) - 6, 2))
+        A -= MU_T * 14 * tr
+        # spine: vertebral bodies with disc spaces, pedicles
+        sw = 17 + 0.04 * (V - p.apex)
+        period = p.rib_spacing * 1.05
+        ph = (V - p.apex) / period % 1.0
+        body = _inside(np.abs(U) - sw, 2) * (1 - 0.4 * _inside(np.abs(ph - 0.95) - 0.06, 0.05))
+        ped = sum(_inside(np.hypot((U - s * (sw - 5)) / 4, (ph - 0.35) * period / 6) - 1, 0.4) for s in (-1, 1))
+        A += MU_B * 7 * body + MU_B * 4 * ped
+        # ribs (1..12 each side) and clavicles
+        rows = self._row_ranges()
+        for s in (-1, 1):
+            for k in range(1, 13):
+                lo, hi = rows(p.apex - 40 + (k - 1) * p.rib_spacing, p.apex + 130 + (k - 1) * p.rib_spacing)
+                sub = _Sub(self, lo, hi)
+                A[lo:hi] += _Frontal.rib(sub, s, k)
+            x = s * U / W
+            f = p.apex + 6 - 20 * x + 10 * x**2 + 5 * np.sin(2 * np.pi * x)
+            A += MU_B * 11 * _inside(np.abs(V - f) - 6.5, 1.4 * self.px) * _smooth(x, 0.06, 0.12) * (1 - _smooth(x, 1.05, 1.12))
+        # gastric bubble under the left hemidiaphragm, breasts
+        gu, gv = 0.45 * W, p.dome_l + 40
+        A -= MU_T * 0.6 * _chord(((U - gu) / 1.6) ** 2 + (V - gv) ** 2, 18) * (V < gv) * (V > self.dome + 3)
+        if p.female:
+            for s in (-1, 1):
+                d2 = ((U - s * 0.6 * W) / 1.5) ** 2 + (V - p.dome_r + 10) ** 2
+                A += MU_T * 0.5 * _chord(d2, 55) * _smooth(V, p.dome_r - 70, p.dome_r - 40)
+        return A, marks
+
+    def _row_ranges(self):
+        vmin, vmax = self.V.min(axis=1), self.V.max(axis=1)
+
+        def rows(a, b):
+            idx = np.nonzero((vmax >= a) & (vmin <= b))[0]
+            return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+        return rows
+
+
+class _Sub:
+    """A row band of a :class:`_Frontal` (fast ribs: each touches ~1/4 of the rows)."""
+
+    def __init__(self, f: _Frontal, lo: int, hi: int):
+        self.p, self.px, self.U, self.V = f.p, f.px, f.U[lo:hi], f.V[lo:hi]
+
+
+def measure_ctr(heart: np.ndarray, thorax: np.ndarray) -> float:
+    """Cardiothoracic ratio from masks: widest heart extent / widest thorax extent (columns)."""
+    def width(m):
+        cols = np.nonzero(m.any(axis=0))[0]
+        return float(cols[-1] - cols[0] + 1) if cols.size else 0.0
+    return width(heart) / max(width(thorax), 1.0)
+
+
+# --- findings: additive attenuation layers -----------------------------------
+
+def _zone_center(fr: _Frontal, s: int, zone: str, rng) -> tuple[float, float]:
+    fx = {"upper": 0.5, "middle": 0.42, "lower": 0.6}[zone]
+    fy = {"upper": 0.25, "middle": 0.62, "lower": 0.84}[zone]
+    return s * fr.p.W * (fx + rng.uniform(-0.06, 0.06)), fr.p.apex + fr.H * (fy + rng.uniform(-0.04, 0.04))
+
+
+def _finding_layer(fr: _Frontal, f: Finding, marks: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Attenuation added by one finding on the PA film, and where it is (mm)."""
+    rng = np.random.default_rng(f.seed)
+    U, V, p, W = fr.U, fr.V, fr.p, fr.p.W
+    dA = np.zeros_like(U)
+    geo: dict = {}
+    fill = (MU_T - MU_L) * fr.t_lung   # lung air fully replaced by water density
+    if f.kind == "effusion":
+        h = {"small": 0.12, "moderate": 0.25, "large": 0.45}[f.severity] * fr.H
+        for s in _side(f.side):
+            v_cpa = (p.dome_r if s < 0 else p.dome_l) + 35
+            level = v_cpa - h
+            r = np.clip((s * U - 0.2 * W) / (0.8 * W), 0, 1)
+            v_f = level + (0.35 * h + 10) * (1 - r) ** 2   # meniscus: higher against the lateral wall
+            reg = _smooth(V - v_f, -3, 3) * (fr.lung_env & (s * U > 0))
+            g = 0.45 + 0.55 * np.clip((V - v_f) / max(h, 30), 0, 1)   # layering: denser dependently
+            dA += reg * (fill * g + MU_T * 10)
+            geo.setdefault("fluid_level_mm", []).append(float(level))
+    elif f.kind == "pneumothorax":
+        s = _side(f.side)[0]
+        d0 = {"small": 10, "moderate": 22, "large": 40}[f.severity]
+        d = d0 * (1 - _smooth(V, p.apex + 0.25 * fr.H, p.apex + 0.8 * fr.H))
+        side = fr.lungs & (s * U > 0)
+        reg = (1 - _smooth(fr.cage_edt, d - 1.5, d + 1.5)) * side * (d > 1)
+        line = _inside(np.abs(fr.cage_edt - d - 1.5) - 0.7, 1.2) * side * (d > 2)
+        dA += -reg * (MU_L * fr.t_lung + marks) + MU_T * 4 * line
+        geo["rim_mm"] = d0
+    elif f.kind in ("consolidation", "pneumonia", "opacity"):
+        s = _side(f.side)[0]
+        uc, vc = _zone_center(fr, s, f.params["zone"], rng)
+        R = {"small": 22, "moderate": 35, "large": 52}[f.severity]
+        lvl = np.hypot((U - uc) / R, (V - vc) / (0.8 * R)) + 0.25 * _smooth_noise(U.shape, 6 / fr.px, rng)
+        reg = (1 - _smooth(lvl, 0.6, 1.05)) * (fr.lungs & (s * U > 0))
+        dens = 0.3 if f.kind == "opacity" else 0.55
+        layer = reg * (fill * dens + MU_T * 3)
+        if f.params.get("air_bronchograms"):
+            hu, hv = fr.hila[0 if s < 0 else 1]
+            ang = np.arctan2(vc - hv, uc - hu)
+            tube = np.zeros_like(U)
+            for _ in range(3):
+                a = ang + rng.uniform(-0.5, 0.5)
+                pts = [(uc - 0.6 * R * np.cos(a), vc - 0.6 * R * np.sin(a)), (uc + 0.6 * R * np.cos(a), vc + 0.6 * R * np.sin(a))]
+                tube = np.maximum(tube, _inside(_seg_dist(U, V, pts) - 1.5, 1.0))
+            layer *= 1 - 0.4 * tube * (lvl < 0.7)
+        dA += layer
+        geo["center_mm"] = [uc, vc]
+    elif f.kind == "atelectasis":
+        thick = {"mild": 4.5, "moderate": 7, "severe": 7}[f.severity]
+        lift = {"mild": 0, "moderate": 14, "severe": 30}[f.severity]
+        for s in _side(f.side):
+            side = fr.lungs & (s * U > 0)
+            uc = s * W * rng.uniform(0.45, 0.65)
+            vc = (p.dome_r if s < 0 else p.dome_l) - rng.uniform(25, 45)
+            a, ln = np.radians(rng.uniform(-12, 12)), rng.uniform(25, 40)
+            pts = [(uc - ln * np.cos(a), vc - ln * np.sin(a)), (uc + ln * np.cos(a), vc + ln * np.sin(a))]
+            dA += side * (fill * 0.45 + MU_T * 3) * _inside(_seg_dist(U, V, pts) - thick / 2, 3)
+            if lift:  # volume loss: the hemidiaphragm rises into the lung base
+                e = lift * np.clip(1 - ((s * U - 0.45 * W) / (0.6 * W)) ** 2, 0, 1)
+                dA += side * _smooth(V - (fr.dome - e), -2, 2) * (e > 0) * (fill * 0.95 + MU_T * 3)
+            if f.severity == "severe":  # collapsed lower lobe behind the heart: a triangular density
+                tri = _inside(np.hypot((U - s * 0.22 * W) / 28, (V - fr.dome + 40) / 45) - 1, 0.3)
+                dA += tri * (fr.lung_env & (s * U > 0)) * (fill * 0.8 + MU_T * 3)
+            geo.setdefault("band_center_mm", []).append([float(uc), float(vc)])
+    elif f.kind == "edema":
+        R = {"mild": 0.45, "moderate": 0.6, "severe": 0.8}[f.severity] * W
+        st = {"mild": 0.18, "moderate": 0.3, "severe": 0.45}[f.severity]
+        upper = 1 - _smooth(V, p.apex + 0.2 * fr.H, p.apex + 0.55 * fr.H)   # vascular cephalization
+        for hu, hv in fr.hila:
+            w = np.clip(1 - np.hypot(U - hu, V - hv) / R, 0, 1) ** 1.5     # perihilar bat-wing haze
+            dA += fr.lungs * fill * st * w
+        dA += marks * st * 4 * upper
+        if f.params.get("kerley_lines"):
+            for s in (-1, 1):
+                dome0 = (p.dome_r if s < 0 else p.dome_l) + 35
+                for j in range(6):
+                    vj = dome0 - 12 - 9 * j
+                    seg = [(s * (W - 20), vj), (s * W, vj)]
+                    dA += fr.lungs * MU_T * 8 * _inside(_seg_dist(U, V, seg) - 0.6, 0.8)
+    elif f.kind == "lesion":
+        s = _side(f.side)[0]
+        r = f.params["size_mm"] / 2
+        uc, vc = _zone_center(fr, s, f.params["zone"], rng)
+        ok = (fr.lung_edt > r + 4) & (s * U > 0)
+        if not ok.any():
+            ok = (fr.lung_edt >= fr.lung_edt[s * U > 0].max()) & (s * U > 0)
+        d2 = np.where(ok, (U - uc) ** 2 + (V - vc) ** 2, np.inf)
+        i = np.unravel_index(np.argmin(d2), U.shape)
+        uc, vc = float(U[i]), float(V[i])
+        rr = r * (1 + (0.12 * _smooth_noise(U.shape, 5 / fr.px, rng) if r >= 15 else 0))  # masses lobulate
+        dA += MU_T * 0.8 * 2 * np.sqrt(np.clip(rr**2 - ((U - uc) ** 2 + (V - vc) ** 2), 0, None))
+        geo["center_mm"] = [uc, vc]
+    elif f.kind == "wide_mediastinum":
+        ex = f.params["extra_mm"]
+        bump = _smooth(V, p.apex, p.apex + 30) * (1 - _smooth(V, fr.carina + 10, fr.carina + 50))
+        reg = ((U > -fr.mr - ex * bump) & (U < fr.ml + ex * bump)) & fr.lung_env
+        dA += reg * bump * (fill * 0.9 + MU_T * 5)
+    elif f.kind == "fracture":
+        s = _side(f.side)[0]
+        k = f.params["rib"]
+        uf = s * W * rng.uniform(0.62, 0.85)
+        rib = fr.rib(s, k, part="posterior")
+        gap = _inside(np.abs(U - uf) - 1.5, 1.2)
+        dA -= rib * gap
+        if f.params.get("displaced"):
+            lat = _smooth(s * (U - uf), 0, 2) * (1 - _smooth(s * (U - uf), 25, 45)) * (1 - gap)
+            dA += (fr.rib(s, k, dv=3.5, part="posterior") - rib) * lat
+        geo["break_mm"] = [float(uf), float(p.apex - 10 + (k - 1) * p.rib_spacing - 14 * abs(uf) / W + (30 + 2 * k) * (uf / W) ** 2)]
+    elif f.kind == "pleural_thickening":
+        s = _side(f.side)[0]
+        if f.params["location"] == "apical":
+            t = 7 * (1 - _smooth(V, p.apex + 25, p.apex + 60))
+        else:
+            t = 5 * _smooth(V, p.apex + 0.35 * fr.H, p.apex + 0.45 * fr.H) * (1 - _smooth(V, p.apex + 0.7 * fr.H, p.apex + 0.8 * fr.H))
+            t = t * (s * U > 0.5 * W)
+        dA += MU_T * 15 * (1 - _smooth(fr.cage_edt, t - 1, t + 1)) * (fr.cage & (s * U > 0)) * (t > 0.5)
+    elif f.kind == "ett":
+        tip = fr.carina - 10 * f.params["tip_above_carina_cm"]
+        along = _inside(V - tip, 2)
+        dA += along * (MU_T * 6 * _inside(np.abs(np.abs(U) - 5.5) - 1.0, 0.8) + MU_M * 1.5 * _inside(np.abs(U - 4.5) - 0.6, 0.6))
+        geo["tip_mm"] = [0.0, float(tip)]
+    elif f.kind == "central_line":
+        s = _side(f.side)[0]
+        tip = (-16.0, fr.carina + 25)
+        if f.params["route"] == "internal jugular":
+            pts = [(s * 48, p.apex - 90), (s * 38, p.apex - 10), (s * 16 if s > 0 else -22, p.apex + 45), tip]
+        else:
+            pts = [(s * 0.9 * W, p.apex + 22), (s * 0.4 * W, p.apex + 32), (s * 20 if s > 0 else -22, p.apex + 50), tip]
+        dA += MU_M * 1.2 * _inside(_seg_dist(U, V, pts) - 1.0, 0.8)
+        geo["tip_mm"] = list(tip)
+    elif f.kind == "pacemaker":
+        s = _side(f.side)[0]
+        gu, gv = s * 0.66 * W, p.apex + 38
+        box = ((np.abs(U - gu) / 24) ** 4 + (np.abs(V - gv) / 19) ** 4) ** 0.25
+        dA += MU_M * 5 * _inside(box - 1, 0.08)
+        hc = fr.heart_geom["center_mm"]
+        ab = fr.heart_geom["axes_mm"]
+        for end in ((-0.35 * ab[0] + hc[0], hc[1] - 0.3 * ab[1]), (hc[0] + 0.45 * ab[0], hc[1] + 0.45 * ab[1])):
+            pts = [(gu, gv), (s * 0.3 * W, p.apex + 30), (-14, fr.carina + 20), (-22, hc[1] - 0.6 * ab[1]), end]
+            dA += MU_M * 1.3 * _inside(_seg_dist(U, V, pts) - 1.0, 0.8)
+        geo["generator_mm"] = [float(gu), float(gv)]
+    elif f.kind != "cardiomegaly":
+        raise ValueError(f"unknown finding kind {f.kind!r}")
+    return dA, geo
+
+
+def _film(A: np.ndarray, p: Patient, noise: float) -> np.ndarray:
+    """Quantum noise (from the patient's seed) and the film curve -> image in [0, 1]."""
+    z = np.random.default_rng(p.tex_seed + 1).standard_normal(A.shape)
+    z = ndimage.gaussian_filter(z, 0.5) * 1.8
+    # monotone in A for |z| < 5: d/dA = 1 + sigma z e^(A/3)/3 > 0.6 at A <= 7
+    An = A + noise * p.noise * np.exp(np.clip(A, 0, 7) / 3) * z
+    lo = 1 / (1 + np.exp(p.mid / p.width))
+    img = (1 / (1 + np.exp(-(An - p.mid) / p.width)) - lo) / (1 - lo)
+    return np.clip(img, 0.0, 1.0)
+
+
+def render_frontal(p: Patient, findings: list[Finding], size: int = 256, noise: float = 1.0) -> dict:
+    """Render the PA film of patient ``p`` with ``findings``.
+
+    Returns:
+        ``{"image": (X, Y) float64 in [0, 1] (row = caudal, column = viewer right),
+        "masks": {"heart", "lungs", <observation>: (X, Y) bool}, "ctr": float,
+        "geometry": [per-finding dict (centroid_px, area_px, kind-specific mm)]}``.
+        Observation masks are the support of each finding's attenuation layer
+        (the heart mask for cardiomegaly); observations not rendered get no key.
+    """
+    cm = [f for f in findings if f.kind == "cardiomegaly"]
+    fr = _Frontal(p, size, cm[0].params["ctr"] if cm else p.ctr)
+    A, marks = fr.base()
+    masks: dict[str, np.ndarray] = {"heart": fr.heart, "lungs": fr.lungs}
+    geometry = []
+    for f in findings:
+        dA, geo = _finding_layer(fr, f, marks)
+        m = fr.heart.copy() if f.kind == "cardiomegaly" else dA != 0
+        if f.kind == "cardiomegaly":
+            geo["ctr"] = round(fr.ctr, 4)
+        A += dA
+        for o in KIND_OBSERVATIONS[f.kind]:
+            masks[o] = masks[o] | m if o in masks else m
+        ys, xs = np.nonzero(m)
+        geo.update(kind=f.kind, area_px=int(m.sum()),
+                   centroid_px=[round(float(ys.mean()), 1), round(float(xs.mean()), 1)] if ys.size else None)
+        geometry.append(geo)
+    kids = [masks[o] for o in ("Consolidation", "Pneumonia", "Edema", "Atelectasis", "Lung Lesion", "Lung Opacity") if o in masks]
+    if kids:
+        masks["Lung Opacity"] = np.logical_or.reduce(kids)
+    return {"image": _film(A, p, noise), "masks": masks, "ctr": fr.ctr, "geometry": geometry}
+
+
+# --- the lateral view (simpler: no masks, findings drawn approximately) -------
+
+def render_lateral(p: Patient, findings: list[Finding], size: int = 256, noise: float = 1.0) -> np.ndarray:
+    """Left lateral film ``(X, Y)`` in [0, 1]: anterior to the viewer's left, spine on the right.
+
+    Both lungs superimpose, so a unilateral finding adds half the density it
+    would on the PA film. Pneumothorax, fracture, pleural thickening and
+    mediastinal widening are not drawn on this view.
+    """
+    px = FOV_MM / size
+    c = (np.arange(size) - (size - 1) / 2) * px
+    V, Wc = np.meshgrid(c, c, indexing="ij")
+    V, Wc = V - p.shift[1], Wc - 0.4 * p.shift[0]
+    Dh, H = p.depth / 2, p.dome_r - p.apex
+    carina = p.apex + 0.40 * H
+    front = -Dh * (0.55 + 0.45 * _smooth(V, p.apex - 60, p.apex + 10))
+    back = Dh * (0.75 + 0.25 * _smooth(V, p.apex - 60, p.apex + 10))
+    hd, wc = (back - front) / 2, (back + front) / 2
+    path = 2 * (p.W + p.margin) * (0.45 + 0.55 * _smooth(V, p.apex - 70, p.apex - 10))
+    A = MU_T * path * np.sqrt(np.clip(1 - ((Wc - wc) / hd) ** 2, 0, None))
+    dome = (p.dome_r + p.dome_l) / 2 - 8 + 45 * np.clip((Wc + 0.3 * Dh) / (1.2 * Dh), 0, 1) ** 2
+    top = p.apex + 30 * ((Wc - 0.15 * Dh) / (0.6 * Dh)) ** 2
+    lung = (Wc > front + 16) & (Wc < back - 20) & (V > top) & (V < dome)
+    edt = ndimage.distance_transform_edt(lung) * px
+    cm = [f for f in findings if f.kind == "cardiomegaly"]
+    k = (cm[0].params["ctr"] if cm else p.ctr) / 0.43
+    ha, hb = 0.42 * Dh * k, 0.36 * Dh * (1 + 0.5 * (k - 1))
+    hu, hv = -Dh + 18 + ha * 0.9, (p.dome_r + p.dome_l) / 2 - 0.45 * hb
+    hl = np.hypot((Wc - hu) / ha, (V - hv) / hb)
+    heart = _inside((hl - 1) * 40, 4) * (V < dome + 5)
+    t_lung = 2 * 0.75 * p.W * (0.55 + 0.45 * np.clip((V - p.apex) / H, 0, 1)) * np.sqrt(np.clip(edt / 20, 0, 1))
+    t_lung *= 1 - 0.55 * heart
+    A -= (MU_T - MU_L) * t_lung
+    rng = np.random.default_rng(p.tex_seed + 2)
+    A += (MU_T - MU_L) * t_lung * 0.06 * np.clip(_smooth_noise(V.shape, 1.5, rng) + 0.5, 0, None) * lung
+    # spine (vertebral bodies with discs), sternum, trachea
+    sp0, sp1 = back - 0.45 * Dh, back - 0.2 * Dh
+    ph = (V - p.apex) / (p.rib_spacing * 1.05) % 1.0
+    A += MU_B * 10 * _inside(np.abs(Wc - (sp0 + sp1) / 2) - (sp1 - sp0) / 2, 2) * (1 - 0.4 * _inside(np.abs(ph - 0.95) - 0.06, 0.05))
+    A += MU_B * 12 * _inside(np.abs(Wc - front - 9) - 5, 2) * _smooth(V, p.apex + 10, p.apex + 20) * (1 - _smooth(V, p.apex + 0.7 * H, p.apex + 0.75 * H))
+    tw = -0.05 * Dh + (V - (p.apex - 100)) / (carina - p.apex + 100) * 0.13 * Dh
+    A -= MU_T * 14 * _inside(np.abs(Wc - tw) - 8, 2) * _inside(V - carina, 4)
+    fill = (MU_T - MU_L) * t_lung
+    zone_w = {"upper": -0.05, "middle": -0.45, "lower": 0.45}
+    zone_v = {"upper": 0.25, "middle": 0.62, "lower": 0.84}
+    for f in findings:
+        r = np.random.default_rng(f.seed + 7)
+        half = 0.5 if f.side in ("left", "right") else 1.0
+        if f.kind == "effusion":
+            h = {"small": 0.12, "moderate": 0.25, "large": 0.45}[f.severity] * H
+            v_f = dome.max() - h + 0.6 * h * np.clip((0.8 * Dh - Wc) / (1.6 * Dh), 0, 1)   # rises posteriorly
+            A += half * lung * _smooth(V - v_f, -3, 3) * (fill * 0.8 + MU_T * 10)
+        elif f.kind in ("consolidation", "pneumonia", "opacity", "lesion"):
+            z = f.params["zone"]
+            uc, vc = zone_w[z] * Dh + r.uniform(-10, 10), p.apex + zone_v[z] * H + r.uniform(-8, 8)
+            if f.kind == "lesion":
+                rr = f.params["size_mm"] / 2
+                A += MU_T * 0.8 * 2 * np.sqrt(np.clip(rr**2 - (Wc - uc) ** 2 - (V - vc) ** 2, 0, None))
+            else:
+                R = {"small": 22, "moderate": 35, "large": 52}[f.severity]
+                reg = (1 - _smooth(np.hypot((Wc - uc) / R, (V - vc) / (0.8 * R)), 0.85, 1.05)) * lung
+                A += half * reg * fill * (0.45 if f.kind == "opacity" else 0.8)
+        elif f.kind == "atelectasis":
+            seg = [(0.1 * Dh, dome.max() - 45), (0.6 * Dh, dome.max() - 35)]
+            A += half * lung * fill * 0.6 * _inside(_seg_dist(Wc, V, seg) - 3, 2)
+        elif f.kind == "edema":
+            st = {"mild": 0.18, "moderate": 0.3, "severe": 0.45}[f.severity]
+            A += lung * fill * st * np.clip(1 - np.hypot(Wc - 0.05 * Dh, V - p.apex - 0.48 * H) / (0.7 * Dh), 0, 1) ** 1.5
+        elif f.kind == "ett":
+            tip = carina - 10 * f.params["tip_above_carina_cm"]
+            A += MU_M * 1.5 * _inside(np.abs(Wc - tw + 4) - 0.6, 0.6) * _inside(V - tip, 2)
+        elif f.kind == "central_line":
+            pts = [(-0.1 * Dh, p.apex - 90), (-0.2 * Dh, p.apex + 20), (-0.25 * Dh, carina + 25)]
+            A += MU_M * 1.2 * _inside(_seg_dist(Wc, V, pts) - 1.0, 0.8)
+        elif f.kind == "pacemaker":
+            gw, gv = -Dh + 14, p.apex + 38
+            A += MU_M * 5 * _inside(((np.abs(Wc - gw) / 8) ** 4 + (np.abs(V - gv) / 19) ** 4) ** 0.25 - 1, 0.1)
+            pts = [(gw, gv), (-0.2 * Dh, carina + 20), (hu - 0.3 * ha, hv + 0.5 * hb)]
+            A += MU_M * 1.3 * _inside(_seg_dist(Wc, V, pts) - 1.0, 0.8)
+    return _film(A, p, noise)
+
+
+# --- the dataset ----------------------------------------------------------------
+
+def _png8(path: Path, img: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+
+
+def pack_masks(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """Observation masks -> one uint16 image: bit k = ``OBSERVATIONS[k]``, bit 14 heart, bit 15 lungs."""
+    shape = next(iter(masks.values())).shape
+    out = np.zeros(shape, dtype=np.uint16)
+    for k, o in enumerate(OBSERVATIONS):
+        if o in masks:
+            out |= masks[o].astype(np.uint16) << k
+    out |= masks["heart"].astype(np.uint16) << HEART_BIT
+    out |= masks["lungs"].astype(np.uint16) << LUNG_BIT
+    return out
+
+
+def read_masks(path: str | Path) -> dict[str, np.ndarray]:
+    """Read ``masks/{id}.png`` back into ``{observation | "heart" | "lungs": (X, Y) bool}``."""
+    arr = np.asarray(Image.open(path)).astype(np.uint32)
+    out = {o: (arr >> k & 1).astype(bool) for k, o in enumerate(OBSERVATIONS)}
+    out["heart"], out["lungs"] = (arr >> HEART_BIT & 1).astype(bool), (arr >> LUNG_BIT & 1).astype(bool)
+    return out
+
+
+def generate_study(cfg: CXRConfig, index: int) -> dict:
+    """One study from ``(cfg.seed, index)``: patient, findings, report, labels and renders."""
+    rng = np.random.default_rng([cfg.seed, index])
+    patient = sample_patient(rng)
+    findings = sample_findings(rng, p_normal=cfg.p_normal, p_uncertain=cfg.p_uncertain,
+                               max_findings=cfg.max_findings, p_devices=cfg.p_devices)
+    report = write_report(findings, rng)
+    labels = labels_from_sentences(report["sentences"])
+    check_consistency(findings, labels)
+    frontal = render_frontal(patient, findings, cfg.size, cfg.noise)
+    lateral = render_lateral(patient, findings, cfg.size, cfg.noise) if cfg.lateral else None
+    return {"id": f"CXR{index + 1:04d}", "patient": patient, "findings": findings, "report": report,
+            "labels": labels, "frontal": frontal, "lateral": lateral}
+
+
+def _split_of(n: int, seed: int, fractions) -> list[str]:
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0:
+        raise ValueError(f"splits must be three non-negative fractions (train, val, test), got {list(fractions)}")
+    fr = fr / fr.sum()
+    n_tr, n_va = int(round(fr[0] * n)), int(round(fr[1] * n))
+    n_va = min(n_va, n - n_tr)
+    perm = np.random.default_rng([seed, 2**20]).permutation(n)
+    out = ["test"] * n
+    for j, i in enumerate(perm):
+        out[i] = "train" if j < n_tr else "val" if j < n_tr + n_va else "test"
+    return out
+
+
+def generate_dataset(cfg: CXRConfig, out: str | Path, progress=None) -> dict:
+    """Write ``cfg.n_cases`` studies to ``out`` (layout in the module doc); return a summary.
+
+    Raises:
+        ValueError: on a size outside 64..512, no studies, or bad split fractions.
+    """
+    import time
+
+    if not 64 <= cfg.size <= 512:
+        raise ValueError(f"size must be 64..512 pixels, got {cfg.size}")
+    if cfg.n_cases < 1:
+        raise ValueError(f"n_cases must be >= 1, got {cfg.n_cases}")
+    out = Path(out)
+    t0 = time.perf_counter()
+    splits = _split_of(cfg.n_cases, cfg.seed, cfg.splits)
+    ann: dict[str, list] = {s: [] for s in SPLITS}
+    gt_rows = []
+    counts = {o: {"1": 0, "0": 0, "-1": 0} for o in OBSERVATIONS}
+    items = range(cfg.n_cases)
+    for i in (progress(items, "radiographs") if progress else items):
+        st = generate_study(cfg, i)
+        sid, split, rep = st["id"], splits[i], st["report"]
+        _png8(out / "images" / sid / "0.png", st["frontal"]["image"])
+        paths = [f"{sid}/0.png"]
+        if st["lateral"] is not None:
+            _png8(out / "images" / sid / "1.png", st["lateral"])
+            paths.append(f"{sid}/1.png")
+        if cfg.write_masks:
+            with atomic_path(out / "masks" / f"{sid}.png") as tmp:
+                Image.fromarray(pack_masks(st["frontal"]["masks"])).save(tmp, format="PNG")
+        for o, v in st["labels"].items():
+            counts[o][str(v)] += 1
+        ctr = round(float(st["frontal"]["ctr"]), 4)
+        ann[split].append({"id": sid, "report": rep["findings"], "impression": rep["impression"],
+                           "image_path": paths, "split": split, "labels": st["labels"],
+                           "views": ["PA", "LATERAL"][: len(paths)], "ctr": ctr})
+        gt_rows.append({
+            "id": sid, "split": split, "ctr": ctr, "labels": st["labels"],
+            "text": f"FINDINGS: {rep['findings']}\nIMPRESSION: {rep['impression']}",
+            "findings": [{**f.to_dict(), "observations": list(KIND_OBSERVATIONS[f.kind]), "geometry": g}
+                         for f, g in zip(st["findings"], st["frontal"]["geometry"])],
+            "rendered": sorted(rendered_observations(st["findings"])),
+            "sentences": rep["sentences"], "patient": asdict(st["patient"])})
+    write_json(out / "annotation.json", ann)
+    write_text(out / "ground_truth.jsonl", "".join(json.dumps(r, allow_nan=False) + "\n" for r in gt_rows))
+    summary = {"n_cases": cfg.n_cases, "n_images": cfg.n_cases * (2 if cfg.lateral else 1), "size": cfg.size,
+               "seed": cfg.seed, "splits": {s: len(v) for s, v in ann.items()}, "label_counts": counts,
+               "devices": sum(any(f["kind"] in DEVICES for f in r["findings"]) for r in gt_rows)}
+    write_json(out / "summary.json", summary)
+    return {**summary, "seconds": round(time.perf_counter() - t0, 2)}

@@ -1,0 +1,51 @@
+"""Shared fixtures: small synthetic DICOM series written into tmp_path."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+
+def _rotated_affine(spacing=(0.7, 0.9, 2.5), angle_deg=20.0, origin=(12.0, -40.0, 65.0)) -> np.ndarray:
+    """A RAS voxel->mm affine with anisotropic spacing, rotated about the S axis."""
+    a = np.radians(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot * np.asarray(spacing)[None, :]
+    aff[:3, 3] = origin
+    return aff
+
+
+def _ct_array(shape=(12, 10, 6), seed: int = 0) -> np.ndarray:
+    """Whole-HU values from air (-1000) to bone (+1200), so int16 storage is exact."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-1000, 1200, size=shape).astype(np.float64)
+
+
+@pytest.fixture
+def make_series(tmp_path):
+    """Factory: ``make_series(name, arr=None, affine=None, **kw) -> (folder, arr, affine)``."""
+    from medkit.io.dicom_write import write_dicom_series
+
+    def make(name="series", arr=None, affine=None, **kw):
+        arr = _ct_array() if arr is None else arr
+        affine = _rotated_affine() if affine is None else affine
+        folder = tmp_path / name
+        write_dicom_series(arr, folder, affine=affine, uid_seed=kw.pop("uid_seed", zlib.crc32(name.encode())), **kw)
+        return folder, arr, affine
+
+    return make
+
+
+@pytest.fixture
+def rotated_affine():
+    """The affine factory ``rotated_affine(spacing, angle_deg, origin)``."""
+    return _rotated_affine
+
+
+@pytest.fixture
+def ct_array():
+    """The HU array factory ``ct_array(shape, seed)``."""
+    return _ct_array

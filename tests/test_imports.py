@@ -1,0 +1,125 @@
+"""Import hygiene: cheap top-level imports, a working `medkit --help`, and the
+import-direction rule of ARCHITECTURE.md ("Which way imports go")."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "medkit"
+
+GROUND = {"io", "config", "runs"}
+MIDDLE = {"synth", "transforms", "nn", "lm", "metrics", "viz"}
+COMPONENTS = {"segmentation", "deformation", "report_generation", "rl"}
+# What each floor may import (besides itself and the package root `medkit`).
+ALLOWED: dict[str, set[str]] = {
+    **{g: GROUND for g in GROUND},  # the ground floor: only each other
+    **{m: GROUND for m in MIDDLE},  # stand on the ground, never on each other
+    **{c: GROUND | MIDDLE for c in COMPONENTS},  # components never import each other
+    "dialogue": GROUND | MIDDLE | {"rl"},  # "dialogue may use rl and lm" (lm is middle)
+}
+# The roof may import anything. demo.py is the body of `medkit demo`, a cli command
+# (it is not in ARCHITECTURE.md's tree yet).
+ROOF = {"cli", "demo"}
+
+
+def test_import_medkit_is_light():
+    code = (
+        "import sys, medkit, medkit.io, medkit.config, medkit.runs, medkit.cli\n"
+        "heavy = [m for m in ('transformers', 'torch', 'monai', 'SimpleITK') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_medkit_help_subprocess():
+    r = subprocess.run([sys.executable, "-c", "from medkit.cli import app; app()", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Usage" in r.stdout and "convert" in r.stdout
+
+
+def _floor(module: str) -> str | None:
+    """'medkit.io.dicom' -> 'io'; 'medkit' (the package root) -> None."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "medkit" else None
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imported_medkit_modules(path: Path) -> list[tuple[int, str]]:
+    """Every medkit module imported anywhere in the file (also inside functions)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "medkit"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "medkit":
+                continue
+            if node.module is None or target == "medkit":
+                # `from . import x` / `from medkit import x`: x may itself be a subpackage.
+                out += [(node.lineno, f"{target}.{a.name}") for a in node.names]
+            else:
+                out.append((node.lineno, target))
+    return out
+
+
+def _violations() -> list[str]:
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        floor = _floor(_module_name(path))
+        if floor is None or floor in ROOF:
+            continue
+        allowed = ALLOWED.get(floor)
+        if allowed is None:
+            bad.append(f"{path.relative_to(PKG.parent)}: '{floor}' is not a floor in ARCHITECTURE.md")
+            continue
+        for line, mod in _imported_medkit_modules(path):
+            target = _floor(mod)
+            if target is None or target == floor or target == "__version__":
+                continue
+            if target not in allowed:
+                bad.append(f"{path.relative_to(PKG.parent)}:{line}: {floor} imports {mod}")
+    return bad
+
+
+def test_import_direction_rule():
+    assert _violations() == []
+
+
+def test_rule_checker_catches_a_violation(tmp_path, monkeypatch):
+    """The checker itself can fail: a fake io module importing synth is reported."""
+    fake = tmp_path / "medkit"
+    (fake / "io").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "io" / "__init__.py").write_text("")
+    (fake / "io" / "bad.py").write_text("def f():\n    from ..synth import shapes\n")
+    (fake / "runs.py").write_text("from . import io\nfrom .config import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+    assert _violations() == ["medkit/io/bad.py:2: io imports medkit.synth"]
+
+
+@pytest.mark.parametrize("floor,target,ok", [("synth", "viz", False), ("segmentation", "deformation", False),
+                                             ("dialogue", "rl", True), ("dialogue", "segmentation", False),
+                                             ("rl", "lm", True), ("config", "io", True)])
+def test_allowed_map_matches_architecture(floor, target, ok):
+    assert (target in ALLOWED[floor]) is ok
