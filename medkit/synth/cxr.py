@@ -41,6 +41,23 @@ from scipy import ndimage
 
 from ..io.atomic import atomic_path, write_json, write_text
 from .chexpert import OBSERVATIONS
+from .cxr_anatomy import (  # noqa: F401 - Patient/sample_patient are part of this module's API
+    FOV_MM,
+    MU_B,
+    MU_L,
+    MU_M,
+    MU_T,
+    Patient,
+    _chord,
+    _film,
+    _inside,
+    _seg_dist,
+    _side,
+    _smooth,
+    _smooth_noise,
+    sample_patient,
+)
+from .cxr_lateral import render_lateral
 from .cxr_reports import (
     DEVICES,
     KIND_OBSERVATIONS,
@@ -52,8 +69,6 @@ from .cxr_reports import (
     write_report,
 )
 
-MU_T, MU_L, MU_B, MU_M = 0.02, 0.005, 0.05, 0.4  # /mm: soft tissue, aerated lung, bone excess, metal
-FOV_MM = 400.0
 HEART_BIT, LUNG_BIT = 14, 15
 SPLITS = ("train", "val", "test")
 
@@ -87,82 +102,6 @@ class CXRConfig:
     noise: float = 1.0
     splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
     write_masks: bool = True
-
-
-@dataclass
-class Patient:
-    """Per-patient anatomy and exposure (mm; v grows downwards, u to the viewer's right)."""
-
-    W: float                 # half inner thoracic width
-    apex: float              # v of the lung apices
-    dome_r: float            # v of the right hemidiaphragm dome (viewer left)
-    dome_l: float            # left dome, lower (under the heart)
-    margin: float            # soft tissue lateral to the ribs
-    depth: float             # AP thickness of the chest
-    rotation_deg: float
-    shift: tuple[float, float]
-    ctr: float               # normal cardiothoracic ratio (cardiomegaly overrides)
-    heart_angle: float
-    rib_spacing: float
-    mid: float               # film curve: attenuation at mid-grey
-    width: float             # film curve: latitude
-    noise: float
-    female: bool
-    tex_seed: int
-
-
-def sample_patient(rng: np.random.Generator) -> Patient:
-    """Draw size, inspiration depth, rotation, habitus and exposure for one patient."""
-    s = rng.uniform(0.9, 1.07)
-    apex = -150 * s + rng.uniform(-8, 8)
-    dome_r = apex + s * rng.uniform(185, 225)   # inspiration depth: 9-11 posterior ribs above the dome
-    return Patient(
-        W=136 * s, apex=float(apex), dome_r=float(dome_r), dome_l=float(dome_r + rng.uniform(8, 22)),
-        margin=float(rng.uniform(18, 45)), depth=float(rng.uniform(190, 250) * s),
-        rotation_deg=float(np.clip(rng.normal(0, 1.8), -4, 4)),
-        shift=(float(rng.uniform(-8, 8)), float(rng.uniform(-6, 10))), ctr=float(rng.uniform(0.39, 0.47)),
-        heart_angle=float(rng.uniform(20, 32)), rib_spacing=float(21.5 * s * rng.uniform(0.95, 1.05)),
-        mid=float(rng.uniform(2.8, 3.2)), width=float(rng.uniform(0.75, 0.95)),
-        noise=float(rng.uniform(0.012, 0.025)), female=bool(rng.random() < 0.5),
-        tex_seed=int(rng.integers(2**31)))
-
-
-# --- small 2D helpers (all in mm) ---------------------------------------------
-
-def _smooth(x, e0: float, e1: float):
-    """Smoothstep 0 -> 1 between e0 and e1 (exactly 0 / 1 outside)."""
-    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
-
-
-def _inside(d, soft: float):
-    """1 inside (signed distance d < 0), 0 outside, a smooth ramp ``soft`` mm wide."""
-    return 1.0 - _smooth(d, -soft / 2, soft / 2)
-
-
-def _seg_dist(U, V, pts) -> np.ndarray:
-    """Distance (mm) from every pixel to the polyline through ``pts`` [(u, v), ...]."""
-    best = np.full(U.shape, np.inf)
-    for (ua, va), (ub, vb) in zip(pts[:-1], pts[1:]):
-        du, dv = ub - ua, vb - va
-        t = np.clip(((U - ua) * du + (V - va) * dv) / max(du * du + dv * dv, 1e-9), 0, 1)
-        np.minimum(best, np.hypot(U - ua - t * du, V - va - t * dv), out=best)
-    return best
-
-
-def _chord(d2, r: float):
-    """Projected thickness of a sphere/cylinder of radius r at squared distance d2."""
-    return 2 * np.sqrt(np.clip(r * r - d2, 0, None))
-
-
-def _smooth_noise(shape, sigma_px: float, rng) -> np.ndarray:
-    n = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="wrap")
-    return n / (n.std() + 1e-12)
-
-
-def _side(side: str) -> list[int]:
-    """Patient side -> viewer sign(s): left is +1 (viewer right) on a PA film."""
-    return {"left": [1], "right": [-1], "bilateral": [-1, 1]}[side]
 
 
 # --- the frontal anatomy ----------------------------------------------------
@@ -479,17 +418,6 @@ def _finding_layer(fr: _Frontal, f: Finding, marks: np.ndarray) -> tuple[np.ndar
     return dA, geo
 
 
-def _film(A: np.ndarray, p: Patient, noise: float) -> np.ndarray:
-    """Quantum noise (from the patient's seed) and the film curve -> image in [0, 1]."""
-    z = np.random.default_rng(p.tex_seed + 1).standard_normal(A.shape)
-    z = ndimage.gaussian_filter(z, 0.5) * 1.8
-    # monotone in A for |z| < 5: d/dA = 1 + sigma z e^(A/3)/3 > 0.6 at A <= 7
-    An = A + noise * p.noise * np.exp(np.clip(A, 0, 7) / 3) * z
-    lo = 1 / (1 + np.exp(p.mid / p.width))
-    img = (1 / (1 + np.exp(-(An - p.mid) / p.width)) - lo) / (1 - lo)
-    return np.clip(img, 0.0, 1.0)
-
-
 def render_frontal(p: Patient, findings: list[Finding], size: int = 256, noise: float = 1.0) -> dict:
     """Render the PA film of patient ``p`` with ``findings``.
 
@@ -521,88 +449,6 @@ def render_frontal(p: Patient, findings: list[Finding], size: int = 256, noise: 
     if kids:
         masks["Lung Opacity"] = np.logical_or.reduce(kids)
     return {"image": _film(A, p, noise), "masks": masks, "ctr": fr.ctr, "geometry": geometry}
-
-
-# --- the lateral view (simpler: no masks, findings drawn approximately) -------
-
-def render_lateral(p: Patient, findings: list[Finding], size: int = 256, noise: float = 1.0) -> np.ndarray:
-    """Left lateral film ``(X, Y)`` in [0, 1]: anterior to the viewer's left, spine on the right.
-
-    Both lungs superimpose, so a unilateral finding adds half the density it
-    would on the PA film. Pneumothorax, fracture, pleural thickening and
-    mediastinal widening are not drawn on this view.
-    """
-    px = FOV_MM / size
-    c = (np.arange(size) - (size - 1) / 2) * px
-    V, Wc = np.meshgrid(c, c, indexing="ij")
-    V, Wc = V - p.shift[1], Wc - 0.4 * p.shift[0]
-    Dh, H = p.depth / 2, p.dome_r - p.apex
-    carina = p.apex + 0.40 * H
-    front = -Dh * (0.55 + 0.45 * _smooth(V, p.apex - 60, p.apex + 10))
-    back = Dh * (0.75 + 0.25 * _smooth(V, p.apex - 60, p.apex + 10))
-    hd, wc = (back - front) / 2, (back + front) / 2
-    path = 2 * (p.W + p.margin) * (0.45 + 0.55 * _smooth(V, p.apex - 70, p.apex - 10))
-    A = MU_T * path * np.sqrt(np.clip(1 - ((Wc - wc) / hd) ** 2, 0, None))
-    dome = (p.dome_r + p.dome_l) / 2 - 8 + 45 * np.clip((Wc + 0.3 * Dh) / (1.2 * Dh), 0, 1) ** 2
-    top = p.apex + 30 * ((Wc - 0.15 * Dh) / (0.6 * Dh)) ** 2
-    lung = (Wc > front + 16) & (Wc < back - 20) & (V > top) & (V < dome)
-    edt = ndimage.distance_transform_edt(lung) * px
-    cm = [f for f in findings if f.kind == "cardiomegaly"]
-    k = (cm[0].params["ctr"] if cm else p.ctr) / 0.43
-    ha, hb = 0.42 * Dh * k, 0.36 * Dh * (1 + 0.5 * (k - 1))
-    hu, hv = -Dh + 18 + ha * 0.9, (p.dome_r + p.dome_l) / 2 - 0.45 * hb
-    hl = np.hypot((Wc - hu) / ha, (V - hv) / hb)
-    heart = _inside((hl - 1) * 40, 4) * (V < dome + 5)
-    t_lung = 2 * 0.75 * p.W * (0.55 + 0.45 * np.clip((V - p.apex) / H, 0, 1)) * np.sqrt(np.clip(edt / 20, 0, 1))
-    t_lung *= 1 - 0.55 * heart
-    A -= (MU_T - MU_L) * t_lung
-    rng = np.random.default_rng(p.tex_seed + 2)
-    A += (MU_T - MU_L) * t_lung * 0.06 * np.clip(_smooth_noise(V.shape, 1.5, rng) + 0.5, 0, None) * lung
-    # spine (vertebral bodies with discs), sternum, trachea
-    sp0, sp1 = back - 0.45 * Dh, back - 0.2 * Dh
-    ph = (V - p.apex) / (p.rib_spacing * 1.05) % 1.0
-    A += MU_B * 10 * _inside(np.abs(Wc - (sp0 + sp1) / 2) - (sp1 - sp0) / 2, 2) * (1 - 0.4 * _inside(np.abs(ph - 0.95) - 0.06, 0.05))
-    A += MU_B * 12 * _inside(np.abs(Wc - front - 9) - 5, 2) * _smooth(V, p.apex + 10, p.apex + 20) * (1 - _smooth(V, p.apex + 0.7 * H, p.apex + 0.75 * H))
-    tw = -0.05 * Dh + (V - (p.apex - 100)) / (carina - p.apex + 100) * 0.13 * Dh
-    A -= MU_T * 14 * _inside(np.abs(Wc - tw) - 8, 2) * _inside(V - carina, 4)
-    fill = (MU_T - MU_L) * t_lung
-    zone_w = {"upper": -0.05, "middle": -0.45, "lower": 0.45}
-    zone_v = {"upper": 0.25, "middle": 0.62, "lower": 0.84}
-    for f in findings:
-        r = np.random.default_rng(f.seed + 7)
-        half = 0.5 if f.side in ("left", "right") else 1.0
-        if f.kind == "effusion":
-            h = {"small": 0.12, "moderate": 0.25, "large": 0.45}[f.severity] * H
-            v_f = dome.max() - h + 0.6 * h * np.clip((0.8 * Dh - Wc) / (1.6 * Dh), 0, 1)   # rises posteriorly
-            A += half * lung * _smooth(V - v_f, -3, 3) * (fill * 0.8 + MU_T * 10)
-        elif f.kind in ("consolidation", "pneumonia", "opacity", "lesion"):
-            z = f.params["zone"]
-            uc, vc = zone_w[z] * Dh + r.uniform(-10, 10), p.apex + zone_v[z] * H + r.uniform(-8, 8)
-            if f.kind == "lesion":
-                rr = f.params["size_mm"] / 2
-                A += MU_T * 0.8 * 2 * np.sqrt(np.clip(rr**2 - (Wc - uc) ** 2 - (V - vc) ** 2, 0, None))
-            else:
-                R = {"small": 22, "moderate": 35, "large": 52}[f.severity]
-                reg = (1 - _smooth(np.hypot((Wc - uc) / R, (V - vc) / (0.8 * R)), 0.85, 1.05)) * lung
-                A += half * reg * fill * (0.45 if f.kind == "opacity" else 0.8)
-        elif f.kind == "atelectasis":
-            seg = [(0.1 * Dh, dome.max() - 45), (0.6 * Dh, dome.max() - 35)]
-            A += half * lung * fill * 0.6 * _inside(_seg_dist(Wc, V, seg) - 3, 2)
-        elif f.kind == "edema":
-            st = {"mild": 0.18, "moderate": 0.3, "severe": 0.45}[f.severity]
-            A += lung * fill * st * np.clip(1 - np.hypot(Wc - 0.05 * Dh, V - p.apex - 0.48 * H) / (0.7 * Dh), 0, 1) ** 1.5
-        elif f.kind == "ett":
-            tip = carina - 10 * f.params["tip_above_carina_cm"]
-            A += MU_M * 1.5 * _inside(np.abs(Wc - tw + 4) - 0.6, 0.6) * _inside(V - tip, 2)
-        elif f.kind == "central_line":
-            pts = [(-0.1 * Dh, p.apex - 90), (-0.2 * Dh, p.apex + 20), (-0.25 * Dh, carina + 25)]
-            A += MU_M * 1.2 * _inside(_seg_dist(Wc, V, pts) - 1.0, 0.8)
-        elif f.kind == "pacemaker":
-            gw, gv = -Dh + 14, p.apex + 38
-            A += MU_M * 5 * _inside(((np.abs(Wc - gw) / 8) ** 4 + (np.abs(V - gv) / 19) ** 4) ** 0.25 - 1, 0.1)
-            pts = [(gw, gv), (-0.2 * Dh, carina + 20), (hu - 0.3 * ha, hv + 0.5 * hb)]
-            A += MU_M * 1.3 * _inside(_seg_dist(Wc, V, pts) - 1.0, 0.8)
-    return _film(A, p, noise)
 
 
 # --- the dataset ----------------------------------------------------------------

@@ -38,9 +38,10 @@ Layout written by :func:`generate_dataset`::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage

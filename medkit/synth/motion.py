@@ -46,8 +46,17 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .shapes import downsample_labels, downsample_mean, grid_affine, grid_mm, rotation_matrix
-from .thorax import LABELS, N_LABELS, TextureField, ThoraxParams, dome_height, cavity_depth, sample_thorax, thorax_hu_labels
+from .shapes import downsample_labels, downsample_mean, grid_affine, rotation_matrix
+from .thorax import (
+    LABELS,
+    N_LABELS,
+    TextureField,
+    ThoraxParams,
+    cavity_depth,
+    dome_height,
+    sample_thorax,
+    thorax_hu_labels,
+)
 
 LANDMARK_TOL_MM = 1e-3
 

@@ -49,6 +49,11 @@ def test_segment_layout_follows_anatomy(cases):
         assert np.hypot(*(cen[1][:2] - ivc[:2])) < 45.0
 
 
+def _near(d: dict, pairs, tol: float) -> np.ndarray:
+    """Per vessel voxel: within ``tol`` mm of both segments of at least one pair."""
+    return np.any([np.maximum(d[a], d[b]) <= tol for a, b in pairs], axis=0)
+
+
 @pytest.fixture(scope="module")
 def distances(cases):
     """Per case: label -> distance map (mm) to the nearest voxel of that label."""
@@ -71,11 +76,8 @@ def test_boundary_vessels_lie_on_segment_boundaries(cases, distances, vessel):
         tol = 6.0 + sp.max()  # max vein radius 5.5 mm (portal) + one voxel
         d = {k: dist[k][v] for k in range(1, 9)}
 
-        def near(pairs):
-            return np.any([np.maximum(d[a], d[b]) <= tol for a, b in pairs], axis=0)
-
-        assert near(VESSEL_SEPARATES[vessel]).mean() >= 0.9, f"{c.case_id}: {vessel} off its boundary"
-        assert near(wrong[vessel]).mean() < 0.5, f"{c.case_id}: control pair unexpectedly near {vessel}"
+        assert _near(d, VESSEL_SEPARATES[vessel], tol).mean() >= 0.9, f"{c.case_id}: {vessel} off its boundary"
+        assert _near(d, wrong[vessel], tol).mean() < 0.5, f"{c.case_id}: control pair unexpectedly near {vessel}"
 
 
 def test_template_vessels_lie_exactly_in_boundary_surfaces():
@@ -148,17 +150,22 @@ def test_tumours_inside_liver_and_labelled_separately():
 def test_dataset_layout_dicom_round_trip_and_json(tmp_path):
     from medkit.io import load_volume
 
-    cfg = LiverCTConfig(**TINY, n_cases=2, dicom=True, seed=1)
+    # Few, thick slices keep the DICOM part quick (each slice is one file).
+    cfg = LiverCTConfig(shape=(64, 64, 24), spacing_xy_mm=(5.0, 5.4), spacing_z_mm=(9.0, 10.0),
+                        n_cases=2, dicom=True, seed=1)
     summary = generate_dataset(cfg, tmp_path)
     assert summary["n_cases"] == 2
     ds = json.loads((tmp_path / "dataset.json").read_text())
     assert ds["labels"] == {"background": 0, "I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6, "VII": 7, "VIII": 8}
     assert ds["channel_names"] == {"0": "CT"} and ds["numTraining"] == 2 and ds["file_ending"] == ".nii.gz"
-    assert ds["medkit"]["seed"] == 1 and ds["medkit"]["config"]["shape"] == [64, 64, 40]
-    for case in ("liver_000", "liver_001"):
+    assert ds["medkit"]["seed"] == 1 and ds["medkit"]["config"]["shape"] == [64, 64, 24]
+    for i, case in enumerate(("liver_000", "liver_001")):
         img = load_volume(tmp_path / "imagesTr" / f"{case}_0000.nii.gz")
         lab = load_volume(tmp_path / "labelsTr" / f"{case}.nii.gz")
-        assert tuple(img.shape) == (1, 64, 64, 40) and tuple(lab.shape) == tuple(img.shape)
+        assert tuple(img.shape) == (1, 64, 64, 24) and tuple(lab.shape) == tuple(img.shape)
+        # The files hold exactly the seeded render: same seed, same bytes of the arrays.
+        again = render_case(cfg, i)
+        assert np.array_equal(img.numpy()[0], again.image) and np.array_equal(lab.numpy()[0], again.labels)
         assert set(np.unique(lab.numpy()).astype(int)) == set(range(9))
         np.testing.assert_allclose(np.asarray(lab.affine), np.asarray(img.affine))
         meta = json.loads((tmp_path / "metadata" / f"{case}.json").read_text())
