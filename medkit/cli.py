@@ -31,6 +31,8 @@ synth_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(synth_app, name="synth")
+train_app = typer.Typer(help="Train a model from a pipeline YAML into a run folder.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -243,6 +245,66 @@ def synth_cases(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Nu
                 seed: int = _SEED, set_: list[str] = _SET) -> None:
     """Clinical cases with patient personas for diagnostic dialogue (JSONL)."""
     _synth("medkit.synth.cases", "CasesConfig", "generate_dataset", out, n, seed, set_)
+
+
+# --------------------------------------------------------------------------- components
+# Each command parses options and hands them to the component's own entry point,
+# imported inside the command so `medkit --help` stays instant.
+
+_DEVICE = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda.")
+
+
+@train_app.command("segmentation")
+@friendly_errors
+def train_segmentation(
+    pipeline: Path = typer.Argument(..., help="pipelines/couinaud_*.yaml"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue from <out>/checkpoints/last.pt."),
+    device: str = _DEVICE,
+) -> None:
+    """Train the Couinaud segmenter (LiverFormer or a peer) from a pipeline YAML."""
+    from .segmentation.train import train_from_pipeline
+
+    run_dir = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume, device=device)
+    typer.echo(f"run folder: {run_dir}")
+
+
+@app.command()
+@friendly_errors
+def segment(
+    input: Path = typer.Option(..., "--input", "-i", help="DICOM folder, zip, NIfTI, or a folder of cases."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder (labels, statistics.csv, overlays)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder or training run folder (default: the shipped model)."),
+    device: str = _DEVICE,
+    fast: bool = typer.Option(False, help="Coarser sliding window (less overlap, no flips): faster, slightly worse."),
+    series_uid: Optional[str] = typer.Option(None, help="Series to segment when a folder holds several."),
+) -> None:
+    """Couinaud segments I-VIII of the liver on CT: labels in the input's geometry, volumes (ml), overlays."""
+    from .segmentation.predict import segment_cli
+
+    segment_cli(input=input, output=output, model=model, device=device, fast=fast, series_uid=series_uid,
+                log=lambda m: typer.echo(m, err=True))
+
+
+@app.command()
+@friendly_errors
+def deform(
+    input: Path = typer.Option(..., "--input", "-i", help="4D NIfTI, a folder of phase volumes, or DICOM series with times."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder (fields, warped images, contours, plots)."),
+    reference: int = typer.Option(0, help="Index of the reference time point."),
+    predict_at: Optional[str] = typer.Option(None, help="Comma-separated times (s or days) to predict, e.g. 0.5,1.7."),
+    labels: Optional[Path] = typer.Option(None, help="Label map on the reference to propagate (contours)."),
+    device: str = _DEVICE,
+    resume: bool = typer.Option(False, help="Continue an interrupted fit in --output."),
+    set_: list[str] = typer.Option([], "--set", help="Override a DeformConfig field (repeatable)."),
+) -> None:
+    """Fit ST-NeRP to a 4D/longitudinal series and predict deformations at any time, imaged or not."""
+    from .deformation.pipeline import deform_cli
+
+    times = [float(t) for t in predict_at.split(",")] if predict_at else None
+    deform_cli(input=input, output=output, reference=reference, predict_at=times, labels=labels,
+               device=device, resume=resume, overrides=list(set_), log=lambda m: typer.echo(m, err=True))
 
 
 # --------------------------------------------------------------------------- run / demo
