@@ -90,8 +90,13 @@ def integrate_svf(velocity_vox: torch.Tensor, steps: int = 7) -> torch.Tensor:
 
 def jacobian_determinant(ddf_vox: torch.Tensor) -> torch.Tensor:
     """det of the Jacobian of ``x -> x + u(x)`` by central differences, ``(B, X, Y, Z)``
-    (one-sided at the border). Unit-free, so voxel or mm fields give the same value
-    when the grid is orthogonal. ``<= 0`` marks folding."""
+    (one-sided at the border). ``<= 0`` marks folding.
+
+    Pass a field in **voxel** units (:func:`ddf_mm_to_voxel`). The determinant is
+    frame-independent (``det(I + A dU A^-1) = det(I + dU)``), so the voxel-unit value
+    is the world-mm Jacobian for any affine ``A``. A mm field differentiated by voxel
+    index is *not*: it equals the voxel one only for 1 mm isotropic spacing (the old
+    docstring's "unit-free" claim was wrong for anisotropic or non-1 mm grids)."""
     grads = []
     for d in range(3):
         g = torch.gradient(ddf_vox, dim=2 + d)[0]  # d u / d x_d, (B, 3, X, Y, Z)
@@ -101,6 +106,14 @@ def jacobian_determinant(ddf_vox: torch.Tensor) -> torch.Tensor:
     eye = torch.eye(3, device=ddf_vox.device, dtype=ddf_vox.dtype).view(1, 3, 3, 1, 1, 1)
     J = J + eye
     return torch.linalg.det(J.permute(0, 3, 4, 5, 1, 2))
+
+
+def points_mm_to_voxel(points_mm: torch.Tensor, affine) -> torch.Tensor:
+    """World mm points ``(..., 3)`` -> voxel indices ``(..., 3)`` for voxel->mm ``affine`` (4, 4)."""
+    a = torch.as_tensor(affine, dtype=torch.float64)
+    a = a[0] if a.ndim == 3 else a
+    inv = torch.linalg.inv(a).to(device=points_mm.device, dtype=points_mm.dtype)
+    return points_mm @ inv[:3, :3].T + inv[:3, 3]
 
 
 def sample_points(volume: torch.Tensor, points_vox: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:

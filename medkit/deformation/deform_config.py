@@ -1,0 +1,46 @@
+"""Configuration of ST-NeRP fitting (``medkit deform --set key=value``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class DeformConfig:
+    """ST-NeRP fit. Coordinates: world mm and the input's time unit (s or days).
+
+    Inside the model, ``x`` is mapped to ``[-1, 1]`` by the image's bounding box and
+    ``t`` to ``(t - t_ref) / t_span`` (``t_span`` the largest ``|t - t_ref|`` seen).
+    """
+
+    seed: int = 0
+    # Reference INR (prior embedding): coordinates -> reference intensity.
+    ref_encoding: str = "hashgrid"  # hashgrid | fourier | siren
+    ref_iters: int = 300
+    ref_points: int = 8192
+    ref_lr: float = 1e-2
+    # Where the warped reference intensity comes from while fitting the motion:
+    # "inr" = the prior embedding (ST-NeRP), "image" = trilinear samples of the volume.
+    similarity_source: str = "inr"
+    # Deformation INR: (x, y, z, t) -> displacement (mm).
+    fourier_features: int = 48
+    fourier_sigma: float = 1.5  # cycles per half-extent; low: smooth motion
+    time_harmonics: int = 3  # sin/cos(pi k t_n), k = 1..time_harmonics
+    width: int = 128
+    depth: int = 3
+    svf: bool = False  # integrate a stationary velocity field per t (scaling and squaring)
+    svf_grid_factor: int = 4  # velocity evaluated on a grid this many times coarser
+    svf_steps: int = 6
+    iters: int = 400
+    points_per_phase: int = 2048
+    edge_sampling: float = 0.7  # share of similarity points drawn by image-gradient magnitude (rest uniform)
+    lr: float = 3e-3
+    similarity: str = "ncc"  # ncc | mse
+    window_hu: tuple[float, float] = (-1000.0, 500.0)  # intensities scaled to [0, 1] in this window
+    jacobian_weight: float = 0.05  # mean |1 - det J| on sampled points (IDIR default)
+    bending_weight: float = 1.0  # bending energy (mm^-2, finite differences) on sampled points
+    reg_points: int = 1024
+    fd_step_mm: float = 2.0  # finite-difference step of the regularisers
+    bf16: bool = True  # autocast on CUDA only; CPU runs float32
+    checkpoint_every: int = 100
+    chunk: int = 65536  # points per forward pass when predicting dense fields

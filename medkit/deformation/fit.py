@@ -1,0 +1,213 @@
+"""ST-NeRP fitting: the reference INR, then the deformation INR on all observed times at once.
+
+A loop you can read top to bottom. Memory is bounded by the point batches
+(``points_per_phase`` x phases), never by whole volumes, except for dense
+prediction, which runs in chunks of ``chunk`` points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..nn import warp as W
+from .deform_config import DeformConfig
+from .losses import fd_bending, fd_jacobian, jacobian_loss, offsets, similarity_loss
+from .model import DeformationINR, GridFrame, ReferenceINR
+
+
+@dataclass
+class Sequence:
+    """Images of one patient on one grid: ``images`` ``(T, X, Y, Z)`` HU, ``times`` ``(T,)``."""
+
+    images: torch.Tensor
+    times: list[float]
+    affine: torch.Tensor  # (4, 4) voxel -> RAS mm
+    reference: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+def scale_hu(x: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+    """HU -> [0, 1] in ``window`` (lung..soft tissue), clipped, so NCC/MSE see comparable ranges."""
+    lo, hi = window
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+def _autocast(device: torch.device, on: bool):
+    # bf16 only on CUDA: CPU autocast is slow and the fit is small there anyway.
+    if on and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _random_vox(n: int, shape, g: torch.Generator, device) -> torch.Tensor:
+    """``(n, 3)`` continuous voxel positions uniform inside the grid."""
+    s = torch.tensor([d - 1 for d in shape], dtype=torch.float32)
+    return (torch.rand(n, 3, generator=g) * s).to(device)
+
+
+def edge_weights(img: torch.Tensor, uniform: float) -> torch.Tensor:
+    """Sampling probabilities ``(X*Y*Z,)`` for a ``(1, 1, X, Y, Z)`` image: a ``uniform``
+    share everywhere plus the rest proportional to the gradient magnitude. Registration
+    signal lives at edges (vessels, diaphragm, chest wall); uniform points land mostly in
+    air and flat tissue where any displacement looks equally good (IDIR samples a mask)."""
+    g = torch.stack(torch.gradient(img[0, 0]), 0).norm(dim=0).flatten()
+    g = g / g.sum().clamp_min(1e-12)
+    return uniform / g.numel() + (1 - uniform) * g
+
+
+def _sample_vox(w: torch.Tensor, n: int, shape, g: torch.Generator, device) -> torch.Tensor:
+    """``n`` voxel positions drawn from cumulative weights ``w`` (float64) with +-0.5 voxel jitter, clamped to the grid."""
+    # inverse-CDF sampling: torch.multinomial caps at 2**24 categories (a 512x512x128 CT has 33M)
+    cdf = w  # cumulative weights, precomputed once per phase
+    idx = torch.searchsorted(cdf, torch.rand(n, generator=g, dtype=torch.float64) * cdf[-1]).clamp(max=len(w) - 1)
+    X, Y, Z = shape
+    ijk = torch.stack([idx // (Y * Z), (idx // Z) % Y, idx % Z], -1).float()
+    ijk = ijk + torch.rand(n, 3, generator=g) - 0.5
+    hi = torch.tensor([X - 1, Y - 1, Z - 1], dtype=torch.float32)
+    return torch.minimum(ijk.clamp_min(0), hi).to(device)
+
+
+def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) -> tuple[ReferenceINR, DeformationINR]:
+    shape = tuple(seq.images.shape[1:])
+    frame = GridFrame(seq.affine, shape)
+    t_ref = seq.times[seq.reference]
+    span = max([abs(seq.times[k] - t_ref) for k in observed] + [1e-6])
+    ref = ReferenceINR(frame, cfg.ref_encoding, seed=cfg.seed)
+    dfm = DeformationINR(GridFrame(seq.affine, shape), t_ref, span, fourier_features=cfg.fourier_features,
+                         fourier_sigma=cfg.fourier_sigma, time_harmonics=cfg.time_harmonics, width=cfg.width,
+                         depth=cfg.depth, svf=cfg.svf, svf_grid_factor=cfg.svf_grid_factor,
+                         svf_steps=cfg.svf_steps, seed=cfg.seed)
+    return ref.to(device), dfm.to(device)
+
+
+def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state: dict | None = None,
+        save: Callable[[dict], None] | None = None, progress: Callable | None = None,
+        log: Callable[[str], None] = lambda m: None) -> dict:
+    """Fit the reference INR, then the deformation INR on ``observed`` frame indices.
+
+    Args:
+        state: a checkpoint dict to resume from (what ``save`` received last).
+        save: called with a checkpoint dict every ``cfg.checkpoint_every`` iterations and at the end.
+        progress: wraps an iterable (e.g. :func:`medkit.runs.track`).
+
+    Returns:
+        dict with ``ref``, ``model`` (modules), ``losses`` (list of per-iteration
+        floats for each stage), ``seconds``.
+    """
+    device = torch.device(device)
+    wrap = progress or (lambda it, desc: it)
+    ref, dfm = build_models(seq, cfg, observed, device)
+    imgs = scale_hu(seq.images.float(), cfg.window_hu)[:, None].to(device)  # (T, 1, X, Y, Z)
+    shape = tuple(seq.images.shape[1:])
+    g = torch.Generator().manual_seed(cfg.seed)
+    moving = [k for k in observed if k != seq.reference]  # u(., t_ref) = 0: nothing to learn there
+    opt_r = torch.optim.Adam(ref.parameters(), lr=cfg.ref_lr)
+    opt_d = torch.optim.Adam(dfm.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, T_max=max(cfg.iters, 1), eta_min=cfg.lr * 0.05)
+    hist = {"reference": [], "motion": []}
+    it_ref = it_mot = 0
+    if state is not None:
+        ref.load_state_dict(state["ref"])
+        dfm.load_state_dict(state["model"])
+        opt_r.load_state_dict(state["opt_ref"])
+        opt_d.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        hist, it_ref, it_mot = copy.deepcopy(state["losses"]), state["it_ref"], state["it_motion"]
+        g.set_state(state["rng"])
+        log(f"resumed at reference iter {it_ref}, motion iter {it_mot}")
+
+    def checkpoint(done_ref: int, done_mot: int) -> dict:
+        # deep copy: state_dict() shares storage with the live parameters, which keep training
+        return copy.deepcopy({"ref": ref.state_dict(), "model": dfm.state_dict(), "opt_ref": opt_r.state_dict(),
+                "opt": opt_d.state_dict(), "sched": sched.state_dict(), "losses": hist, "it_ref": done_ref,
+                "it_motion": done_mot, "rng": g.get_state(), "observed": observed, "times": seq.times,
+                "reference": seq.reference})
+
+    t0 = time.perf_counter()
+    ref_img = imgs[seq.reference : seq.reference + 1]
+    # ---- stage 1: the prior embedding (reference INR fitted to the reference image)
+    if cfg.similarity_source == "inr":
+        for it in wrap(range(it_ref, cfg.ref_iters), "reference INR"):
+            vox = _random_vox(cfg.ref_points, shape, g, device)
+            target = W.sample_points(ref_img, vox[None])[0, 0]
+            with _autocast(device, cfg.bf16):
+                pred = ref(dfm.frame.vox_to_mm(vox))
+            loss = ((pred.float() - target) ** 2).mean()
+            opt_r.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_r.step()
+            hist["reference"].append(loss.item())
+            if save and (it + 1) % cfg.checkpoint_every == 0:
+                save(checkpoint(it + 1, 0))
+    ref.requires_grad_(False)
+
+    def ref_intensity(x_mm: torch.Tensor) -> torch.Tensor:
+        if cfg.similarity_source == "inr":
+            return ref(x_mm).float()
+        if cfg.similarity_source == "image":
+            return W.sample_points(ref_img, dfm.frame.mm_to_vox(x_mm)[None])[0, 0]
+        raise ValueError(f"similarity_source must be inr | image, got {cfg.similarity_source!r}")
+
+    # ---- stage 2: the deformation INR on every observed time at once
+    times = torch.tensor([seq.times[k] for k in moving], dtype=torch.float32, device=device)
+    t_lo, t_hi = min(seq.times[k] for k in observed), max(seq.times[k] for k in observed)
+    off = offsets(cfg.fd_step_mm, device)
+    n = cfg.points_per_phase
+    weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling).double().cumsum(0) for k in moving]
+    for it in wrap(range(it_mot, cfg.iters), "deformation INR"):
+        vox = torch.stack([_sample_vox(w, n, shape, g, device) for w in weights])  # (P, N, 3)
+        target = torch.stack([W.sample_points(imgs[k : k + 1], vox[i : i + 1])[0, 0] for i, k in enumerate(moving)])
+        x = dfm.frame.vox_to_mm(vox.reshape(-1, 3))
+        t = times.repeat_interleave(n)
+        # Regulariser points: anywhere in the volume, at times anywhere in the observed
+        # span (not only the imaged ones), so unseen times are smooth too.
+        xr = dfm.frame.vox_to_mm(_random_vox(cfg.reg_points, shape, g, device))
+        tr = (t_lo + (t_hi - t_lo) * torch.rand(cfg.reg_points, generator=g)).to(device)
+        if cfg.svf:  # the grid integration is per distinct time: use the imaged ones
+            tr = times[torch.randint(len(times), (cfg.reg_points,), generator=g).to(device)]
+        xr_all = (xr[None] + off[:, None]).reshape(-1, 3)
+        with _autocast(device, cfg.bf16):
+            u_all = dfm.displacement(torch.cat([x, xr_all]), torch.cat([t, tr.repeat(len(off))]))
+            warped = ref_intensity(x + u_all[: len(x)]).reshape(len(moving), n)
+        u_reg = u_all[len(x):].reshape(len(off), cfg.reg_points, 3).float()
+        sim = similarity_loss(warped, target, cfg.similarity)
+        det = fd_jacobian(u_reg, cfg.fd_step_mm)
+        loss = sim + cfg.jacobian_weight * jacobian_loss(det) + cfg.bending_weight * fd_bending(u_reg, cfg.fd_step_mm).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        sched.step()
+        hist["motion"].append(loss.item())
+        if save and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iters:
+            save(checkpoint(cfg.ref_iters, it + 1))
+    out = checkpoint(cfg.ref_iters, cfg.iters)
+    if save:
+        save(out)
+    log(f"fit: reference loss {hist['reference'][-1] if hist['reference'] else float('nan'):.4g}, "
+        f"motion loss {hist['motion'][-1] if hist['motion'] else float('nan'):.4g}")
+    return {"ref": ref, "model": dfm, "losses": hist, "seconds": time.perf_counter() - t0, "state": out}
+
+
+@torch.no_grad()
+def predict_field(model: DeformationINR, t: float, shape, affine, chunk: int = 65536) -> torch.Tensor:
+    """Dense ``u(., t)`` in mm on the grid ``(shape, affine)``: ``(1, 3, X, Y, Z)``."""
+    model.eval()
+    dev = model.frame.affine.device
+    aff = torch.as_tensor(affine, dtype=torch.float32, device=dev)
+    if model.svf and tuple(shape) == model.frame.shape:
+        u_c, aff_c = model.svf_field_vox(t)
+        grid = W.identity_grid(tuple(shape), dev)[0].reshape(3, -1).T
+        pts = W.points_mm_to_voxel(grid @ aff[:3, :3].T + aff[:3, 3], aff_c)[None]
+        return W.sample_points(W.ddf_voxel_to_mm(u_c, aff_c), pts)[0].reshape(1, 3, *shape)
+    grid = W.identity_grid(tuple(shape), dev)[0].reshape(3, -1).T
+    out = []
+    for s in range(0, len(grid), chunk):
+        x = grid[s : s + chunk] @ aff[:3, :3].T + aff[:3, 3]
+        out.append(model.displacement(x, torch.full((len(x),), float(t), device=dev)))
+    return torch.cat(out).T.reshape(1, 3, *shape)

@@ -1,0 +1,46 @@
+"""`medkit deform` end to end on a tiny 3-phase sequence, and refusing bad input."""
+
+import numpy as np
+from typer.testing import CliRunner
+
+from medkit.cli import app
+
+SET = ["--set", "iters=6", "--set", "ref_iters=4", "--set", "points_per_phase=128", "--set", "reg_points=32",
+       "--set", "width=16", "--set", "depth=1", "--set", "fourier_features=8", "--set", "checkpoint_every=3",
+       "--set", "ref_points=256"]
+
+
+def test_deform_end_to_end(tiny_sequence, tmp_path, monkeypatch):
+    import nibabel as nib
+
+    monkeypatch.setenv("MEDKIT_NO_PROGRESS", "1")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["deform", "-i", str(tiny_sequence), "-o", str(out), "--reference", "0",
+                                 "--predict-at", "1,1.5", "--labels", str(tiny_sequence / "labels_ref.nii.gz"),
+                                 "--device", "cpu", *SET])
+    assert r.exit_code == 0, r.output
+    ref = nib.load(tiny_sequence / "phase_00.nii.gz")
+    for tag in ("t1", "t1p5"):
+        for kind in ("ddf", "warped", "labels", "jacdet"):
+            img = nib.load(out / "predictions" / f"{kind}_{tag}.nii.gz")
+            assert np.allclose(img.affine, ref.affine) and img.shape[:3] == ref.shape
+        assert nib.load(out / "predictions" / f"ddf_{tag}.nii.gz").shape == (*ref.shape, 3)
+        assert (out / "predictions" / f"field_{tag}.png").stat().st_size > 0
+    for f in ("loss.png", "summary.json", "manifest.json", "config.yaml", "checkpoints/last.pt"):
+        assert (out / f).exists(), f
+    # --resume on a finished run reloads the checkpoint and rewrites the outputs
+    r2 = CliRunner().invoke(app, ["deform", "-i", str(tiny_sequence), "-o", str(out), "--resume", "--device", "cpu", *SET])
+    assert r2.exit_code == 0, r2.output
+    assert "resumed" in r2.output
+
+
+def test_refuses_single_3d_volume(tiny_sequence, tmp_path):
+    one = tiny_sequence / "phase_00.nii.gz"
+    r = CliRunner().invoke(app, ["deform", "-i", str(one), "-o", str(tmp_path / "o"), "--device", "cpu"])
+    assert r.exit_code == 2
+    assert f"{one}: one 3D volume: ST-NeRP needs a sequence of at least 2 time points" in r.output
+
+
+def test_unknown_config_key_is_an_error(tiny_sequence, tmp_path):
+    r = CliRunner().invoke(app, ["deform", "-i", str(tiny_sequence), "-o", str(tmp_path / "o"), "--set", "itres=3"])
+    assert r.exit_code == 2 and "itres" in r.output
