@@ -297,14 +297,39 @@ def deform(
     labels: Optional[Path] = typer.Option(None, help="Label map on the reference to propagate (contours)."),
     device: str = _DEVICE,
     resume: bool = typer.Option(False, help="Continue an interrupted fit in --output."),
-    set_: list[str] = typer.Option([], "--set", help="Override a DeformConfig field (repeatable)."),
+    config: Optional[Path] = typer.Option(None, help="A pipelines/deform_*.yaml spec whose `config:` sets DeformConfig."),
+    set_: list[str] = typer.Option([], "--set", help="Override a DeformConfig field (repeatable; after --config)."),
 ) -> None:
     """Fit ST-NeRP to a 4D/longitudinal series and predict deformations at any time, imaged or not."""
     from .deformation.pipeline import deform_cli
 
     times = [float(t) for t in predict_at.split(",")] if predict_at else None
+    overrides = _spec_overrides(config, "deform") + list(set_)
     deform_cli(input=input, output=output, reference=reference, predict_at=times, labels=labels,
-               device=device, resume=resume, overrides=list(set_), log=lambda m: typer.echo(m, err=True))
+               device=device, resume=resume, overrides=overrides, log=lambda m: typer.echo(m, err=True))
+
+
+def _spec_overrides(spec_path: Optional[Path], pipeline: str) -> list[str]:
+    """A pipeline spec's ``config:`` block as ``key=value`` overrides (JSON values are
+    valid YAML, so types survive); the spec must name ``pipeline``."""
+    import json
+
+    import yaml
+
+    from .config import ConfigError
+
+    if spec_path is None:
+        return []
+    try:
+        spec = yaml.safe_load(spec_path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{spec_path}: cannot read pipeline spec ({e})") from None
+    if not isinstance(spec, dict) or spec.get("pipeline") != pipeline:
+        raise ConfigError(f"{spec_path}: expected a spec with `pipeline: {pipeline}`")
+    cfg = spec.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{spec_path}: `config:` must be a mapping")
+    return [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
 
 
 # --------------------------------------------------------------------------- run / demo

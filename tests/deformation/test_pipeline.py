@@ -1,6 +1,9 @@
 """`medkit deform` end to end on a tiny 3-phase sequence, and refusing bad input."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from medkit.cli import app
@@ -44,3 +47,19 @@ def test_refuses_single_3d_volume(tiny_sequence, tmp_path):
 def test_unknown_config_key_is_an_error(tiny_sequence, tmp_path):
     r = CliRunner().invoke(app, ["deform", "-i", str(tiny_sequence), "-o", str(tmp_path / "o"), "--set", "itres=3"])
     assert r.exit_code == 2 and "itres" in r.output
+
+
+def test_config_spec_feeds_deform_overrides(tmp_path):
+    """`medkit deform --config pipelines/deform_*.yaml` turns the spec into typed overrides."""
+    from medkit.cli import _spec_overrides
+    from medkit.config import ConfigError, load_config
+    from medkit.deformation.deform_config import DeformConfig
+
+    ROOT = Path(__file__).resolve().parents[2]
+    for spec in sorted((ROOT / "pipelines").glob("deform_*.yaml")):
+        cfg = load_config(None, DeformConfig, _spec_overrides(spec, "deform"))  # unknown keys would raise
+        assert isinstance(cfg.iters, int)
+    bad = tmp_path / "x.yaml"
+    bad.write_text("pipeline: convert\nconfig: {}\n")
+    with pytest.raises(ConfigError, match="pipeline: deform"):
+        _spec_overrides(bad, "deform")
