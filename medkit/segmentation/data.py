@@ -1,0 +1,110 @@
+"""Cases and MONAI transform chains for Couinaud training and inference.
+
+Samples follow the data contract: dicts with ``image`` (``MetaTensor`` ``(1, X, Y, Z)``),
+``label`` (same grid, 0..8) and ``case_id``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io import EmptyInputError, VolumeError, discover_cases, load_volume
+from .train_config import AugmentConfig, DataConfig, PreprocessConfig
+
+
+def list_cases(cfg: DataConfig) -> list[tuple[str, Path, Path | None]]:
+    """``[(case_id, image_path, label_path or None)]`` sorted by id, for the configured layout."""
+    root = Path(cfg.root)
+    if cfg.layout == "nnunet":
+        if not root.exists() and cfg.generate_if_missing:
+            from ..synth.liver_ct import generate_dataset
+
+            generate_dataset(cfg.synth, root)
+        return [(c.case_id, c.images[0], c.label) for c in discover_cases(root) if c.split == "train"]
+    if cfg.label_dir is None:
+        raise VolumeError(root, f"layout {cfg.layout!r} needs data.label_dir (the Couinaud label folder)")
+    if not root.exists():
+        raise EmptyInputError(root, "no such folder (see the data card for the expected layout)")
+    if cfg.layout == "msd":
+        images = sorted((root / "imagesTr").glob("hepaticvessel_*.nii.gz"))
+        pairs = [(p.name[: -len(".nii.gz")], p, Path(cfg.label_dir) / p.name) for p in images]
+    else:  # lits: volume-N.nii -> label_dir/segmentation-N.nii (or .nii.gz)
+        images = sorted(root.rglob("volume-*.nii*"), key=lambda p: int(p.name.split("-")[1].split(".")[0]))
+        pairs = []
+        for p in images:
+            n = p.name.split("-")[1].split(".")[0]
+            lab = next((q for q in (Path(cfg.label_dir) / f"segmentation-{n}{s}" for s in (".nii.gz", ".nii"))
+                        if q.exists()), None)
+            pairs.append((f"lits_{int(n):03d}", p, lab))
+    if not pairs:
+        raise EmptyInputError(root, f"no images in the {cfg.layout} layout (see the data card)")
+    return [(cid, img, lab if lab is not None and lab.exists() else None) for cid, img, lab in pairs]
+
+
+def load_sample(case_id: str, image: Path, label: Path | None) -> dict:
+    """Read one case (image in HU, label as float MetaTensor on the image grid)."""
+    d = {"case_id": case_id, "image": load_volume(image, modality="CT")}
+    if label is not None:
+        d["label"] = load_volume(label)
+        if tuple(d["label"].shape) != tuple(d["image"].shape):
+            raise VolumeError(label, f"label shape {tuple(d['label'].shape)} != image {tuple(d['image'].shape)}")
+    return d
+
+
+def preprocess_transforms(cfg: PreprocessConfig, with_label: bool = True):
+    """Deterministic chain: RAS, spacing, window, body crop, pad/crop to ``grid_shape``."""
+    from monai.transforms import (
+        Compose,
+        CropForegroundd,
+        Orientationd,
+        ResizeWithPadOrCropd,
+        Spacingd,
+    )
+
+    from ..transforms import CTWindowd
+
+    keys = ["image", "label"] if with_label else ["image"]
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    return Compose([
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=cfg.spacing_mm, mode=modes),
+        CTWindowd("image", *cfg.window_hu),
+        # Body crop: windowed fat is ~0.15, air 0; a margin keeps the skin.
+        CropForegroundd(keys, source_key="image", select_fn=lambda x: x > 0.05, margin=2, allow_smaller=True),
+        ResizeWithPadOrCropd(keys, spatial_size=cfg.grid_shape),
+    ])
+
+
+def train_transforms(pre: PreprocessConfig, aug: AugmentConfig, batch: int, bank=None):
+    """Random chain applied to preprocessed samples: augmentation, then pos/neg patch sampling.
+
+    No flips: Couinaud labels are lateralised (segments V-VIII are the right lobe),
+    so a left-right flip would teach wrong anatomy.
+    """
+    from monai.transforms import (
+        Compose,
+        EnsureTyped,
+        Rand3DElasticd,
+        RandCropByPosNegLabeld,
+        RandScaleIntensityd,
+    )
+
+    from ..transforms import RandRegistrationAugmentd
+
+    ts = []
+    if aug.kind == "registration":
+        if bank is None:
+            raise ValueError("augment.kind=registration needs a field bank")
+        ts.append(RandRegistrationAugmentd(bank, prob=aug.prob, scale_range=aug.scale_range,
+                                           compose_prob=aug.compose_prob))
+    elif aug.kind == "elastic":
+        ts.append(Rand3DElasticd(["image", "label"], sigma_range=aug.elastic_sigma,
+                                 magnitude_range=aug.elastic_magnitude, prob=aug.prob,
+                                 mode=["bilinear", "nearest"], padding_mode="border"))
+    ts += [
+        RandScaleIntensityd("image", factors=0.1, prob=0.3),
+        RandCropByPosNegLabeld(["image", "label"], "label", spatial_size=pre.patch, pos=2, neg=1,
+                               num_samples=batch, allow_smaller=False),
+        EnsureTyped(["image", "label"], track_meta=False),
+    ]
+    return Compose(ts)

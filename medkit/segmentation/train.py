@@ -1,0 +1,241 @@
+"""Train a Couinaud segmenter into a run folder (``medkit train segmentation PIPELINE.yaml``).
+
+Reads top to bottom: cases -> preprocessing (cached in memory) -> optional
+registration field bank -> the loop (DiceCE, AdamW, bf16 autocast on CUDA,
+``accelerate`` for multi-GPU) -> validation Dice every ``val_every`` steps ->
+``checkpoints/{last,best}.pt`` (config inside) -> ``summary.json``.
+Resuming reloads ``last.pt`` (model, optimiser, step, RNG) and continues the count.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError, load_config
+from ..io import write_jsonl
+from ..metrics.segmentation import case_row, segment_scores, summarise
+from ..runs import RunDir, pick_device, seed_everything, track
+from . import COUINAUD_NAMES
+from .data import list_cases, load_sample, preprocess_transforms, train_transforms
+from .models import build_model
+from .train_config import TrainConfig
+
+LABELS = list(COUINAUD_NAMES)
+
+
+def deep_supervision_loss(outputs, label: torch.Tensor, loss_fn: Callable, weights) -> torch.Tensor:
+    """Weighted loss over ``[full, 1/2, 1/4, ...]`` logits; labels ``(B, 1, X, Y, Z)`` are
+    downsampled by nearest neighbour to each output. Weights are normalised to sum 1."""
+    if not isinstance(outputs, (list, tuple)):
+        return loss_fn(outputs, label)
+    w = list(weights)[: len(outputs)] + [0.0] * max(0, len(outputs) - len(weights))
+    total = sum(w)
+    loss = 0.0
+    for wi, out in zip(w, outputs):
+        if wi == 0:
+            continue
+        lab = label if out.shape[2:] == label.shape[2:] else F.interpolate(label.float(), size=out.shape[2:],
+                                                                             mode="nearest")
+        loss = loss + (wi / total) * loss_fn(out, lab)
+    return loss
+
+
+def preprocess_cases(cfg: TrainConfig, cases, progress=track) -> list[dict]:
+    """Load and preprocess ``[(case_id, image, label)]`` (kept in memory: the sets are small)."""
+    pre = preprocess_transforms(cfg.preprocess, with_label=True)
+    out = []
+    for cid, img, lab in progress(cases, "preprocess"):
+        if lab is None:
+            s = load_sample(cid, img, None)
+            s["label"] = s["image"] * 0  # unlabelled scans: only registration targets
+            s["unlabelled"] = True
+        else:
+            s = load_sample(cid, img, lab)
+        out.append(pre(s))
+    return out
+
+
+def build_field_bank(cfg: TrainConfig, atlases: list[dict], targets: list[dict], root=None, progress=track):
+    """Register every atlas to up to ``max_targets`` other training scans; fields in a bank."""
+    from ..transforms import FieldBank, register_pair
+
+    bank = FieldBank(root)
+    pairs = [(a, t) for a in atlases for t in [t for t in targets if t["case_id"] != a["case_id"]][: cfg.augment.max_targets]]
+    for a, t in progress(pairs, "registration"):
+        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration)
+        bank.add(a["case_id"], t["case_id"], ddf, a["image"].affine, info)
+    return bank
+
+
+def _sliding(model, image: torch.Tensor, cfg: TrainConfig, overlap: float | None = None) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(image, roi_size=cfg.preprocess.patch, sw_batch_size=2, predictor=model,
+                                    overlap=cfg.sw_overlap if overlap is None else overlap, mode="gaussian")
+
+
+@torch.no_grad()
+def evaluate(model, samples: list[dict], cfg: TrainConfig, device) -> dict:
+    """Dice/HD95/ASSD per segment on preprocessed samples (grid spacing from their affine)."""
+    model.eval()
+    rows = []
+    for s in samples:
+        img = s["image"].as_tensor()[None].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = _sliding(model, img, cfg)
+        pred = logits.float().argmax(1)[0].cpu().numpy()
+        truth = s["label"][0].cpu().numpy().astype(np.int64)
+        spacing = np.linalg.norm(np.asarray(s["image"].affine)[:3, :3], axis=0)
+        rows.append(case_row(s["case_id"], segment_scores(pred, truth, LABELS, spacing), COUINAUD_NAMES))
+    model.train()
+    return summarise(rows)
+
+
+def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | None = None, bank=None,
+        device: str = "auto", resume: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
+    """The training loop. Returns ``{"model", "history", "best", "step", "s_per_step", "params"}``.
+
+    ``train`` holds preprocessed labelled samples (the atlases when augmenting by registration).
+    """
+    from accelerate import Accelerator
+    from monai.losses import DiceCELoss
+
+    dev = pick_device(device)
+    seed_everything(cfg.seed)
+    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
+    model = build_model(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(cfg.optim.steps, 1)) ** 0.9)
+    step, best, history = 0, -1.0, []
+    # Each accelerate process draws its own cases and crops (otherwise DDP ranks would see
+    # identical batches); process 0 alone matches a single-device run.
+    rng = np.random.default_rng(cfg.seed if acc.process_index == 0 else [cfg.seed, acc.process_index])
+    if resume and run is not None and (ck := run.load_checkpoint("last")) is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, best, history = ck["step"], ck["best"], ck.get("history", [])
+        rng = np.random.default_rng([cfg.seed, step, acc.process_index])  # fresh, step-keyed stream after resuming
+        torch.set_rng_state(ck["torch_rng"])
+        log(f"resumed at step {step}")
+    model, opt = acc.prepare(model, opt)
+    tr = train_transforms(cfg.preprocess, cfg.augment, cfg.optim.batch_size, bank)
+    tr.set_random_state(seed=int(rng.integers(2**31)))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    model.train()
+    t_loop, n_timed = 0.0, 0
+    for _ in track(range(step, cfg.optim.steps), "train", total=cfg.optim.steps - step):
+        sample = train[int(rng.integers(len(train)))]
+        crops = tr(sample)
+        x = torch.stack([c["image"] for c in crops]).to(acc.device)
+        y = torch.stack([c["label"] for c in crops]).to(acc.device)
+        t0 = time.perf_counter()
+        with acc.autocast():
+            loss = deep_supervision_loss(model(x), y, loss_fn, cfg.optim.deep_supervision_weights)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        opt.step()
+        sched.step()
+        t_loop += time.perf_counter() - t0
+        n_timed += 1
+        step += 1
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+        last = step == cfg.optim.steps
+        if run is not None and acc.is_main_process and (step % cfg.optim.val_every == 0 or last):
+            rec = {"step": step, "loss": float(loss.item()), "lr": sched.get_last_lr()[0]}
+            if val:
+                summ = evaluate(acc.unwrap_model(model), val, cfg, acc.device)
+                agg = summ["aggregate"]
+                rec.update({k: v["mean"] for k, v in agg.items() if k.startswith("dice")})
+            history.append(rec)
+            write_jsonl(run.path / "logs" / "metrics.jsonl", history)
+            state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "step": step, "best": best, "history": history,
+                     "torch_rng": torch.get_rng_state()}
+            score = rec.get("dice_mean") if rec.get("dice_mean") is not None else -float(rec["loss"])
+            if score > best:
+                best = state["best"] = score
+                run.save_checkpoint(state, "best", config=cfg)
+            run.save_checkpoint(state, "last", config=cfg)
+            log(f"step {step}: loss {rec['loss']:.4f}" + (f", val Dice {rec['dice_mean']:.3f}" if "dice_mean" in rec
+                                                         and rec["dice_mean"] is not None else ""))
+    model = acc.unwrap_model(model)
+    return {"model": model, "history": history, "best": best, "step": step,
+            "s_per_step": t_loop / max(n_timed, 1), "params": sum(p.numel() for p in model.parameters())}
+
+
+def split_cases(cfg: TrainConfig, cases: list) -> tuple[list, list, list]:
+    """Deterministic split by sorted case id: ``train | test (n_test) | val (n_val)`` from the end."""
+    n = len(cases)
+    n_val, n_test = cfg.data.n_val, cfg.data.n_test
+    if n - n_val - n_test < 1:
+        raise ConfigError(f"{n} case(s) cannot give n_val={n_val}, n_test={n_test} and at least one training case")
+    return cases[: n - n_val - n_test], cases[n - n_val - n_test: n - n_val], cases[n - n_val:]
+
+
+def _load_pipeline(pipeline: Path, overrides: list[str]) -> TrainConfig:
+    import yaml
+
+    try:
+        spec = yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{pipeline}: pipeline file not found") from None
+    if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"}:
+        raise ConfigError(f"{pipeline}: expected top-level keys `pipeline` and `config`")
+    if spec.get("pipeline", "train-segmentation") != "train-segmentation":
+        raise ConfigError(f"{pipeline}: pipeline is {spec.get('pipeline')!r}, expected train-segmentation")
+    return load_config(spec.get("config") or {}, TrainConfig, overrides)
+
+
+def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
+                        device: str = "auto", log: Callable[[str], None] | None = None) -> Path:
+    """Entry point of ``medkit train segmentation``; returns the run folder."""
+    log = log or (lambda m: print(m, file=sys.stderr))
+    cfg = _load_pipeline(pipeline, list(overrides))
+    if resume and out is not None and (Path(out) / "config.yaml").exists():
+        cfg = load_config(Path(out) / "config.yaml", TrainConfig, list(overrides))  # resume with the run's config
+    out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=str(pick_device(device)),
+                        command=" ".join(sys.argv), resume=resume)
+    t0 = time.perf_counter()
+    try:
+        cases = list_cases(cfg.data)
+        train_c, test_c, val_c = split_cases(cfg, cases)
+        n_lab = cfg.data.n_labelled if cfg.data.n_labelled is not None else len(train_c)
+        labelled = [c for c in train_c if c[2] is not None][:n_lab]
+        if not labelled:
+            raise ConfigError(f"{cfg.data.root}: no labelled training case")
+        unlabelled = [(cid, img, None) for cid, img, _ in train_c if cid not in {c[0] for c in labelled}]
+        log(f"{len(labelled)} labelled + {len(unlabelled)} unlabelled training, {len(val_c)} val, {len(test_c)} test")
+        train_s = preprocess_cases(cfg, labelled)
+        val_s = preprocess_cases(cfg, val_c)
+        bank = None
+        if cfg.augment.kind == "registration":
+            others = preprocess_cases(cfg, unlabelled) if unlabelled else []
+            bank = build_field_bank(cfg, train_s, train_s + others, root=run.path / "fields")
+        res = fit(cfg, train_s, val_s, run=run, bank=bank, device=device, resume=resume, log=log)
+        summary = {"step": res["step"], "best_val_dice_mean": res["best"], "params": res["params"],
+                   "s_per_step": res["s_per_step"], "history": res["history"],
+                   "split": {"train": [c[0] for c in labelled], "unlabelled": [c[0] for c in unlabelled],
+                             "val": [c[0] for c in val_c], "test": [c[0] for c in test_c]}}
+        if test_c:
+            best = run.load_checkpoint("best")
+            model = build_model(cfg.model)
+            model.load_state_dict(best["model"])
+            summary["test"] = evaluate(model.to(pick_device(device)), preprocess_cases(cfg, test_c), cfg,
+                                       pick_device(device))
+        run.write_summary(summary)
+    except BaseException:
+        run.finish("failed")
+        raise
+    run.record_time("total", time.perf_counter() - t0)
+    run.finish()
+    return run.path

@@ -1,0 +1,81 @@
+"""Configuration of Couinaud training (:mod:`medkit.segmentation.train`); YAML sets these fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..synth.liver_ct import LiverCTConfig
+from ..transforms.registration import RegistrationConfig
+from .network_config import LiverFormerConfig
+
+
+@dataclass
+class DataConfig:
+    """Where cases come from. ``layout``: ``nnunet`` (imagesTr/{case}_0000 + labelsTr, what
+    ``medkit synth liver-ct`` writes), ``msd`` (imagesTr/hepaticvessel_XXX.nii.gz; Couinaud
+    labels of the same name in ``label_dir``), ``lits`` (volume-N.nii; labels in ``label_dir``)."""
+
+    root: Path = Path("data/liver-ct")
+    layout: Literal["nnunet", "msd", "lits"] = "nnunet"
+    label_dir: Path | None = None  # msd/lits: the Couinaud label folder
+    generate_if_missing: bool = False  # nnunet only: run the synthetic generator into root
+    synth: LiverCTConfig = field(default_factory=LiverCTConfig)
+    n_val: int = 2  # last cases: validation (Dice per check)
+    n_test: int = 0  # cases before validation: held out, never seen in training
+    n_labelled: int | None = None  # training cases whose labels are used (rest: unlabelled scans)
+
+
+@dataclass
+class PreprocessConfig:
+    """The MONAI chain: orientation RAS, spacing, HU window, body crop, pad/crop to one grid."""
+
+    spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    window_hu: tuple[float, float] = (-160.0, 240.0)  # abdomen soft tissue: liver vs contrast vessels
+    grid_shape: tuple[int, int, int] = (80, 64, 64)  # common grid (registration needs one)
+    patch: tuple[int, int, int] = (64, 64, 32)  # training crop / sliding-window ROI
+
+
+@dataclass
+class AugmentConfig:
+    kind: Literal["none", "elastic", "registration"] = "registration"
+    prob: float = 0.6
+    scale_range: tuple[float, float] = (0.5, 1.0)  # registration: field scale
+    compose_prob: float = 0.25  # registration: chance to compose two fields
+    max_targets: int = 6  # registration: targets per atlas (labelled + unlabelled training scans)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    elastic_sigma: tuple[float, float] = (4.0, 6.0)  # voxels (MONAI Rand3DElasticd)
+    elastic_magnitude: tuple[float, float] = (40.0, 80.0)
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["liverformer", "swinunetr", "basicunet"] = "liverformer"
+    liverformer: LiverFormerConfig = field(default_factory=LiverFormerConfig)
+    swin_feature_size: int = 12
+    basicunet_features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    steps: int = 400
+    batch_size: int = 2
+    val_every: int = 100
+    deep_supervision_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved inside every checkpoint."""
+
+    name: str = "couinaud"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sw_overlap: float = 0.25  # sliding-window overlap at validation

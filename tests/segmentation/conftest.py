@@ -1,0 +1,68 @@
+"""Tiny synthetic Couinaud samples and a tiny model folder, shared by the segmentation tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def tiny_cfg():
+    from medkit.segmentation.network_config import LiverFormerConfig
+    from medkit.segmentation.train_config import (
+        AugmentConfig,
+        DataConfig,
+        ModelConfig,
+        OptimConfig,
+        PreprocessConfig,
+        TrainConfig,
+    )
+
+    return TrainConfig(
+        name="tiny", seed=0, data=DataConfig(n_val=0),
+        preprocess=PreprocessConfig(spacing_mm=(10.0, 10.0, 10.0), grid_shape=(32, 24, 24), patch=(16, 16, 16)),
+        augment=AugmentConfig(kind="none"),
+        model=ModelConfig(liverformer=LiverFormerConfig(channels=(4, 8, 16), embed_dim=16, depth=1, heads=2,
+                                                        deep_supervision=True)),
+        optim=OptimConfig(steps=3, batch_size=1, val_every=3, lr=1e-2))
+
+
+def render_small(index: int):
+    """One small phantom (48 x 48 x 20 voxels at ~7 x 7 x 10 mm: the whole torso, coarse)."""
+    from medkit.synth.liver_ct import LiverCTConfig, render_case
+
+    cfg = LiverCTConfig(seed=0, shape=(48, 48, 24), spacing_xy_mm=(7.0, 7.5), spacing_z_mm=(9.0, 10.0),
+                        fine_xy=1, fine_z_max_mm=5.0, max_tumours=0)
+    return render_case(cfg, index)
+
+
+@pytest.fixture(scope="session")
+def tiny_samples():
+    """Two preprocessed samples (dicts with image, label, case_id)."""
+    from monai.data import MetaTensor
+
+    from medkit.segmentation.data import preprocess_transforms
+
+    pre = preprocess_transforms(tiny_cfg().preprocess)
+    out = []
+    for i in range(2):
+        c = render_small(i)
+        aff = torch.as_tensor(c.affine)
+        out.append(pre({"case_id": c.case_id,
+                        "image": MetaTensor(torch.from_numpy(c.image[None].astype(np.float32)), affine=aff),
+                        "label": MetaTensor(torch.from_numpy(c.labels[None].astype(np.float32)), affine=aff)}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A models/<name>/ folder (config.yaml + model.pt) with an untrained tiny LiverFormer."""
+    from medkit.config import dump_config
+    from medkit.segmentation.models import build_model
+
+    d = tmp_path_factory.mktemp("model")
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    torch.save(build_model(cfg.model).state_dict(), d / "model.pt")
+    (d / "config.yaml").write_text(dump_config(cfg))
+    return d

@@ -1,0 +1,111 @@
+"""`medkit segment` end to end, bad inputs, and the resampling back to the input grid."""
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medkit.cli import app
+from medkit.segmentation.predict import resample_to_grid
+
+from .conftest import render_small
+
+
+def _text(result) -> str:
+    out = result.output
+    try:
+        out += result.stderr
+    except (ValueError, AttributeError):
+        pass
+    return out
+
+
+def test_resample_to_grid_identity_and_shift():
+    vol = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(1, 4, 5, 6)
+    aff = np.diag([2.0, 2.0, 3.0, 1.0])
+    assert torch.allclose(resample_to_grid(vol, aff, aff, (4, 5, 6)), vol)
+    # destination grid starts one source voxel (2 mm) further along x
+    dst = aff.copy()
+    dst[0, 3] = 2.0
+    out = resample_to_grid(vol, aff, dst, (3, 5, 6))
+    assert torch.allclose(out, vol[:, 1:])
+
+
+def test_segment_dicom_series_end_to_end(tmp_path, tiny_model_dir):
+    from medkit.io import load_volume
+    from medkit.io.dicom_write import write_dicom_series
+
+    case = render_small(3)
+    # An LPS-style affine (as DICOM series come), so the output must undo the reorientation.
+    write_dicom_series(case.image.astype(np.float64), tmp_path / "dcm", affine=case.affine)
+    src = load_volume(tmp_path / "dcm")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["segment", "-i", str(tmp_path / "dcm"), "-o", str(out),
+                                 "--model", str(tiny_model_dir), "--device", "cpu", "--fast"])
+    assert r.exit_code == 0, _text(r)
+    niis = list(out.glob("*.nii.gz"))
+    assert len(niis) == 1
+    img = nib.load(str(niis[0]))
+    assert img.shape == tuple(src.shape[1:])
+    assert np.allclose(img.affine, np.asarray(src.affine), atol=1e-4)
+    assert set(np.unique(np.asarray(img.dataobj))) <= set(range(9))
+    rows = list(csv.DictReader((out / "statistics.csv").open()))
+    assert [r_["segment"] for r_ in rows] == ["I", "II", "III", "IV", "V", "VI", "VII", "VIII"]
+    assert (out / "overlays" / f"{niis[0].name[:-7]}.png").stat().st_size > 1000
+
+
+def test_single_slice_ct_small_is_refused(tmp_path, tiny_model_dir):
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    r = CliRunner().invoke(app, ["segment", "-i", path, "-o", str(tmp_path / "o"), "--model", str(tiny_model_dir)])
+    assert r.exit_code == 2
+    assert "CT_small.dcm" in _text(r) and "a single slice" in _text(r) and "needs a 3D volume" in _text(r)
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    r = CliRunner().invoke(app, ["segment", "-i", str(tmp_path), "-o", str(tmp_path / "o"),
+                                 "--model", str(tmp_path / "no-such-model")])
+    assert r.exit_code == 2
+    assert "no-such-model" in _text(r) and "model folder not found" in _text(r) and "--model" in _text(r)
+
+
+def test_folder_without_model_files_is_refused(tmp_path):
+    (tmp_path / "m").mkdir()
+    r = CliRunner().invoke(app, ["segment", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "not a model folder" in _text(r)
+
+
+@pytest.mark.slow
+def test_train_cli_on_generated_synthetic_set(tmp_path):
+    """`medkit train segmentation` on a generated set, then --resume continues the count."""
+    args = ["train", "segmentation", "pipelines/couinaud_synthetic.yaml", "--out", str(tmp_path / "run"),
+            "--device", "cpu", "--set", f"data.root={tmp_path / 'data'}", "--set", "data.synth.n_cases=4",
+            "--set", "data.synth.shape=[48,48,24]", "--set", "data.n_test=1", "--set", "data.n_val=1",
+            "--set", "optim.steps=2", "--set", "optim.val_every=1", "--set", "augment.max_targets=1",
+            "--set", "augment.registration.affine_iters=2", "--set", "augment.registration.deform_iters=2",
+            "--set", "preprocess.grid_shape=[32,32,32]", "--set", "preprocess.patch=[16,16,16]",
+            "--set", "preprocess.spacing_mm=[10.0,10.0,10.0]",
+            "--set", "model.liverformer={channels: [4, 8], embed_dim: 8, depth: 1, heads: 2}"]
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, _text(r)
+        r = CliRunner().invoke(app, args + ["--set", "optim.steps=3", "--resume"])
+        assert r.exit_code == 0, _text(r)
+    finally:
+        os.chdir(cwd)
+    import json
+
+    summ = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summ["step"] == 3 and "test" in summ
