@@ -27,6 +27,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
 
+# A longer fuzz run than the bounded one in `make test` (inputs per target from MEDKIT_FUZZ_N).
+fuzz: $(STAMP)
+	MEDKIT_FUZZ_N=$${MEDKIT_FUZZ_N:-20000} $(BIN)/python -m pytest -q -m "" tests/reliability/fuzz
+
 lint: $(STAMP)
 	$(BIN)/ruff check medkit tests bench
 

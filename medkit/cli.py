@@ -34,6 +34,10 @@ app.add_typer(synth_app, name="synth")
 train_app = typer.Typer(help="Train a model from a pipeline YAML into a run folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
+from .dialogue.cli import dialogue_app  # noqa: E402  (typer only; commands import their deps lazily)
+
+app.add_typer(dialogue_app, name="dialogue")
+
 
 def _fail(msg: str, code: int = 2) -> None:
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
@@ -307,6 +311,39 @@ def deform(
     overrides = _spec_overrides(config, "deform") + list(set_)
     deform_cli(input=input, output=output, reference=reference, predict_at=times, labels=labels,
                device=device, resume=resume, overrides=overrides, log=lambda m: typer.echo(m, err=True))
+
+
+@train_app.command("report")
+@friendly_errors
+def train_report(
+    pipeline: Path = typer.Argument(..., help="pipelines/report_*.yaml"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue from <out>/checkpoints/last.pt."),
+    device: str = _DEVICE,
+) -> None:
+    """Train the CoFE report generator (counterfactual contrast + learnable prompts) from a pipeline YAML."""
+    from .report_generation.train import train_from_pipeline
+
+    run_dir = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume, device=device)
+    typer.echo(f"run folder: {run_dir}")
+
+
+@app.command()
+@friendly_errors
+def report(
+    input: Path = typer.Option(..., "--input", "-i", help="A radiograph (PNG/DICOM/NIfTI), a folder of them, or an annotation.json."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder (reports.jsonl, findings)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder or training run folder (default: the shipped model)."),
+    device: str = _DEVICE,
+    beams: int = typer.Option(1, help="Beam width (1 = greedy)."),
+    max_new_tokens: int = typer.Option(96, help="Longest report, in tokens."),
+) -> None:
+    """Generate radiology reports for chest radiographs (CoFE); writes reports.jsonl keyed by case_id."""
+    from .report_generation.predict import report_cli
+
+    report_cli(input=input, output=output, model=model, device=device, beams=beams,
+               max_new_tokens=max_new_tokens, log=lambda m: typer.echo(m, err=True))
 
 
 def _spec_overrides(spec_path: Optional[Path], pipeline: str) -> list[str]:

@@ -72,15 +72,19 @@ def load_model(model: Path | None):
 
 
 def resample_to_grid(vol: torch.Tensor, src_affine, dst_affine, dst_shape, mode: str = "bilinear",
-                     chunk: int = 32) -> torch.Tensor:
+                     chunk: int = 32, argmax: bool = False) -> torch.Tensor:
     """Resample ``vol`` ``(C, x, y, z)`` (voxel->mm ``src_affine``) onto a grid ``dst_shape``
     with ``dst_affine``; outside the source the nearest border value is used. Chunked
-    along the last destination axis to bound memory."""
+    along the last destination axis to bound memory. ``argmax=True`` returns the
+    class index per destination voxel (``(x, y, z)`` uint8) chunk by chunk, so class
+    probabilities are never held at the destination resolution (a 512x512x800 CT
+    with 9 classes would need 7.5 GB in float32)."""
     src = torch.as_tensor(np.asarray(src_affine, dtype=np.float64))
     dst = torch.as_tensor(np.asarray(dst_affine, dtype=np.float64))
     m = torch.linalg.inv(src) @ dst  # destination voxel -> source voxel
     sizes = torch.tensor(vol.shape[1:], dtype=torch.float64)
-    out = torch.empty((vol.shape[0], *dst_shape), dtype=vol.dtype)
+    out = (torch.empty(tuple(dst_shape), dtype=torch.uint8) if argmax
+           else torch.empty((vol.shape[0], *dst_shape), dtype=vol.dtype))
     ii, jj = torch.meshgrid(torch.arange(dst_shape[0], dtype=torch.float64),
                             torch.arange(dst_shape[1], dtype=torch.float64), indexing="ij")
     for z0 in range(0, dst_shape[2], chunk):
@@ -91,8 +95,8 @@ def resample_to_grid(vol: torch.Tensor, src_affine, dst_affine, dst_shape, mode:
         p = pts @ m.T  # (X, Y, k, 4) source voxel indices
         norm = 2 * p[..., :3] / (sizes - 1).clamp_min(1) - 1
         grid = norm.flip(-1)[None].to(vol.dtype)  # grid_sample wants (z, y, x) order
-        out[..., z0:z0 + len(kk)] = F.grid_sample(vol[None], grid, mode=mode, padding_mode="border",
-                                                  align_corners=True)[0]
+        res = F.grid_sample(vol[None], grid, mode=mode, padding_mode="border", align_corners=True)[0]
+        out[..., z0:z0 + len(kk)] = res.argmax(0).to(torch.uint8) if argmax else res
     return out
 
 
@@ -134,8 +138,8 @@ def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False) -> np
     if box is not None:
         sub = x[(slice(None), slice(None), *box)]
         probs[(slice(None), *box)] = torch.softmax(run(sub, 0.25 if fast else 0.5), 1)[0].cpu()
-    back = resample_to_grid(probs, np.asarray(img.affine), np.asarray(vol.affine), tuple(vol.shape[1:]))
-    return back.argmax(0).numpy().astype(np.uint8)
+    return resample_to_grid(probs, np.asarray(img.affine), np.asarray(vol.affine), tuple(vol.shape[1:]),
+                            argmax=True).numpy()
 
 
 def check_volume(path, vol) -> None:

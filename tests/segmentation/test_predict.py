@@ -34,6 +34,20 @@ def test_resample_to_grid_identity_and_shift():
     assert torch.allclose(out, vol[:, 1:])
 
 
+def test_resample_argmax_matches_full_resample_then_argmax():
+    """The chunked argmax path (bounded memory on big CTs) gives the same labels as
+    resampling all class probabilities first, across chunk boundaries."""
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(9, 6, 7, 8, generator=g), 0)
+    src = np.diag([3.0, 3.0, 4.0, 1.0])
+    dst = np.diag([1.5, 1.5, 1.0, 1.0])
+    dst[:3, 3] = [0.7, -0.4, 1.3]
+    full = resample_to_grid(probs, src, dst, (12, 14, 30)).argmax(0)
+    chunked = resample_to_grid(probs, src, dst, (12, 14, 30), chunk=7, argmax=True)
+    assert chunked.dtype == torch.uint8
+    assert torch.equal(chunked.long(), full)
+
+
 def test_segment_dicom_series_end_to_end(tmp_path, tiny_model_dir):
     from medkit.io import load_volume
     from medkit.io.dicom_write import write_dicom_series

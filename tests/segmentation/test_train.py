@@ -58,3 +58,25 @@ def test_fit_smoke_checkpoint_and_resume(tiny_samples, tmp_path):
     assert out2["step"] == 5 and run.load_checkpoint("last")["step"] == 5
     steps = [json.loads(line)["step"] for line in (run.path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 5]
+
+
+def test_export_model_folder_round_trips_through_segment_loader(tiny_samples, tmp_path):
+    """A run folder exports to models/<name>/ whose weights equal the best checkpoint's,
+    and `medkit segment`'s loader reads it back; a folder without best.pt is refused."""
+    from medkit.io import MedkitInputError
+    from medkit.segmentation.export import export_model
+    from medkit.segmentation.predict import load_model
+
+    cfg = tiny_cfg()
+    run = RunDir.create(tmp_path / "run", config=cfg, seed=0)
+    fit(cfg, tiny_samples[:1], tiny_samples[1:], run=run, device="cpu")
+    run.write_summary({"test": {"aggregate": {"dice_mean": {"mean": 0.5}}}, "step": 3})
+    out = export_model(run.path, tmp_path / "models" / "tiny-export", name="tiny-export")
+    best = run.load_checkpoint("best")["model"]
+    got_cfg, net = load_model(out)
+    assert got_cfg.name == "tiny-export"
+    assert all(torch.equal(net.state_dict()[k], best[k].float()) for k in best)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["aggregate"]["dice_mean"]["mean"] == 0.5 and len(metrics["model_sha256"]) == 64
+    with pytest.raises(MedkitInputError, match="best.pt"):
+        export_model(tmp_path / "run-empty", tmp_path / "x")
