@@ -283,12 +283,16 @@ def segment(
     device: str = _DEVICE,
     fast: bool = typer.Option(False, help="Coarser sliding window (less overlap, no flips): faster, slightly worse."),
     series_uid: Optional[str] = typer.Option(None, help="Series to segment when a folder holds several."),
+    output_type: str = typer.Option("nifti", help="nifti | dicom-seg (DICOM Segmentation referencing the source "
+                                                  "series; DICOM folder inputs) | both."),
+    copy_identity: bool = typer.Option(False, help="DICOM-SEG: copy patient name/ID/birth date/accession from the "
+                                                   "source (default: written empty; only UIDs link it to the study)."),
 ) -> None:
     """Couinaud segments I-VIII of the liver on CT: labels in the input's geometry, volumes (ml), overlays."""
     from .segmentation.predict import segment_cli
 
     segment_cli(input=input, output=output, model=model, device=device, fast=fast, series_uid=series_uid,
-                log=lambda m: typer.echo(m, err=True))
+                output_type=output_type, copy_identity=copy_identity, log=lambda m: typer.echo(m, err=True))
 
 
 @app.command()

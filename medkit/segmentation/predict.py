@@ -166,9 +166,19 @@ def segment_statistics(case_id: str, vol, labels: np.ndarray) -> list[dict]:
     return rows
 
 
+OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
+
+
 def segment_cli(*, input: Path, output: Path, model: Path | None = None, device: str = "auto", fast: bool = False,
-                series_uid: str | None = None, log: Callable[[str], None] = print) -> list[Path]:
-    """Entry point of ``medkit segment``; returns the label files written."""
+                series_uid: str | None = None, output_type: str = "nifti", copy_identity: bool = False,
+                log: Callable[[str], None] = print) -> list[Path]:
+    """Entry point of ``medkit segment``; returns the label files written.
+
+    ``output_type``: ``nifti`` (labels in the input geometry), ``dicom-seg`` (a DICOM
+    Segmentation referencing the source series; DICOM folder inputs only) or ``both``.
+    ``statistics.csv`` and the overlays are written in every case."""
+    if output_type not in OUTPUT_TYPES:
+        raise MedkitInputError(None, f"--output-type {output_type!r}: expected one of {', '.join(OUTPUT_TYPES)}")
     from monai.data import MetaTensor
 
     from ..viz.overlay import save_overlay
@@ -184,14 +194,24 @@ def segment_cli(*, input: Path, output: Path, model: Path | None = None, device:
     for c in cases:
         vol = load_volume(c.images[0], series_uid=c.series_uid or series_uid, modality="CT")
         check_volume(c.images[0], vol)
-        vols.append((c.case_id, vol))
+        if output_type != "nifti" and not (vol.meta.get("format") == "dicom" and Path(c.images[0]).is_dir()):
+            raise MedkitInputError(c.images[0], f"--output-type {output_type} needs a DICOM folder input "
+                                                f"(this is {vol.meta.get('format')}); use --output-type nifti")
+        vols.append((c.case_id, vol, c))
     output = Path(output)
     written, stats = [], []
-    for case_id, vol in vols:
+    for case_id, vol, case in vols:
         log(f"{case_id}: {tuple(vol.shape[1:])} voxels, spacing {tuple(round(s, 2) for s in vol.meta['original_spacing'])} mm")
         labels = predict_volume(net, cfg, vol, dev, fast)
-        target = save_volume(MetaTensor(torch.from_numpy(labels)[None], affine=vol.affine), output / f"{case_id}.nii.gz",
-                             like=vol)
+        if output_type in ("nifti", "both"):
+            target = save_volume(MetaTensor(torch.from_numpy(labels)[None], affine=vol.affine),
+                                 output / f"{case_id}.nii.gz", like=vol)
+        if output_type in ("dicom-seg", "both"):
+            from .dicom_seg import write_dicom_seg
+
+            target = write_dicom_seg(labels, np.asarray(vol.affine), Path(case.images[0]), output / f"{case_id}.seg.dcm",
+                                     COUINAUD_NAMES, series_uid=vol.meta.get("series_uid"), model_name=cfg.name,
+                                     copy_identity=copy_identity)
         rows = segment_statistics(case_id, vol, labels)
         stats += rows
         save_overlay(vol, labels, output / "overlays" / f"{case_id}.png", label_names=COUINAUD_NAMES,
