@@ -11,7 +11,9 @@ Table 2: LiverFormer on 4 labelled cases (the other training scans serve as
 unlabelled registration targets) with none / elastic / registration augmentation,
 3 seeds each. Test metrics: per-segment Dice and HD95 (mm) on held-out cases
 (misses count as Dice 0 and the image diagonal). CPU timings are only
-meaningful as ratios within one run. Peak memory: a fresh subprocess per network
+meaningful as ratios within one run; on a shared machine use the interleaved speed
+table (``--only timing``), which times the networks round-robin so load drift
+hits them alike. Peak memory: a fresh subprocess per network
 runs one training step; we report its peak RSS growth over the idle model
 (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
 Writes bench/results/segmentation-<device>.json.
@@ -70,7 +72,8 @@ def settings(full: bool) -> dict:
     # 2 shared CPU cores: SwinUNETR needs >= 64x32x32 patches (its 1/32 bottleneck must hold more
     # than one voxel for instance norm), so table 1 uses that patch at batch 1; table 2 (LiverFormer
     # only) uses 32^3 patches so 9 runs fit.
-    return {"n_train": 10, "n_test": 3, "steps": 50, "steps_aug": 120, "batch": 1, "synth": {},
+    # Budget measured here: 300 steps x batch 2 take LiverFormer from Dice 0 to ~0.46 on this grid.
+    return {"n_train": 10, "n_test": 3, "steps": 300, "steps_aug": 250, "batch": 2, "synth": {},
             "pre": PreprocessConfig(spacing_mm=(5.0, 5.0, 5.0), grid_shape=(64, 48, 56), patch=(64, 32, 32)),
             "pre_aug": PreprocessConfig(spacing_mm=(5.0, 5.0, 5.0), grid_shape=(64, 48, 56), patch=(32, 32, 32)),
             "lf": LiverFormerConfig(channels=(8, 16, 32, 64), embed_dim=64, depth=2, heads=4, deep_supervision=True),
@@ -154,6 +157,58 @@ def _mem_child(arch: str, full: bool) -> None:
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)  # KiB on Linux
 
 
+def interleaved_timing(s: dict, dev, rounds: int, test: list[dict]) -> dict:
+    """Train s/step and inference s/case for every network, measured round-robin.
+
+    Table 1 times each network during its own training, minutes apart; on a shared
+    machine the load changes between them. Here each round runs one training step
+    (forward, backward, AdamW) and one sliding-window inference per network back to
+    back, the order rotating every round, so load drift hits all networks alike.
+    Medians over rounds (the first round is a warm-up and dropped)."""
+    from medkit.segmentation.models import build_model
+    from medkit.segmentation.train import _sliding
+
+    archs = ["liverformer", "swinunetr", "basicunet"]
+    nets, opts, cfgs = {}, {}, {}
+    for a in archs:
+        cfgs[a] = make_cfg(s, a, "none", 0, 1)
+        torch.manual_seed(0)
+        nets[a] = build_model(cfgs[a].model).to(dev)
+        opts[a] = torch.optim.AdamW(nets[a].parameters(), lr=1e-4)
+    x = torch.randn(s["batch"], 1, *s["pre"].patch, device=dev)
+    y = torch.randint(0, 9, (s["batch"], 1, *s["pre"].patch), device=dev).float()
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    img = test[0]["image"].as_tensor()[None].to(dev)
+    t_train = {a: [] for a in archs}
+    t_inf = {a: [] for a in archs}
+    for r in range(rounds + 1):
+        for a in archs[r % 3:] + archs[: r % 3]:
+            net = nets[a].train()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = net(x)
+            loss = loss_fn(out[0] if isinstance(out, list) else out, y)
+            opts[a].zero_grad()
+            loss.backward()
+            opts[a].step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                _sliding(net.eval(), img, cfgs[a])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            if r:
+                t_train[a].append(t1 - t0)
+                t_inf[a].append(t2 - t1)
+    return {a: {"train_s_per_step": float(np.median(t_train[a])), "infer_s_per_case": float(np.median(t_inf[a])),
+                "rounds": rounds} for a in archs}
+
+
 def _clean(obj):
     """JSON-safe copy: NaN (e.g. a std of one value) becomes null."""
     return json.loads(json.dumps(obj, default=str).replace("NaN", "null"))
@@ -171,7 +226,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="GPU-sized setting")
     ap.add_argument("--save-model", type=Path, default=None, help="also write the table-1 LiverFormer as a model folder")
-    ap.add_argument("--only", choices=["table1", "table2"], default=None, help="run one table only")
+    ap.add_argument("--only", choices=["table1", "table2", "timing"], default=None,
+                    help="run one part only (timing: the interleaved speed table alone)")
+    ap.add_argument("--timing-rounds", type=int, default=8, help="rounds of the interleaved speed table")
     ap.add_argument("--steps", type=int, default=None, help="table-1 steps (default: the setting's)")
     ap.add_argument("--steps-aug", type=int, default=None, help="table-2 steps (default: the setting's)")
     ap.add_argument("--_mem", default=None, help=argparse.SUPPRESS)
@@ -193,6 +250,26 @@ def main() -> None:
     cases = load_cases(s, s["n_train"] + s["n_test"])
     train, test = cases[: s["n_train"]], cases[s["n_train"]:]
     res: dict = {"table1": {}, "table2": {}}
+
+    if args.only == "timing":
+        tim = interleaved_timing(s, dev, args.timing_rounds, test)
+        lines = [f"Speed, interleaved ({args.timing_rounds} rounds, median; batch {s['batch']}, patch {tuple(s['pre'].patch)}, "
+                 f"inference = sliding window over a {tuple(test[0]['image'].shape[1:])} grid, device {dev.type})",
+                 fmt_row(["network", "train s/step", "infer s/case", "LF/peer train", "LF/peer infer"], [12, 13, 13, 14, 14])]
+        for a, r in tim.items():
+            lf = tim["liverformer"]
+            lines.append(fmt_row([a, f"{r['train_s_per_step']:.3f}", f"{r['infer_s_per_case']:.3f}",
+                                  f"{lf['train_s_per_step'] / r['train_s_per_step']:.2f}",
+                                  f"{lf['infer_s_per_case'] / r['infer_s_per_case']:.2f}"], [12, 13, 13, 14, 14]))
+        text = "\n".join(lines)
+        print(text)
+        from medkit.io import write_json
+
+        write_json(ROOT / "bench" / "results" / f"segmentation-timing-{'cuda' if dev.type == 'cuda' else 'cpu'}.json",
+                   _clean({"printed": text, "timing": tim, "machine": {"platform": platform.platform(),
+                           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(dev)},
+                           "versions": package_versions()}))
+        return
 
     # ---------------------------------------------------------------- table 1: networks
     for arch in ("liverformer", "swinunetr", "basicunet") if args.only != "table2" else ():
