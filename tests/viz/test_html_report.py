@@ -1,0 +1,30 @@
+"""The HTML run report: escaped text, relative image links, refused broken images."""
+
+import pytest
+from PIL import Image
+
+from medkit.viz.html_report import Section, render_report, write_report
+
+
+def test_report_escapes_text_links_images_relatively_and_writes_atomically(tmp_path):
+    (tmp_path / "overlays").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "overlays" / "a.png")
+    s = (Section("Segmentation <CT>")
+         .text("Dice & HD95")
+         .table([{"segment": "I", "dice": 0.8123456, "n": 3}, {"segment": "II", "extra": None}], "per segment")
+         .image(tmp_path / "overlays" / "a.png", "axial/coronal/sagittal")
+         .pre("Report", "<script>alert(1)</script>")
+         .definitions({"Dice": "2|A∩B| / (|A|+|B|)"}))
+    out = write_report(tmp_path / "report.html", "demo", [s], manifest={"seed": 0, "device": "cpu"})
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "Segmentation &lt;CT&gt;" in text and "Dice &amp; HD95" in text
+    assert "src='overlays/a.png'" in text  # relative: the run folder can be moved
+    assert ">0.8123<" in text and "<th>extra</th>" in text  # columns united across rows
+    assert "http" not in text  # nothing external to load
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_missing_image_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        render_report("x", [Section("s").image(tmp_path / "nope.png")], base=tmp_path)
