@@ -51,7 +51,8 @@ def eval_(
     model: str = typer.Option("oracle", help="'oracle' or a stage folder of a train run (e.g. runs/x/grpo)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for summary.json and dialogues.jsonl."),
     cases: int = typer.Option(20, help="Held-out synthetic cases (split 'test')."),
-    patient: str = typer.Option("persona", help="Simulated patient: persona | generic."),
+    patient: str = typer.Option("persona", help="Simulated patient: persona | generic | llm (persona facts, LM voice)."),
+    patient_lm: str = typer.Option("smollm2-135m-instruct", help="With --patient llm: packaged name or local HF folder."),
     max_turns: int = typer.Option(10, help="Doctor turns per episode."),
     seed: int = typer.Option(0, help="Case set seed."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto."),
@@ -60,7 +61,7 @@ def eval_(
     from .evaluate import eval_cli
 
     eval_cli(model=model, n_cases=cases, patient=patient, max_turns=max_turns, seed=seed, output=output,
-             device=device, log=typer.echo)
+             device=device, patient_lm=patient_lm, log=typer.echo)
 
 
 @dialogue_app.command()
@@ -79,7 +80,7 @@ def chat(
 
     if role not in ("doctor", "patient"):
         raise ConfigError(f"--role {role!r} must be doctor or patient")
-    kb, _, held_out = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=case + 1, seed=seed))
+    kb, _, held_out = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=case + 1, seed=seed, pool=100 + 20 * (case + 1)))
     doc = None
     if role == "patient":
         if doctor == "oracle":

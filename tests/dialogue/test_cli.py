@@ -1,0 +1,130 @@
+"""`medkit dialogue train|eval|chat` end to end on tmp folders; chat through a pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medkit.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+SMALL = ["data.pool=300", "data.n_train=6", "data.n_rl=3", "data.n_eval=3", "max_turns=3", "sft.steps=3",
+         "sft.batch_size=4", "srppo.steps=1", "srppo.batch_size=4", "srppo.mini_batch_size=4", "grpo.steps=1",
+         "grpo.cases_per_step=1", "grpo.group_size=2", "grpo_entropy_alpha=0.1", "model.hidden=32",
+         "model.layers=1", "model.heads=2", "model.max_new_tokens=8"]
+
+
+def test_train_then_eval_and_reload(tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    args = ["dialogue", "train", str(ROOT / "pipelines" / "dialogue_tiny.yaml"), "--out", str(out)]
+    for s in SMALL:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["results"]) == {"base", "sft", "srppo", "grpo", "grpo_entropy", "oracle"}
+    for name, r in summary["results"].items():
+        assert r["n"] == 3 and 0.0 <= r["top1"]["mean"] <= 1.0, name
+    assert (out / "demonstrations.jsonl").exists() and (out / "manifest.json").exists()
+    recs = [json.loads(x) for x in (out / "predictions" / "grpo.jsonl").read_text().splitlines()]
+    assert [r["case_id"] for r in recs] == summary["eval_case_ids"]
+    # a saved stage reloads to the same weights that were evaluated: same greedy actions again
+    from medkit.dialogue.policy import load_policy
+
+    m, tok, cfg, layers, _ = load_policy(out / "grpo")
+    m2, *_ = load_policy(out / "grpo" / "policy.pt")
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(m(x).logits, m2(x).logits)
+        assert not torch.allclose(m(x).logits, load_policy(out / "base")[0](x).logits)
+    assert len(layers) == 2 and layers[1]["lora"]["r"] == 16
+    res = runner.invoke(app, ["dialogue", "eval", "--model", str(out / "sft"), "--cases", "2", "--max-turns", "3",
+                              "--output", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert ev["n_cases"] == 2 and set(ev["error_discovery"]) >= {"persona", "generic"}
+
+
+def test_eval_oracle_and_user_errors(tmp_path):
+    res = runner.invoke(app, ["dialogue", "eval", "--cases", "5", "--output", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["metrics"]["n"] == 5 and s["metrics"]["format_error_rate"] == 0.0
+    assert len((tmp_path / "o" / "dialogues.jsonl").read_text().splitlines()) == 5
+    res = runner.invoke(app, ["dialogue", "eval", "--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no policy.pt" in res.output
+    res = runner.invoke(app, ["dialogue", "train", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "pipeline file not found" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline: dialogue-train\nconfig: {grpo: {stepz: 3}}\n")
+    res = runner.invoke(app, ["dialogue", "train", str(bad)])
+    assert res.exit_code == 2 and "stepz" in res.output
+    res = runner.invoke(app, ["dialogue", "chat", "--role", "nurse"])
+    assert res.exit_code == 2 and "must be doctor or patient" in res.output
+
+
+def test_chat_person_plays_doctor_with_clirunner():
+    from medkit.dialogue.train import DataConfig, load_cases
+
+    _, _, held = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=1, pool=120))
+    truth = held[0]["diagnosis"]["name"]
+    script = "hello there\nASK: Do you have a cough?\nEXAM: Vital signs\nDIAGNOSIS: " + truth + " | confidence: 0.5\n"
+    res = runner.invoke(app, ["dialogue", "chat", "--role", "doctor"], input=script)
+    assert res.exit_code == 0, res.output
+    assert "[format]" in res.output and "Vital signs:" in res.output
+    assert "correct: True" in res.output and "format errors: 1" in res.output
+
+
+def test_chat_person_plays_patient_with_clirunner():
+    res = runner.invoke(app, ["dialogue", "chat", "--role", "patient", "--max-turns", "4"],
+                        input="I have a headache\nno\nyes\nnot sure\nno\n")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("doctor: ") >= 1 and "true diagnosis:" in res.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pty is POSIX only")
+def test_chat_through_a_pseudo_terminal():
+    """A script types into a real terminal (pty), as a person would."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI, stdin/stdout on the pty
+        os.environ["MEDKIT_NO_PROGRESS"] = "1"
+        os.execv(sys.executable, [sys.executable, "-c", "from medkit.cli import app; app()",
+                                  "dialogue", "chat", "--role", "doctor", "--max-turns", "3"])
+    out = b""
+
+    def read_until(marker: bytes, timeout: float = 60.0):
+        nonlocal out
+        end = time.time() + timeout
+        while marker not in out and time.time() < end:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return marker in out
+
+    try:
+        assert read_until(b"doctor:"), out.decode(errors="replace")
+        for line in (b"ASK: Do you have a fever?\n", b"not an action\n", b"DIAGNOSIS: Influenza\n"):
+            os.write(fd, line)
+            time.sleep(0.3)
+        assert read_until(b"true diagnosis:"), out.decode(errors="replace")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert os.WEXITSTATUS(status) == 0, text
+    assert "[format]" in text and "format errors: 1" in text
