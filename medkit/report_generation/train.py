@@ -1,0 +1,288 @@
+"""Train CoFE into a run folder (``medkit train report PIPELINE.yaml``).
+
+Reads top to bottom:
+
+1. studies (R2Gen ``annotation.json``) -> images, cleaned reports, label vectors;
+   fixed report embeddings (MiniLM or TF-IDF) for the InfoNCE text side;
+2. ``counterfactual.warmup_steps`` diagnosis-only steps, so the head that decides
+   "the diagnosis shifted" means something;
+3. counterfactual images for every training study (:mod:`.counterfactual`),
+   kept for the rest of training, with a few original / counterfactual / mask
+   pictures under ``<run>/counterfactuals/``;
+4. ``optim.steps`` steps of NLL + BCE + InfoNCE (AdamW, warmup then cosine);
+   validation NLL every ``eval_every`` steps -> ``checkpoints/{last,best}.pt``;
+5. reports for the test split with the best checkpoint ->
+   ``predictions/reports.jsonl`` and NLG + CE metrics in ``summary.json``.
+
+Resuming reloads ``last.pt`` (model, optimiser, scheduler, step, RNG, the
+counterfactual set) and continues the count.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, load_config
+from ..io import write_json, write_jsonl
+from ..metrics.clinical import ce_metrics
+from ..metrics.text import nlg_metrics
+from ..runs import RunDir, pick_device, seed_everything, track
+from .cofe_config import ReportConfig
+from .counterfactual import (
+    cosine_similarity,
+    pick_negatives,
+    save_counterfactual_png,
+    swap_counterfactual,
+)
+from .data import Study, label_matrix, load_studies, stack_images
+from .embeddings import embed_reports
+from .losses import report_nll
+from .model import CoFE, bank_indices, build_lm, report_vocab, trainable_groups
+
+
+def build_model(cfg: ReportConfig, vocab: list[str] | None, text_dim: int) -> CoFE:
+    lm, tok = build_lm(cfg, vocab)
+    return CoFE(cfg, lm, tok, text_dim)
+
+
+@torch.no_grad()
+def build_counterfactuals(model: CoFE, images: torch.Tensor, labels: np.ndarray, text_emb: np.ndarray,
+                          cfg: ReportConfig) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Counterfactual for every study: ``(cf images (N,1,S,S), masks (N,S,S) bool, info rows)``."""
+    was = model.encoder.training
+    model.encoder.eval()
+    if cfg.counterfactual.negatives == "report":
+        sim = cosine_similarity(text_emb)
+    else:
+        sim = cosine_similarity(model.encoder(images)["pooled"].cpu().numpy())
+    neg = pick_negatives(sim, labels)
+    cfs, masks, info = [], [], []
+    for i, j in enumerate(neg):
+        if j < 0:  # every other study has the same labels: nothing to contrast
+            cfs.append(images[i])
+            masks.append(torch.zeros(images.shape[-2:], dtype=torch.bool))
+            info.append({"index": i, "negative": -1, "n_swapped": 0, "shifted": False})
+            continue
+        cf = swap_counterfactual(model.encoder.diagnose, images[i], images[j], cfg.counterfactual.patch,
+                                 max_fraction=cfg.counterfactual.max_fraction)
+        cfs.append(cf.image)
+        masks.append(cf.mask)
+        info.append({"index": i, "negative": int(j), "n_swapped": cf.n_swapped, "shifted": cf.shifted})
+    model.encoder.train(was)
+    return torch.stack(cfs), torch.stack(masks).cpu(), info
+
+
+def _lr_lambda(cfg: ReportConfig):
+    total = cfg.counterfactual.warmup_steps + cfg.optim.steps
+    w = max(cfg.optim.warmup_lr_steps, 1)
+
+    def f(s):
+        if s < w:
+            return (s + 1) / w
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - w) / max(total - w, 1))))
+    return f
+
+
+def _batches(n: int, bs: int, rng: np.random.Generator):
+    while True:
+        perm = rng.permutation(n)
+        for s in range(0, n - min(bs, n) + 1, min(bs, n)):
+            yield perm[s:s + min(bs, n)]
+
+
+@torch.no_grad()
+def val_nll(model: CoFE, val: list[Study], dev, bs: int) -> float:
+    """Mean report NLL on ``val`` (counterfactual tokens from the model's test-time path)."""
+    if not val:
+        return float("nan")
+    was = model.training
+    model.eval()
+    tot, n = 0.0, 0
+    for s in range(0, len(val), bs):
+        part = val[s:s + bs]
+        x = stack_images(part).to(dev)
+        q = model.test_time_cf_probs(x)
+        pre, _ = model.prefix(x, q)
+        ids, mask = model.encode_reports([p.report for p in part], dev)
+        emb = model.lm.get_input_embeddings()(ids)
+        P = pre.shape[1]
+        attn = torch.cat([torch.ones(len(part), P, dtype=torch.long, device=dev), mask], 1)
+        tgt = torch.cat([torch.full((len(part), P), -100, dtype=torch.long, device=dev), ids.masked_fill(mask == 0, -100)], 1)
+        logits = model.lm(inputs_embeds=torch.cat([pre, emb], 1), attention_mask=attn, use_cache=False).logits
+        tot += float(report_nll(logits, tgt)) * len(part)
+        n += len(part)
+    model.train(was)
+    return tot / n
+
+
+def fit(cfg: ReportConfig, train: list[Study], val: list[Study], *, run: RunDir | None = None, device: str = "auto",
+        resume: bool = False, log: Callable[[str], None] = lambda m: None, progress=track) -> dict:
+    """The training loop. Returns ``{"model", "history", "step", "seconds", "counterfactuals", "best"}``."""
+    dev = pick_device(device)
+    seed_everything(cfg.seed)
+    reports = [s.report for s in train]
+    text_np = embed_reports(reports, cfg.counterfactual.text_embedder).astype(np.float32)
+    vocab = report_vocab(reports) if cfg.decoder.lm == "tiny-word" else None
+    model = build_model(cfg, vocab, text_np.shape[1]).to(dev)
+    images = stack_images(train).to(dev)
+    labels_np = label_matrix(train)
+    labels = torch.as_tensor(labels_np, dtype=torch.float32, device=dev)
+    text_emb = torch.as_tensor(text_np, device=dev)
+    model.bank_images = images[torch.as_tensor(bank_indices(len(train), cfg.counterfactual.bank_size, cfg.seed))].clone()
+    opt = torch.optim.AdamW(trainable_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    rng = np.random.default_rng(cfg.seed)
+    step, best, history, cf_images, cf_info = 0, float("inf"), [], None, []
+    if resume and run is not None and (ck := run.load_checkpoint("last")) is not None:
+        model.load_saved_state(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, best, history = ck["step"], ck["best"], ck.get("history", [])
+        cf_images = ck.get("cf_images")
+        cf_images = cf_images.to(dev) if cf_images is not None else None
+        cf_info = ck.get("cf_info", [])
+        torch.set_rng_state(ck["torch_rng"])
+        rng = np.random.default_rng([cfg.seed, step])
+        log(f"resumed at step {step}")
+    W, total = cfg.counterfactual.warmup_steps, cfg.counterfactual.warmup_steps + cfg.optim.steps
+    batches = _batches(len(train), cfg.optim.batch_size, rng)
+    t0 = time.perf_counter()
+    model.train()
+    for _ in progress(range(step, total), "train report", total=total - step):
+        if step >= W and cfg.counterfactual.enabled and cf_images is None:
+            tc = time.perf_counter()
+            cf_images, cf_masks, cf_info = build_counterfactuals(model, images, labels_np, text_np, cfg)
+            n_shift = sum(r["shifted"] for r in cf_info)
+            log(f"counterfactuals: {n_shift}/{len(cf_info)} reached a diagnosis shift, mean "
+                f"{np.mean([r['n_swapped'] for r in cf_info]):.1f} patches swapped ({time.perf_counter() - tc:.1f} s)")
+            if run is not None:
+                for r in cf_info[: cfg.counterfactual.n_pictures]:
+                    i, j = r["index"], r["negative"]
+                    save_counterfactual_png(run.path / "counterfactuals" / f"{train[i].case_id}.png", images[i].cpu(),
+                                            cf_images[i].cpu(), cf_masks[i],
+                                            images[j].cpu() if j >= 0 else None)
+                write_jsonl(run.path / "counterfactuals" / "counterfactuals.jsonl",
+                            [{**r, "case_id": train[r["index"]].case_id,
+                              "negative_id": train[r["negative"]].case_id if r["negative"] >= 0 else None}
+                             for r in cf_info])
+        idx = torch.as_tensor(next(batches), device=dev)
+        if step < W:  # diagnosis-only warm-up of the encoder
+            loss_d = {"diag": torch.nn.functional.binary_cross_entropy_with_logits(
+                model.encoder(images[idx])["logits"], labels[idx])}
+            loss = loss_d["diag"]
+        else:
+            loss_d = model.losses(images[idx], [reports[i] for i in idx.tolist()], labels[idx], text_emb[idx],
+                                  cf_images[idx] if cf_images is not None else None)
+            loss = loss_d["total"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        last = step == total
+        if run is not None and step > W and ((step - W) % cfg.optim.eval_every == 0 or last):
+            rec = {"step": step, **{k: round(float(v.detach()), 5) for k, v in loss_d.items()},
+                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val, dev, cfg.optim.batch_size)}
+            history.append(rec)
+            write_jsonl(run.path / "logs" / "metrics.jsonl", history)
+            state = {"model": model.saved_state(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "step": step, "best": best, "history": history, "torch_rng": torch.get_rng_state(),
+                     "cf_images": cf_images.cpu() if cf_images is not None else None, "cf_info": cf_info,
+                     "vocab": vocab, "text_dim": int(text_np.shape[1])}
+            score = rec["val_nll"] if math.isfinite(rec["val_nll"]) else float(rec.get("total", loss))
+            if score < best:
+                best = state["best"] = score
+                run.save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "cf_images")}, "best",
+                                    config=cfg)
+            run.save_checkpoint(state, "last", config=cfg)
+            log(f"step {step}: loss {loss.item():.3f} (nll {rec.get('nll', float('nan')):.3f}), "
+                f"val nll {rec['val_nll']:.3f}")
+    return {"model": model, "history": history, "step": step, "seconds": time.perf_counter() - t0,
+            "counterfactuals": cf_info, "best": best}
+
+
+def generate_for(model: CoFE, studies: list[Study], *, beams: int = 1, max_new_tokens: int = 96, bs: int = 16,
+                 device="cpu") -> tuple[list[str], float]:
+    """Generated reports for ``studies`` and the generation time in seconds."""
+    t0 = time.perf_counter()
+    out = []
+    for s in range(0, len(studies), bs):
+        out += model.generate(stack_images(studies[s:s + bs]).to(device), beams=beams, max_new_tokens=max_new_tokens)
+    return out, time.perf_counter() - t0
+
+
+def score_reports(refs: dict[str, str], hyps: dict[str, str]) -> dict:
+    """NLG (R2Gen convention: whitespace tokens of the cleaned text) + CE metrics."""
+    return {**nlg_metrics(refs, hyps, tokenize="none"), **ce_metrics(refs, hyps)}
+
+
+def _load_pipeline(pipeline: Path, overrides: list[str]) -> ReportConfig:
+    import yaml
+
+    try:
+        spec = yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{pipeline}: pipeline file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{pipeline}: invalid YAML ({e})") from None
+    if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"}:
+        raise ConfigError(f"{pipeline}: expected top-level keys `pipeline` and `config`")
+    if spec.get("pipeline", "train-report") != "train-report":
+        raise ConfigError(f"{pipeline}: pipeline is {spec.get('pipeline')!r}, expected train-report")
+    return load_config(spec.get("config") or {}, ReportConfig, overrides)
+
+
+def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
+                        device: str = "auto", log: Callable[[str], None] | None = None) -> Path:
+    """Entry point of ``medkit train report``; returns the run folder."""
+    log = log or (lambda m: print(m, file=sys.stderr))
+    cfg = _load_pipeline(pipeline, list(overrides))
+    if resume and out is not None and (Path(out) / "config.yaml").exists():
+        cfg = load_config(Path(out) / "config.yaml", ReportConfig, list(overrides))
+    out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dev = pick_device(device)
+    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=str(dev), command=" ".join(sys.argv), resume=resume)
+    t0 = time.perf_counter()
+    try:
+        studies = load_studies(cfg.data, progress=track)
+        run.add_input(Path(cfg.data.root) / "annotation.json")
+        train, val, test = studies.get("train", []), studies.get("val", []), studies.get("test", [])
+        log(f"{len(train)} train, {len(val)} val, {len(test)} test studies")
+        res = fit(cfg, train, val, run=run, device=device, resume=resume, log=log)
+        model = res["model"]
+        best = run.load_checkpoint("best")
+        if best is not None:
+            model.load_saved_state(best["model"])
+        summary = {"step": res["step"], "train_seconds": round(res["seconds"], 2), "history": res["history"],
+                   "counterfactuals": {"n": len(res["counterfactuals"]),
+                                       "shifted": sum(r["shifted"] for r in res["counterfactuals"]),
+                                       "mean_swapped": float(np.mean([r["n_swapped"] for r in res["counterfactuals"]]))
+                                       if res["counterfactuals"] else 0.0},
+                   "split": {k: len(v) for k, v in studies.items()}}
+        if test:
+            hyps, secs = generate_for(model, test, beams=cfg.generate.beams, max_new_tokens=cfg.generate.max_new_tokens,
+                                      device=dev)
+            write_jsonl(run.path / "predictions" / "reports.jsonl",
+                        [{"case_id": s.case_id, "report": h, "reference": s.report} for s, h in zip(test, hyps)])
+            scores = score_reports({s.case_id: s.report for s in test}, {s.case_id: h for s, h in zip(test, hyps)})
+            summary["test"] = {**scores, "reports_per_s": len(test) / max(secs, 1e-9)}
+            log(f"test: BLEU-4 {scores['BLEU_4']:.3f}, CIDEr {scores['CIDEr']:.3f}, "
+                f"CE micro-F1 {scores['micro_f1']:.3f}")
+        run.write_summary(summary)
+        write_json(run.path / "model.json", {"kind": "medkit-cofe", "checkpoint": "checkpoints/best.pt"})
+    except BaseException:
+        run.finish("failed")
+        raise
+    run.record_time("total", time.perf_counter() - t0)
+    run.finish()
+    return run.path

@@ -1,0 +1,94 @@
+"""`medkit train report` and `medkit report` end to end on a 16-study synthetic set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medkit.cli import app
+from medkit.config import ConfigError
+from medkit.io.errors import MedkitInputError, ReportDatasetError
+from medkit.report_generation.predict import report_cli
+from medkit.report_generation.train import train_from_pipeline
+
+from .conftest import tiny_overrides
+
+PIPE = Path(__file__).resolve().parents[2] / "pipelines" / "report_synthetic.yaml"
+ENV = {"MEDKIT_NO_PROGRESS": "1"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(cxr_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    return train_from_pipeline(PIPE, out=out, overrides=tiny_overrides(cxr_dir), device="cpu")
+
+
+def test_run_folder(run_dir, cxr_dir):
+    for f in ("config.yaml", "manifest.json", "summary.json", "checkpoints/best.pt", "checkpoints/last.pt",
+              "logs/metrics.jsonl", "predictions/reports.jsonl", "counterfactuals/counterfactuals.jsonl"):
+        assert (run_dir / f).is_file(), f
+    assert len(list((run_dir / "counterfactuals").glob("*.png"))) == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 10 and summary["counterfactuals"]["n"] > 0
+    assert 0 <= summary["test"]["BLEU_4"] <= 1 and "example_f1" in summary["test"]
+    ann = json.loads((cxr_dir / "annotation.json").read_text())
+    rows = [json.loads(x) for x in (run_dir / "predictions" / "reports.jsonl").read_text().splitlines()]
+    assert [r["case_id"] for r in rows] == [e["id"] for e in ann["test"]]
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_resume_continues_the_count(run_dir, cxr_dir):
+    out = train_from_pipeline(PIPE, out=run_dir, overrides=["optim.steps=9"], resume=True, device="cpu")
+    hist = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in hist] == [7, 10, 13]
+    assert json.loads((out / "summary.json").read_text())["step"] == 13
+
+
+def test_report_cli_on_annotation_and_folder(run_dir, cxr_dir, tmp_path):
+    path = report_cli(input=cxr_dir / "annotation.json", output=tmp_path / "a", model=run_dir, device="cpu",
+                      beams=2, max_new_tokens=8)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(rows) == 16 and {"case_id", "report", "reference"} <= set(rows[0])
+    r = CliRunner().invoke(app, ["report", "-i", str(cxr_dir / "images" / "CXR0001"), "-o", str(tmp_path / "b"),
+                                 "--model", str(run_dir), "--device", "cpu", "--max-new-tokens", "6"], env=ENV)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "b" / "reports.jsonl").read_text().splitlines()]
+    assert [x["case_id"] for x in rows] == ["0"]
+
+
+def test_clear_errors(cxr_dir, tmp_path):
+    with pytest.raises(ConfigError, match="--model"):
+        report_cli(input=cxr_dir, output=tmp_path, model=None)
+    with pytest.raises(MedkitInputError, match="no checkpoints/best.pt"):
+        report_cli(input=cxr_dir, output=tmp_path, model=tmp_path)
+    with pytest.raises(ConfigError, match="unknown key"):
+        train_from_pipeline(PIPE, out=tmp_path / "x", overrides=["optim.stepz=3"])
+    with pytest.raises(ReportDatasetError, match="annotation"):
+        train_from_pipeline(PIPE, out=tmp_path / "y", overrides=[f"data.root={tmp_path / 'none'}",
+                                                                  "data.generate_if_missing=false"], device="cpu")
+    r = CliRunner().invoke(app, ["report", "-i", str(tmp_path / "nope"), "-o", str(tmp_path / "o")], env=ENV)
+    assert r.exit_code == 2 and "--model" in r.output
+
+
+@pytest.mark.parametrize("name", ["report_synthetic", "report_iu_xray", "report_mimic_cxr"])
+def test_pipelines_parse(name):
+    from medkit.report_generation.train import _load_pipeline
+
+    cfg = _load_pipeline(PIPE.parent / f"{name}.yaml", [])
+    assert cfg.name == name.replace("_", "-")
+    assert cfg.data.dataset == {"report_synthetic": "synthetic", "report_iu_xray": "iu_xray",
+                                "report_mimic_cxr": "mimic_cxr"}[name]
+
+
+def test_train_report_command(cxr_dir, tmp_path):
+    args = ["train", "report", str(PIPE), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    for ov in tiny_overrides(cxr_dir) + ["optim.steps=2", "optim.eval_every=2", "counterfactual.warmup_steps=1"]:
+        args += ["--set", ov]
+    r = CliRunner().invoke(app, args, env=ENV)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file() and "run folder" in r.output
+    r = CliRunner().invoke(app, args, env=ENV)  # the folder is taken now: refused, exit 2
+    assert r.exit_code == 2 and "not empty" in r.output
