@@ -14,5 +14,7 @@ Modules (import them directly):
 - ``rollout``: batched multi-episode play. ``grpo``: multi-turn GRPO (WebAgent-R1).
 - ``train``: the `medkit dialogue train` pipeline (demos -> SFT -> SR-PPO / GRPO -> eval).
 - ``evaluate``: accuracy with bootstrap CIs, SAGE error discovery. ``chat``: terminal play.
+- ``judge``: judge-scored rubric (history taking, safety): rule-based default, LLM judge option.
+- ``hallucination``: doctor turns that presuppose / cite facts the dialogue never established.
 - ``readers``: DDXPlus and MedQA from local folders.
 """

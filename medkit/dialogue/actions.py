@@ -4,9 +4,11 @@
 
     ASK: <a question for the patient>
     EXAM: <an examination or test, by name or id>
-    DIAGNOSIS: <most likely>; <second>; <third> | confidence: 0.7
+    DIAGNOSIS: <most likely>; <second>; <third> | confidence: 0.7 | because: <finding>; <finding>
 
-The differential after the first name and the confidence are optional. Anything
+The differential after the first name, the confidence and the rationale (``because:``,
+the patient facts the diagnosis rests on; checked for hallucinated facts by
+:mod:`medkit.dialogue.hallucination`) are optional, in either order. Anything
 else (several actions, free text, an empty reply, a confidence outside [0, 1])
 is a :class:`FormatError`, which the environment counts and answers with
 :data:`FORMAT_REMINDER`, never raises. Word-level tokenisers detokenise with
@@ -22,17 +24,20 @@ KINDS = ("ASK", "EXAM", "DIAGNOSIS")
 FORMAT_REMINDER = ("[format] Reply with exactly one line: 'ASK: <question>', 'EXAM: <test>' or "
                    "'DIAGNOSIS: <name>; <second>; <third> | confidence: <0-1>'.")
 _LINE = re.compile(r"^\s*(ASK|EXAM|DIAGNOSIS)\s*:\s*(.+?)\s*$", re.S)
-_CONF = re.compile(r"\|\s*confidence\s*:?\s*([0-9]*\.?[0-9]+)\s*$", re.I)
+_CONF = re.compile(r"^confidence\s*:?\s*([0-9]*\.?[0-9]+)$", re.I)
+_BECAUSE = re.compile(r"^because\s*:\s*(.+)$", re.I | re.S)
 
 
 @dataclass(frozen=True)
 class Action:
-    """A parsed doctor action. ``differential`` is ranked (first = final diagnosis)."""
+    """A parsed doctor action. ``differential`` is ranked (first = final diagnosis);
+    ``rationale`` lists the facts a DIAGNOSIS cites (``because: fever; cough``)."""
 
     kind: str
     text: str
     differential: tuple[str, ...] = field(default_factory=tuple)
     confidence: float | None = None
+    rationale: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -60,19 +65,22 @@ def parse_action(text: str) -> Action | FormatError:
         return FormatError(raw, "several actions in one turn")
     if kind != "DIAGNOSIS":
         return Action(kind, body)
-    conf = None
-    c = _CONF.search(body)
-    if c:
-        conf = float(c.group(1))
-        if not 0.0 <= conf <= 1.0:
-            return FormatError(raw, f"confidence {conf} is not in [0, 1]")
-        body = body[: c.start()].strip()
-    elif "|" in body:
-        return FormatError(raw, "text after '|' must be 'confidence: <0-1>'")
-    names = tuple(n.strip() for n in body.split(";") if n.strip())
+    head, *extras = body.split("|")
+    conf, why = None, ()
+    for seg in (x.strip() for x in extras):
+        c, b = _CONF.match(seg), _BECAUSE.match(seg)
+        if c and conf is None:
+            conf = float(c.group(1))
+            if not 0.0 <= conf <= 1.0:
+                return FormatError(raw, f"confidence {conf} is not in [0, 1]")
+        elif b and not why:
+            why = tuple(x.strip() for x in re.split(r"[;,]|\band\b", b.group(1)) if x.strip())
+        else:
+            return FormatError(raw, "text after '|' must be 'confidence: <0-1>' or 'because: <facts>' (once each)")
+    names = tuple(n.strip() for n in head.split(";") if n.strip())
     if not names:
         return FormatError(raw, "DIAGNOSIS names no condition")
-    return Action(kind, names[0], names, conf)
+    return Action(kind, names[0], names, conf, why)
 
 
 def format_action(action: Action) -> str:
@@ -80,7 +88,8 @@ def format_action(action: Action) -> str:
     if action.kind != "DIAGNOSIS":
         return f"{action.kind}: {action.text}"
     s = f"DIAGNOSIS: {'; '.join(action.differential or (action.text,))}"
-    return s + (f" | confidence: {action.confidence:.2f}" if action.confidence is not None else "")
+    s += f" | confidence: {action.confidence:.2f}" if action.confidence is not None else ""
+    return s + (f" | because: {'; '.join(action.rationale)}" if action.rationale else "")
 
 
 def norm(s: str) -> str:

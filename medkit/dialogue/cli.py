@@ -37,11 +37,14 @@ def train(
     pipeline: Path = typer.Argument(..., help="pipelines/dialogue_*.yaml (pipeline: dialogue-train)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set sft.steps=50 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last completed stage / "
+                                                      "checkpoint (only step counts may change)."),
 ) -> None:
     """Oracle demonstrations -> SFT -> SR-PPO and multi-turn GRPO; evaluates every stage."""
     from .train import train_from_pipeline
 
-    run = train_from_pipeline(pipeline, out=out, overrides=list(set_), log=lambda m: typer.echo(m, err=True))
+    run = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume,
+                              log=lambda m: typer.echo(m, err=True))
     typer.echo(f"run folder: {run}")
 
 
@@ -56,12 +59,15 @@ def eval_(
     max_turns: int = typer.Option(10, help="Doctor turns per episode."),
     seed: int = typer.Option(0, help="Case set seed."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto."),
+    judge: str = typer.Option("rule", help="Rubric judge (history taking, safety): rule | llm | none."),
+    judge_lm: str = typer.Option("smollm2-135m-instruct", help="With --judge llm: packaged name or local HF folder."),
 ) -> None:
-    """Top-1/top-3 accuracy, turns, exam F1, format errors (95 % bootstrap CIs) and error discovery."""
+    """Top-1/top-3 accuracy, turns, exam F1, format errors, judge-scored rubric (95 % bootstrap CIs),
+    hallucinated facts and error discovery (persona vs generic simulator)."""
     from .evaluate import eval_cli
 
     eval_cli(model=model, n_cases=cases, patient=patient, max_turns=max_turns, seed=seed, output=output,
-             device=device, patient_lm=patient_lm, log=typer.echo)
+             device=device, patient_lm=patient_lm, judge=judge, judge_lm=judge_lm, log=typer.echo)
 
 
 @dialogue_app.command()

@@ -86,7 +86,9 @@ class DialogueEnv:
             self.known[cc] = True
         self.p_true = [self._p_true()]
         opening = self.patient.opening()
-        self.transcript = [{"role": "patient", "text": opening, "kind": "opening"}]
+        # facts the opening states (chief complaint + volunteered): established for the hallucination check
+        facts = [cc] + [e for e in getattr(self.patient, "volunteered", ()) if e != cc]
+        self.transcript = [{"role": "patient", "text": opening, "kind": "opening", "facts": facts}]
         self.intro = f"{c['age']}-year-old {c['sex']}."
         return f"{self.intro} {opening}"
 
@@ -126,7 +128,8 @@ class DialogueEnv:
             row["kind"] = "exam"
             obs = self._exam(act.text, row)
         else:
-            row.update(kind="diagnosis", differential=list(act.differential), confidence=act.confidence)
+            row.update(kind="diagnosis", differential=list(act.differential), confidence=act.confidence,
+                       rationale=list(act.rationale))
             self.diagnosis = act
             self.predicted = [match_condition(self.kb, n) for n in act.differential]
             row["predicted"] = self.predicted
@@ -154,6 +157,7 @@ class DialogueEnv:
         if tid not in self.tests:
             self.tests.append(tid)
         found = set(self.case.get("results", {}).get(tid, []))
+        row["findings"] = sorted(found)
         for eid, ev in self.kb.evidences.items():
             if ev.test == tid and ev.sex in (None, self.case.get("sex")):
                 self.known[eid] = eid in found
@@ -189,6 +193,7 @@ class DialogueEnv:
     def record(self) -> dict:
         """The episode as one JSON-ready row (keyed by ``case_id``)."""
         from ..metrics.dialogue import exam_f1
+        from .hallucination import find_hallucinations
 
         rank = self.rank_of_truth()
         indicated = list(self.case.get("indicated_tests", []))
@@ -221,5 +226,7 @@ class DialogueEnv:
             "red_flags_missed": [e for e in red if e not in checked],
             # rubric proxies: share of the patient's other symptoms / history the doctor elicited
             "history_recall": (sum(self.known.get(e) is True for e in history) / len(history)) if history else None,
+            # doctor turns presupposing / citing facts the dialogue never established (SAGE error type)
+            "hallucinations": find_hallucinations(self.transcript, self.kb, established=[cc]),
             "transcript": self.transcript,
         }

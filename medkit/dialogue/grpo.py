@@ -51,6 +51,8 @@ class DialogueGRPOConfig:
     system: str | None = None         # the doctor's system prompt (policy.system_of(model config))
     seed: int = 0
     device: str = "cpu"
+    save_every: int = 1               # checkpoint period in steps (a step is minutes on CPU: save each); 0: at the end
+    resume: bool = True               # continue from <out_dir>/checkpoints/last.pt if present (medkit.rl habit)
 
 
 def episode_reward(record: dict, kind: str = "success") -> float:
@@ -66,25 +68,20 @@ def episode_reward(record: dict, kind: str = "success") -> float:
 def turn_advantages(chunks, adv: torch.Tensor, gains: list[list[float]], cfg: DialogueGRPOConfig):
     """Token advantages for each recorded chunk: ``[(roll, mask (B,T), adv (B,T))]``.
 
+    The math is :func:`medkit.rl.advantages.multi_turn_advantages` (every doctor token of
+    episode i gets A_i, plus ``info_gain_weight * gain`` of its turn); this adds the
+    rollouts' masks and, when ``entropy_alpha > 0``, DeepPlanner shaping per token.
+
     Args:
         chunks: ``[(Rollout, uids)]`` in generation order (one per turn of the step).
         adv: ``(n_episodes,)`` group advantages. gains: per episode, per doctor turn, dp(truth).
     """
-    from ..rl.advantages import broadcast, entropy_shaped_advantages
+    from ..rl.advantages import entropy_shaped_advantages, multi_turn_advantages
 
-    turn_of = [0] * len(gains)
+    masks = [roll.response_mask.float() for roll, _ in chunks]
+    toks = multi_turn_advantages(masks, [list(u) for _, u in chunks], adv, gains, weight=cfg.info_gain_weight)
     out = []
-    for roll, uids in chunks:
-        mask = roll.response_mask.float()
-        a = adv[torch.tensor(uids)]
-        if cfg.info_gain_weight:
-            ig = []
-            for u in uids:
-                ig.append(gains[u][turn_of[u]] if turn_of[u] < len(gains[u]) else 0.0)
-            a = a + cfg.info_gain_weight * torch.tensor(ig)
-        for u in uids:
-            turn_of[u] += 1
-        a_tok = broadcast(a, mask)
+    for (roll, _), mask, a_tok in zip(chunks, masks, toks):
         if cfg.entropy_alpha > 0:
             a_tok = entropy_shaped_advantages(a_tok, roll.entropies.float(), mask, alpha=cfg.entropy_alpha,
                                               kappa=cfg.entropy_kappa)
@@ -92,14 +89,31 @@ def turn_advantages(chunks, adv: torch.Tensor, gains: list[list[float]], cfg: Di
     return out
 
 
+def trim_metrics(mlog, step: int) -> None:
+    """Drop rows of ``mlog`` logged after ``step`` (their updates were lost with the process); atomic rewrite."""
+    import json
+
+    from ..io.atomic import write_text
+
+    rows = mlog.read()
+    keep = [r for r in rows if r.get("step", 0) <= step]
+    if len(keep) != len(rows):
+        write_text(mlog.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
 def train_dialogue_grpo(model, tok, cases: list[dict], kb, cfg: DialogueGRPOConfig, log=None) -> dict:
     """Multi-turn GRPO of ``model`` (its trainable parameters) on ``cases``; returns the last step's metrics.
 
-    Appends one JSON row per step to ``<out_dir>/logs/metrics.jsonl``.
+    Appends one JSON row per step to ``<out_dir>/logs/metrics.jsonl`` and writes
+    ``<out_dir>/checkpoints/last.pt`` (adapter, optimizer, torch and case-sampling RNG
+    states) every ``save_every`` steps and at the end. With ``resume`` it continues
+    from that checkpoint: the step counter goes on, rows logged after the checkpoint
+    (a run killed between a log and the next save) are dropped, and the restored RNGs
+    make the continued run draw what an uninterrupted run would have drawn.
     """
     from ..lm.generate import forward_token_stats
     from ..rl.advantages import group_advantages
-    from ..rl.common import MetricsLog, autocast
+    from ..rl.common import MetricsLog, autocast, load_checkpoint, save_checkpoint
     from ..rl.losses import policy_loss
     from .policy import LMDoctor
     from .rollout import make_envs, run_episodes
@@ -109,8 +123,14 @@ def train_dialogue_grpo(model, tok, cases: list[dict], kb, cfg: DialogueGRPOConf
     mlog = MetricsLog(cfg.out_dir)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    row: dict = {}
-    for step in range(cfg.steps):
+    start = 0
+    state = load_checkpoint(cfg.out_dir, model, opt) if cfg.resume else None   # restores the torch RNG too
+    if state is not None:
+        start = state["step"]
+        rng.setstate(state["extra"]["case_rng"])
+    trim_metrics(mlog, start)
+    row: dict = (mlog.read() or [{}])[-1] if start >= cfg.steps else {}
+    for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         batch = rng.sample(cases, min(cfg.cases_per_step, len(cases)))
         envs = make_envs(batch, kb, patient=cfg.patient, max_turns=cfg.max_turns, repeat=cfg.group_size)
@@ -141,6 +161,8 @@ def train_dialogue_grpo(model, tok, cases: list[dict], kb, cfg: DialogueGRPOConf
                "format_errors": sum(r["format_errors"] for r in records), "turns": sum(r["turns"] for r in records) / len(records),
                "doctor_tokens": n_tok, "adv_abs": float(adv.abs().mean()), "gen_s": round(t_gen, 2),
                "step_s": round(time.perf_counter() - t0, 2)}
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
+            save_checkpoint(cfg.out_dir, model, opt, step + 1, cfg, extra={"case_rng": rng.getstate()})
         mlog.log(row)
         if log:
             log(f"grpo step {step + 1}/{cfg.steps}: reward {row['reward']:.3f}, turns {row['turns']:.1f}, "

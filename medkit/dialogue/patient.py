@@ -147,13 +147,16 @@ class PersonaPatient:
 
     # --- voice
     def opening(self) -> str:
+        """The presenting complaint; sets ``volunteered`` (evidence ids stated besides the chief complaint)."""
         cc = self.case["chief_complaint"]["text"]
         text = f"I've come in because of {cc}."
+        self.volunteered = []
         if self.persona.get("verbosity") == "rambling":
             extra = [e for e in self.case["evidences"].get("symptom", [])
                      if e != self.case["chief_complaint"]["evidence"]]
             if extra:
                 text += f" I've also had {self.kb.evidences[extra[0]].say}, if that matters."
+                self.volunteered = [extra[0]]
         if self.persona.get("anxiety") == "high":
             text += " I'm really worried it's something serious."
         return scrub(text, self.names)
@@ -197,6 +200,7 @@ class GenericPatient(PersonaPatient):
         return evidence in self.textbook
 
     def opening(self) -> str:
+        self.volunteered = []
         return scrub(f"I've come in because of {self.case['chief_complaint']['text']}.", self.names)
 
     def _voice(self, ev, yes: bool) -> str:

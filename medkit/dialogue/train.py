@@ -14,11 +14,24 @@ Stages (each a subfolder of the run with its ``policy.pt``):
    GRPO (:mod:`medkit.dialogue.grpo`), fresh LoRA on SFT.
 5. ``summary.json``: every stage (and the base model and the oracle) evaluated on
    the held-out cases against the persona patient, with 95 % bootstrap CIs.
+
+Resume (``medkit dialogue train ... --out RUN --resume``): each stage folder holds a
+``stage.json`` (``running`` / ``completed``, steps done, the SFT it was trained on)
+and its loop's ``loop/checkpoints/last.pt`` (saved every ``save_every`` steps). A
+killed run, or one resumed with more steps, continues where it stopped: completed
+stages whose step count is unchanged are loaded from their ``policy.pt``, not
+redone; an unfinished or extended stage continues from its loop checkpoint (the
+step counter goes on); RL stages trained on an earlier SFT are redone when SFT
+changed. Only step counts (``sft.steps``, ``srppo.steps``, ``grpo.steps``),
+``save_every`` and ``device`` may differ from the run's ``config.yaml``; any other
+change is refused (start a new folder). Evaluation is always redone.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +66,7 @@ class SFTStage:
     batch_size: int = 16
     lr: float = 2e-3
     max_len: int = 512
+    save_every: int = 50           # loop checkpoint period in steps (resume point of a killed run)
 
 
 @dataclass
@@ -65,6 +79,7 @@ class SRPPOStage:
     lr: float = 5e-4
     kl_coef: float = 0.05
     temperature: float = 1.0
+    save_every: int = 1
 
 
 @dataclass
@@ -79,6 +94,7 @@ class GRPOStage:
     info_gain_weight: float = 0.0
     entropy_alpha: float = 0.0
     entropy_kappa: float = 2.0
+    save_every: int = 1
 
 
 @dataclass
@@ -170,8 +186,9 @@ def vocabulary(kb, turn_rows, cases) -> list[str]:
 
 
 # --------------------------------------------------------------------------- stages
-def sft_stage(base, tok, turn_rows, cfg: DialogueTrainConfig, out: Path):
-    """SFT on the oracle's turns; returns ``(sft_model, layer)`` (LoRA merged)."""
+def sft_stage(base, tok, turn_rows, cfg: DialogueTrainConfig, out: Path, *, resume: bool = False):
+    """SFT on the oracle's turns; returns ``(sft_model, layer, loop result)`` (LoRA merged).
+    ``resume``: continue from ``out/loop/checkpoints/last.pt`` when there is one."""
     from ..lm.generate import chat_prompt
     from ..lm.lora import add_lora, trainable_state_dict
     from ..rl import SFTConfig, sft
@@ -183,17 +200,23 @@ def sft_stage(base, tok, turn_rows, cfg: DialogueTrainConfig, out: Path):
     prompts = [chat_prompt(tok, r["messages"], system_of(cfg.model)) for r in turn_rows]
     responses = [r["action"] for r in turn_rows]
     s = cfg.sft
+    if resume:
+        trim_loop_log(out / "loop")
     res = sft(model, tok, prompts, responses, SFTConfig(out_dir=str(out / "loop"), steps=s.steps, batch_size=s.batch_size,
-                                                        lr=s.lr, max_len=s.max_len, seed=cfg.seed, save_every=0,
-                                                        resume=False, device=cfg.device))
+                                                        lr=s.lr, max_len=s.max_len, seed=cfg.seed,
+                                                        save_every=s.save_every, resume=resume, device=cfg.device))
     layer = {"lora": cfg.model.sft_lora, "state": trainable_state_dict(model)}
     if cfg.model.sft_lora is not None:
         model = model.merge_and_unload()
     return model.eval(), layer, res
 
 
-def srppo_stage(sft_model, base, tok, cases, kb, cfg: DialogueTrainConfig, out: Path):
-    """Self-rewarding PPO from the SFT policy on cases without demonstrations."""
+def srppo_stage(sft_model, base, tok, cases, kb, cfg: DialogueTrainConfig, out: Path, *, resume: bool = False):
+    """Self-rewarding PPO from the SFT policy on cases without demonstrations.
+
+    The PPO prompts are kept in ``out/prompts.json`` so that a resumed stage trains on
+    the same prompts (they are sampled, so regenerating them would give others)."""
+    from ..io.atomic import write_json
     from ..lm.lora import add_lora, add_value_head, trainable_state_dict
     from ..rl import PPOConfig, SelfReward, train_ppo
     from .policy import doctor_prompt, frozen_copy, make_doctor, strip_value_head, system_of
@@ -201,27 +224,35 @@ def srppo_stage(sft_model, base, tok, cases, kb, cfg: DialogueTrainConfig, out: 
 
     s = cfg.srppo
     # 1. prompts: every doctor turn of the SFT policy (sampling) on the new cases
-    envs = make_envs(cases, kb, patient=cfg.patient, max_turns=cfg.max_turns)
-    doctor = make_doctor(sft_model, tok, cfg.model, temperature=s.temperature, do_sample=True)
-    prompts: list[str] = []
-    while any(not e.done for e in envs):
-        active = [e for e in envs if not e.done]
-        prompts += [doctor_prompt(tok, e, system_of(cfg.model)) for e in active]
-        for e, t in zip(active, doctor.act_batch(active)):
-            e.step(t)
+    saved = out / "prompts.json"
+    if resume and saved.exists():
+        prompts = json.loads(saved.read_text(encoding="utf-8"))
+    else:
+        envs = make_envs(cases, kb, patient=cfg.patient, max_turns=cfg.max_turns)
+        doctor = make_doctor(sft_model, tok, cfg.model, temperature=s.temperature, do_sample=True)
+        prompts = []
+        while any(not e.done for e in envs):
+            active = [e for e in envs if not e.done]
+            prompts += [doctor_prompt(tok, e, system_of(cfg.model)) for e in active]
+            for e, t in zip(active, doctor.act_batch(active)):
+                e.step(t)
+        write_json(saved, prompts)
     # 2. PPO with the self-reward; reference (adapter disabled) = SFT
     policy = add_value_head(add_lora(copy.deepcopy(sft_model), dict(cfg.model.rl_lora)))
     reward = SelfReward(frozen_copy(sft_model), base_model=frozen_copy(base))
     pc = PPOConfig(out_dir=str(out / "loop"), steps=s.steps, batch_size=s.batch_size, mini_batch_size=s.mini_batch_size,
                    ppo_epochs=s.ppo_epochs, lr=s.lr, kl_coef=s.kl_coef, temperature=s.temperature,
-                   max_new_tokens=cfg.model.max_new_tokens, seed=cfg.seed, save_every=0, resume=False,
+                   max_new_tokens=cfg.model.max_new_tokens, seed=cfg.seed, save_every=s.save_every, resume=resume,
                    device=cfg.device)
+    if resume:
+        trim_loop_log(out / "loop")
     row = train_ppo(policy, tok, prompts, [reward], pc)
     layer = {"lora": cfg.model.rl_lora, "state": strip_value_head(trainable_state_dict(policy))}
     return policy.merge_and_unload().eval(), layer, {**row, "n_prompts": len(prompts)}
 
 
-def grpo_stage(sft_model, tok, cases, kb, cfg: DialogueTrainConfig, out: Path, *, entropy_alpha: float, log=None):
+def grpo_stage(sft_model, tok, cases, kb, cfg: DialogueTrainConfig, out: Path, *, entropy_alpha: float, log=None,
+               resume: bool = False):
     from ..lm.lora import add_lora, trainable_state_dict
     from .grpo import train_dialogue_grpo
     from .policy import system_of
@@ -233,65 +264,207 @@ def grpo_stage(sft_model, tok, cases, kb, cfg: DialogueTrainConfig, out: Path, *
                             max_new_tokens=cfg.model.max_new_tokens, max_prompt_len=cfg.model.max_prompt_len,
                             max_turns=cfg.max_turns, reward=g.reward, info_gain_weight=g.info_gain_weight,
                             entropy_alpha=entropy_alpha, entropy_kappa=g.entropy_kappa, patient=cfg.patient,
-                            system=system_of(cfg.model), seed=cfg.seed, device=cfg.device)
+                            system=system_of(cfg.model), seed=cfg.seed, device=cfg.device,
+                            save_every=g.save_every, resume=resume)
     row = train_dialogue_grpo(policy, tok, cases, kb, gc, log=log)
     layer = {"lora": cfg.model.rl_lora, "state": trainable_state_dict(policy)}
     return policy.merge_and_unload().eval(), layer, row
 
 
+# --------------------------------------------------------------------------- resume
+RESUMABLE = ("sft.steps", "srppo.steps", "grpo.steps", "sft.save_every", "srppo.save_every", "grpo.save_every",
+             "device")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("sft_lora", "rl_lora"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume(cfg: DialogueTrainConfig, out: Path) -> bool:
+    """May ``out`` be resumed with ``cfg``? False: nothing there yet (a fresh run).
+
+    Raises ConfigError when ``out`` is not a run folder of this pipeline or when a field
+    other than :data:`RESUMABLE` differs from its ``config.yaml``.
+    """
+    import yaml
+
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    saved = out / "config.yaml"
+    if not saved.exists() or not (out / "manifest.json").exists():
+        raise ConfigError(f"{out}: not a `medkit dialogue train` run folder (no config.yaml / manifest.json)")
+    old, new = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}), _flat(to_dict(cfg))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE)
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise ConfigError(f"{out}: --resume with a different config ({diffs}); only step counts may change. "
+                          "Choose a new --out for a different run")
+    return True
+
+
+def trim_loop_log(loop: Path) -> None:
+    """Drop metric rows a killed loop logged after its last checkpoint (the loop redoes those steps)."""
+    from ..rl.common import MetricsLog
+    from ..runs import load_checkpoint
+    from .grpo import trim_metrics
+
+    if (loop / "logs" / "metrics.jsonl").exists():
+        state = load_checkpoint(loop / "checkpoints" / "last.pt")
+        trim_metrics(MetricsLog(loop), state["step"] if state else 0)
+
+
+def _stage(out: Path, name: str) -> dict | None:
+    f = out / name / "stage.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
+
+
+def _mark(out: Path, name: str, **state) -> None:
+    from ..io.atomic import write_json
+
+    write_json(out / name / "stage.json", {"stage": name, **state})
+
+
+def _plan(out: Path, name: str, steps: int, upstream: str, resume: bool, log) -> str:
+    """``"load"`` (completed with these steps on this upstream), ``"continue"`` or ``"train"`` (from scratch).
+
+    A stage trained on another upstream (an SFT with other steps) is wiped first.
+    """
+    st = _stage(out, name) if resume else None
+    if st is None:
+        return "train"
+    if st.get("upstream") != upstream:
+        log(f"{name}: trained on {st.get('upstream')}, now {upstream}: redoing it")
+        shutil.rmtree(out / name)
+        return "train"
+    if st.get("status") == "completed" and st.get("steps", 0) > steps:
+        raise ConfigError(f"{out / name}: {st['steps']} steps already done; {name}.steps = {steps} cannot undo them")
+    if st.get("status") == "completed" and st.get("steps") == steps and (out / name / "policy.pt").exists():
+        return "load"
+    return "continue"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
 # --------------------------------------------------------------------------- pipeline
-def run_training(cfg: DialogueTrainConfig, out: Path, *, log=print) -> dict:
-    """Every stage into ``out`` (a :class:`medkit.runs.RunDir` folder); returns the summary."""
+def run_training(cfg: DialogueTrainConfig, out: Path, *, resume: bool = False, log=print) -> dict:
+    """Every stage into ``out`` (a :class:`medkit.runs.RunDir` folder); returns the summary.
+
+    ``resume``: continue a killed or shorter run in ``out`` (see the module docstring).
+    """
+    from ..runs import RunDir, seed_everything
+
+    check_config(cfg)
+    out = Path(out)
+    resume = check_resume(cfg, out) if resume else False
+    seed_everything(cfg.seed)
+    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=cfg.device, command="medkit dialogue train",
+                        resume=resume)
+    try:
+        return _pipeline(cfg, run, resume, log)
+    except BaseException:
+        run.finish("interrupted")      # a resumable state: `--resume` continues from here
+        raise
+
+
+def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
     import torch
 
     from ..io.atomic import write_jsonl
-    from ..runs import RunDir, seed_everything
     from .evaluate import evaluate_doctor
-    from .policy import build_base, make_doctor, save_policy
+    from .policy import build_base, load_policy, make_doctor, save_policy
 
-    check_config(cfg)
-    seed_everything(cfg.seed)
-    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=cfg.device, command="medkit dialogue train")
     out = run.path
     t_all = time.perf_counter()
     kb, cases, held_out = load_cases(cfg.data)
     demo_cases, rl_cases = cases[: cfg.data.n_train], cases[cfg.data.n_train:]
     oracle = OracleDoctor(kb, stop_p=cfg.oracle.stop_p, min_gain=cfg.oracle.min_gain, test_weight=cfg.oracle.test_weight)
-    turn_rows, demo_recs = demonstrations(demo_cases, kb, oracle, max_turns=cfg.max_turns, patient=cfg.patient)
-    write_jsonl(out / "demonstrations.jsonl", turn_rows)
-    write_jsonl(out / "demonstration_dialogues.jsonl", demo_recs)
-    log(f"demonstrations: {len(turn_rows)} doctor turns from {len(demo_cases)} oracle dialogues")
-    vocab = vocabulary(kb, turn_rows, demo_cases) if cfg.model.name == "tiny" else None
+    demo_files = (out / "demonstrations.jsonl", out / "demonstration_dialogues.jsonl")
+    if resume and all(f.exists() for f in demo_files):
+        turn_rows, demo_recs = (_read_jsonl(f) for f in demo_files)
+        log(f"demonstrations: {len(turn_rows)} doctor turns (loaded)")
+    else:
+        turn_rows, demo_recs = demonstrations(demo_cases, kb, oracle, max_turns=cfg.max_turns, patient=cfg.patient)
+        write_jsonl(demo_files[0], turn_rows)
+        write_jsonl(demo_files[1], demo_recs)
+        log(f"demonstrations: {len(turn_rows)} doctor turns from {len(demo_cases)} oracle dialogues")
+    base_pt = out / "base" / "policy.pt"
+    if resume and base_pt.exists():
+        vocab = torch.load(base_pt, map_location="cpu", weights_only=False)["vocab"]
+    else:
+        vocab = vocabulary(kb, turn_rows, demo_cases) if cfg.model.name == "tiny" else None
     torch.manual_seed(cfg.seed)
     base, tok = build_base(cfg.model, vocab, seed=cfg.seed, device=cfg.device)
     meta = {"seed": cfg.seed, "knowledge_base": str(kb.root)}
     stages: dict = {"base": (base, [])}
     times: dict[str, float] = {}
-    save_policy(out / "base" / "policy.pt", cfg.model, vocab, [], {**meta, "stage": "base"})
+    if not base_pt.exists():
+        save_policy(base_pt, cfg.model, vocab, [], {**meta, "stage": "base"})
 
-    t0 = time.perf_counter()
-    sft_model, sft_layer, res = sft_stage(base, tok, turn_rows, cfg, out / "sft")
-    times["sft"] = time.perf_counter() - t0
-    log(f"sft: {res['step']} steps, loss {res['loss']:.3f}, {times['sft']:.0f} s")
-    save_policy(out / "sft" / "policy.pt", cfg.model, vocab, [sft_layer], {**meta, "stage": "sft"})
-    stages["sft"] = (sft_model, [sft_layer])
-    if cfg.srppo.enabled:
+    def load_stage(name):
+        m, _, _, layers, _ = load_policy(out / name, device=cfg.device)
+        st = _stage(out, name)
+        log(f"{name}: completed earlier ({st['steps']} steps), loaded from {out / name / 'policy.pt'}")
+        return m, layers, st.get("stage_s", 0.0)
+
+    # SFT
+    plan = _plan(out, "sft", cfg.sft.steps, "demonstrations", resume, log)
+    if plan == "load":
+        sft_model, layers, sft_s = load_stage("sft")
+        sft_layer = layers[0]
+    else:
+        prev = (_stage(out, "sft") or {}).get("stage_s", 0.0) if plan == "continue" else 0.0
+        _mark(out, "sft", status="running", steps=None, upstream="demonstrations", stage_s=prev)
         t0 = time.perf_counter()
-        m, layer, row = srppo_stage(sft_model, base, tok, rl_cases, kb, cfg, out / "srppo")
-        times["srppo"] = times["sft"] + time.perf_counter() - t0
-        log(f"sr-ppo: {row.get('step')} steps on {row['n_prompts']} prompts, reward {row.get('reward')}, "
-            f"{times['srppo'] - times['sft']:.0f} s")
-        save_policy(out / "srppo" / "policy.pt", cfg.model, vocab, [sft_layer, layer], {**meta, "stage": "srppo"})
-        stages["srppo"] = (m, [sft_layer, layer])
+        sft_model, sft_layer, res = sft_stage(base, tok, turn_rows, cfg, out / "sft", resume=plan == "continue")
+        sft_s = prev + time.perf_counter() - t0
+        log(f"sft: {res['step']} steps, loss {res['loss']:.3f}, {sft_s:.0f} s")
+        save_policy(out / "sft" / "policy.pt", cfg.model, vocab, [sft_layer], {**meta, "stage": "sft"})
+        _mark(out, "sft", status="completed", steps=res["step"], upstream="demonstrations", stage_s=round(sft_s, 2))
+    times["sft"] = sft_s
+    stages["sft"] = (sft_model, [sft_layer])
+    upstream = f"sft:{cfg.sft.steps}"
+
+    def rl_stage(name, steps, train_fn):
+        plan = _plan(out, name, steps, upstream, resume, log)
+        if plan == "load":
+            m, layers, stage_s = load_stage(name)
+            layer = layers[1]
+        else:
+            prev = (_stage(out, name) or {}).get("stage_s", 0.0) if plan == "continue" else 0.0
+            _mark(out, name, status="running", steps=None, upstream=upstream, stage_s=prev)
+            t0 = time.perf_counter()
+            m, layer, row = train_fn(plan == "continue")
+            stage_s = prev + time.perf_counter() - t0
+            save_policy(out / name / "policy.pt", cfg.model, vocab, [sft_layer, layer], {**meta, "stage": name})
+            _mark(out, name, status="completed", steps=steps, upstream=upstream, stage_s=round(stage_s, 2),
+                  last=row)
+        times[name] = times["sft"] + stage_s
+        stages[name] = (m, [sft_layer, layer])
+        return m
+
+    if cfg.srppo.enabled:
+        def srppo(cont):
+            m, layer, row = srppo_stage(sft_model, base, tok, rl_cases, kb, cfg, out / "srppo", resume=cont)
+            log(f"sr-ppo: {row.get('step')} steps on {row['n_prompts']} prompts, reward {row.get('reward')}")
+            return m, layer, row
+
+        rl_stage("srppo", cfg.srppo.steps, srppo)
     variants = [("grpo", cfg.grpo.entropy_alpha)] if cfg.grpo.enabled else []
     if cfg.grpo.enabled and cfg.grpo_entropy_alpha > 0:
         variants.append(("grpo_entropy", cfg.grpo_entropy_alpha))
     for name, alpha in variants:
-        t0 = time.perf_counter()
-        m, layer, row = grpo_stage(sft_model, tok, rl_cases, kb, cfg, out / name, entropy_alpha=alpha, log=log)
-        times[name] = times["sft"] + time.perf_counter() - t0
-        save_policy(out / name / "policy.pt", cfg.model, vocab, [sft_layer, layer], {**meta, "stage": name})
-        stages[name] = (m, [sft_layer, layer])
+        rl_stage(name, cfg.grpo.steps,
+                 lambda cont, name=name, alpha=alpha: grpo_stage(sft_model, tok, rl_cases, kb, cfg, out / name,
+                                                                 entropy_alpha=alpha, log=log, resume=cont))
 
     results = {}
     for name, (m, _) in stages.items():
@@ -313,8 +486,10 @@ def run_training(cfg: DialogueTrainConfig, out: Path, *, log=print) -> dict:
     return summary
 
 
-def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), log=print) -> Path:
-    """Load ``pipelines/dialogue_*.yaml`` (``pipeline: dialogue-train``, ``config: {...}``) and run it."""
+def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
+                        log=print) -> Path:
+    """Load ``pipelines/dialogue_*.yaml`` (``pipeline: dialogue-train``, ``config: {...}``) and run it
+    (``resume``: continue the run in ``out``, which must then be given)."""
     import yaml
 
     from ..config import load_config
@@ -328,6 +503,8 @@ def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: l
     if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"} or spec.get("pipeline") != "dialogue-train":
         raise ConfigError(f"{pipeline}: expected `pipeline: dialogue-train` and a `config:` mapping")
     cfg = load_config(spec.get("config") or {}, DialogueTrainConfig, list(overrides))
+    if resume and not out:
+        raise ConfigError("--resume needs --out (the run folder to continue)")
     out = Path(out) if out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_training(cfg, out, log=log)
+    run_training(cfg, out, resume=resume, log=log)
     return out

@@ -67,10 +67,13 @@ def summarize_episodes(records: Sequence[dict], *, seed: int = 0) -> dict:
     otherwise); ``diagnosed`` says how many there were. ``questions_per_gain`` is
     questions asked per unit of posterior probability gained on the truth (lower is
     better; episodes with no gain are excluded and counted in ``no_gain``).
-    Rubric proxies (deterministic, not an LLM judge): ``red_flag_recall`` (safety: share
-    of the patient's red flags the doctor checked, over episodes with any) and
-    ``history_recall`` (history taking: share of the patient's other symptoms and
-    history items elicited).
+    Recall proxies: ``red_flag_recall`` (share of the patient's present red flags the
+    doctor checked, over episodes with any) and ``history_recall`` (share of the
+    patient's other symptoms and history items elicited). ``hallucinated_facts``
+    counts flagged turns (:mod:`medkit.dialogue.hallucination`) and
+    ``hallucination_rate`` is the share of dialogues with at least one. When the
+    records carry a judge's ``rubric``, ``rubric`` holds its items
+    (:func:`summarize_rubric`).
     """
     ranks = [r["rank"] for r in records]
     turns = sum(r["turns"] for r in records)
@@ -93,14 +96,41 @@ def summarize_episodes(records: Sequence[dict], *, seed: int = 0) -> dict:
         "history_recall": _ci([r["history_recall"] for r in records if r.get("history_recall") is not None], seed),
         "questions_per_gain": _ci(qpg, seed),
         "no_gain": len(gains) - len(qpg),
+        "hallucinated_facts": sum(len(r.get("hallucinations", ())) for r in records),
+        "hallucinating_dialogues": sum(bool(r.get("hallucinations")) for r in records),
+        "hallucination_rate": _ci([float(bool(r.get("hallucinations"))) for r in records], seed),
+        **({"rubric": summarize_rubric(records, seed=seed)} if any("rubric" in r for r in records) else {}),
     }
+
+
+def summarize_rubric(records: Sequence[dict], *, seed: int = 0) -> dict:
+    """Judge-scored rubric items (``record["rubric"]``, :mod:`medkit.dialogue.judge`): mean and 95 % bootstrap CI.
+
+    Per item: ``n`` dialogues scored, ``not_applicable`` (nothing to score, e.g. no
+    red flags for the condition), ``parse_failures`` (an LLM judge's reply without a
+    valid answer). A parse failure is the judge's failure, not the doctor's, so it is
+    left out of the mean; it is counted here, beside ``n``, never silently dropped.
+    """
+    rubrics = [r["rubric"] for r in records if "rubric" in r]
+    items = [k for k in rubrics[0] if k not in ("judge", "failed", "replies")] if rubrics else []
+    out: dict = {"judge": rubrics[0].get("judge") if rubrics else None, "unscored_records": len(records) - len(rubrics)}
+    for k in items:
+        vals = [float(x[k]) for x in rubrics if x.get(k) is not None]
+        failed = sum(k in x.get("failed", ()) for x in rubrics)
+        out[k] = {**_ci(vals, seed), "not_applicable": len(rubrics) - len(vals) - failed, "parse_failures": failed}
+    return out
+
+
+ERROR_TYPES = ("format", "hallucinated_fact", "missed_red_flag", "no_diagnosis", "wrong_diagnosis")
 
 
 def agent_errors(record: dict) -> set[str]:
     """Distinct agent errors in one episode, as comparable keys (SAGE-style error discovery).
 
     ``wrong_diagnosis:<truth>-><predicted>``, ``no_diagnosis:<truth>``,
-    ``missed_red_flag:<truth>:<evidence>``, ``format:<truth>``.
+    ``missed_red_flag:<truth>:<evidence>``, ``hallucinated_fact:<truth>:<evidence>`` (a doctor
+    turn presupposing or citing a fact the dialogue never established,
+    :mod:`medkit.dialogue.hallucination`), ``format:<truth>``.
     """
     t = record["truth"]["id"]
     out = set()
@@ -109,17 +139,21 @@ def agent_errors(record: dict) -> set[str]:
     elif record["rank"] != 1:
         out.add(f"wrong_diagnosis:{t}->{record['predicted'][0] if record['predicted'] else None}")
     out |= {f"missed_red_flag:{t}:{e}" for e in record["red_flags_missed"]}
+    out |= {f"hallucinated_fact:{t}:{h['evidence']}" for h in record.get("hallucinations", ())}
     if record["format_errors"]:
         out.add(f"format:{t}")
     return out
 
 
 def distinct_errors(records: Sequence[dict]) -> dict:
-    """Union of :func:`agent_errors` over episodes: ``{"n": count, "by_type": {...}, "errors": sorted keys}``."""
+    """Union of :func:`agent_errors` over episodes: ``{"n": count, "by_type": {...}, "errors": sorted keys}``.
+
+    ``by_type`` lists every type of :data:`ERROR_TYPES`, zero counts included (a table
+    column that is 0 says "looked, found none")."""
     errs: set[str] = set()
     for r in records:
         errs |= agent_errors(r)
-    by_type: dict[str, int] = {}
+    by_type: dict[str, int] = dict.fromkeys(ERROR_TYPES, 0)
     for e in errs:
         by_type[e.split(":", 1)[0]] = by_type.get(e.split(":", 1)[0], 0) + 1
     return {"n": len(errs), "by_type": dict(sorted(by_type.items())), "errors": sorted(errs)}

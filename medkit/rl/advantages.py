@@ -191,3 +191,41 @@ def tempo_advantages(sequences: torch.Tensor, mask: torch.Tensor, rewards: torch
                 if len(children.get(pre, ())) > 1:
                     out[i, t] += beta * (val[pre + (toks[i][k],)] - val[pre])
     return out * mask
+
+
+def multi_turn_advantages(masks: list[torch.Tensor], episodes: list[list[int]], adv: torch.Tensor,
+                          turn_rewards: list[list[float]] | None = None, *, weight: float = 0.0) -> list[torch.Tensor]:
+    """Multi-turn GRPO token advantages (WebAgent-R1, arXiv 2505.16421), with an optional per-turn term.
+
+    An episode's policy tokens are spread over several generations, one per turn.
+    Generation ``k`` is a chunk whose ``(B_k, T_k)`` response mask is ``masks[k]`` and
+    whose row ``b`` belongs to episode ``episodes[k][b]``. Chunks are in generation
+    order, so the n-th chunk holding episode ``u`` is u's n-th turn. Every policy
+    token of episode ``u``, in every turn, gets the episode's advantage ``adv[u]``;
+    with ``weight`` (IGPO-style turn rewards) the tokens of u's turn ``t`` also get
+    ``weight * turn_rewards[u][t]`` (0 for turns beyond that list).
+
+    Args:
+        masks: ``[(B_k, T_k)]`` response masks. episodes: ``[[u, ...]]``, ``B_k`` ids each.
+        adv: ``(N,)`` episode advantages (e.g. :func:`group_advantages`).
+        turn_rewards: ``N`` lists of per-turn rewards (needed when ``weight`` is not 0).
+    Returns:
+        ``[(B_k, T_k)]`` float32 token advantages, 0 off-mask.
+    """
+    if len(masks) != len(episodes):
+        raise ValueError(f"{len(masks)} masks but {len(episodes)} episode-id lists")
+    if weight and turn_rewards is None:
+        raise ValueError("weight != 0 needs turn_rewards")
+    turn_of = [0] * adv.shape[0]
+    out = []
+    for mask, uids in zip(masks, episodes):
+        if mask.shape[0] != len(uids):
+            raise ValueError(f"a chunk has {mask.shape[0]} rows but {len(uids)} episode ids")
+        a = adv[torch.as_tensor(list(uids), dtype=torch.long)].to(torch.float32)
+        if weight:
+            bonus = [turn_rewards[u][turn_of[u]] if turn_of[u] < len(turn_rewards[u]) else 0.0 for u in uids]
+            a = a + weight * torch.tensor(bonus, dtype=torch.float32)
+        for u in uids:
+            turn_of[u] += 1
+        out.append(broadcast(a, mask))
+    return out

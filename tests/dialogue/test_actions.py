@@ -45,5 +45,15 @@ def test_non_string_does_not_raise():
 
 def test_format_round_trip():
     for a in (Action("ASK", "Any fever?"), Action("EXAM", "ECG"),
-              Action("DIAGNOSIS", "A", ("A", "B"), 0.25)):
+              Action("DIAGNOSIS", "A", ("A", "B"), 0.25), Action("DIAGNOSIS", "A", ("A",), None, ("fever", "cough")),
+              Action("DIAGNOSIS", "A", ("A", "B"), 0.5, ("expiratory wheeze",))):
         assert parse_action(format_action(a)) == a
+
+
+def test_diagnosis_rationale():
+    a = parse_action("DIAGNOSIS: Influenza; COVID-19 | because: fever, cough and muscle aches | confidence: 0.6")
+    assert a.differential == ("Influenza", "COVID-19") and a.confidence == 0.6
+    assert a.rationale == ("fever", "cough", "muscle aches")
+    for bad in ("DIAGNOSIS: Flu | because: fever | because: cough", "DIAGNOSIS: Flu | confidence: .5 | confidence: .6"):
+        out = parse_action(bad)
+        assert isinstance(out, FormatError) and "once each" in out.reason

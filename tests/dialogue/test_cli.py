@@ -46,6 +46,31 @@ def test_train_then_eval_and_reload(tmp_path):
         assert torch.allclose(m(x).logits, m2(x).logits)
         assert not torch.allclose(m(x).logits, load_policy(out / "base")[0](x).logits)
     assert len(layers) == 2 and layers[1]["lora"]["r"] == 16
+
+    # --- resume: the run above stopped after 1 GRPO step; continue it to 2 without redoing SFT / SR-PPO
+    def steps_logged(stage):
+        return [json.loads(x)["step"] for x in (out / stage / "loop" / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+    kept = {st: (out / st / "policy.pt").stat().st_mtime_ns for st in ("base", "sft", "srppo")}
+    sft_rows, ppo_rows = steps_logged("sft"), steps_logged("srppo")
+    assert steps_logged("grpo") == [1]
+    res = runner.invoke(app, args + ["--set", "grpo.steps=2", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "sft: completed earlier (3 steps)" in res.output and "srppo: completed earlier (1 steps)" in res.output
+    assert {st: (out / st / "policy.pt").stat().st_mtime_ns for st in kept} == kept       # not rewritten
+    assert steps_logged("sft") == sft_rows == [1, 2, 3] and steps_logged("srppo") == ppo_rows == [1]
+    # the GRPO step counter continues (1 -> 2), it does not restart at 1
+    assert steps_logged("grpo") == [1, 2] and steps_logged("grpo_entropy") == [1, 2]
+    assert "grpo step 2/2" in res.output and "grpo step 1/2" not in res.output
+    assert json.loads((out / "grpo" / "stage.json").read_text())["steps"] == 2
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "completed" and len(man["resumed_at"]) == 1
+    assert json.loads((out / "summary.json").read_text())["config"]["grpo"]["steps"] == 2
+    # anything but step counts is refused; a non-empty folder without --resume too
+    res = runner.invoke(app, args + ["--set", "grpo.steps=2", "--set", "grpo.lr=0.1", "--resume"])
+    assert res.exit_code == 2 and "grpo.lr" in res.output and "only step counts" in res.output
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--resume" in res.output
     res = runner.invoke(app, ["dialogue", "eval", "--model", str(out / "sft"), "--cases", "2", "--max-turns", "3",
                               "--output", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output
@@ -59,6 +84,20 @@ def test_eval_oracle_and_user_errors(tmp_path):
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["metrics"]["n"] == 5 and s["metrics"]["format_error_rate"] == 0.0
     assert len((tmp_path / "o" / "dialogues.jsonl").read_text().splitlines()) == 5
+    # judge-scored rubric beside the other metrics (rule judge by default), with 95 % CIs
+    rub = s["metrics"]["rubric"]
+    assert s["judge"] == "rule" and rub["judge"] == "rule"
+    for item in ("history_taking", "safety"):
+        m = rub[item]
+        assert m["n"] + m["not_applicable"] == 5 and m["parse_failures"] == 0
+        assert m["n"] == 0 or m["ci95"][0] <= m["mean"] <= m["ci95"][1]
+    assert "rubric (rule judge" in res.output and "history taking" in res.output
+    # the oracle asks the knowledge base's plain questions: no hallucinated facts, and the table says so
+    assert s["metrics"]["hallucinated_facts"] == 0 and "hallucinated facts: 0" in res.output
+    assert s["error_discovery"]["persona"]["by_type"]["hallucinated_fact"] == 0
+    assert "hallucinated_fact" in res.output
+    res = runner.invoke(app, ["dialogue", "eval", "--judge", "vibes", "--output", str(tmp_path / "j")])
+    assert res.exit_code == 2 and "--judge 'vibes'" in res.output
     res = runner.invoke(app, ["dialogue", "eval", "--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no policy.pt" in res.output
     res = runner.invoke(app, ["dialogue", "train", str(tmp_path / "missing.yaml")])

@@ -82,3 +82,36 @@ def test_grpo_smoke_changes_only_the_adapter(tmp_path, cases, kb, monkeypatch):
     logged = [json.loads(x) for x in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert logged[0]["step"] == 1 and row["adv_abs"] > 0
     assert any(not torch.equal(before[n], now[n]) for n in trainable), "no adapter weight changed"
+
+
+def test_grpo_resume_continues_the_step_counter_and_matches_an_uninterrupted_run(tmp_path, cases, kb):
+    from medkit.dialogue.policy import build_vocab, kb_texts, word_tokenizer
+    from medkit.lm import add_lora, tiny_causal_lm
+    from medkit.lm.lora import trainable_state_dict
+
+    tok0 = word_tokenizer(build_vocab(kb_texts(kb)))
+
+    def fresh():
+        model, tok = tiny_causal_lm(tok0, layers=1, hidden=32, heads=2, seed=0)
+        return add_lora(model, {"r": 4, "target_modules": ["q_proj", "v_proj"]}), tok
+
+    def cfg(out, steps):
+        # diaggym reward: 0.1 * finished + 0.5 * exam F1 differs between episodes even when all fail
+        return DialogueGRPOConfig(out_dir=str(out), steps=steps, cases_per_step=2, group_size=2, max_new_tokens=6,
+                                  max_turns=2, lr=1e-2, reward="diaggym", temperature=1.5)
+
+    m_a, tok = fresh()
+    train_dialogue_grpo(m_a, tok, cases[:6], kb, cfg(tmp_path / "a", 3))
+    m_b, _ = fresh()
+    train_dialogue_grpo(m_b, tok, cases[:6], kb, cfg(tmp_path / "b", 2))     # "killed" after step 2
+    # a killed run may have logged a step whose checkpoint never landed: resume must drop it
+    log_b = tmp_path / "b" / "logs" / "metrics.jsonl"
+    log_b.write_text(log_b.read_text() + json.dumps({"step": 3, "loss": 0.0}) + "\n")
+    m_b2, _ = fresh()                                                         # a new process: fresh weights
+    row = train_dialogue_grpo(m_b2, tok, cases[:6], kb, cfg(tmp_path / "b", 3))
+    steps = [json.loads(x)["step"] for x in log_b.read_text().splitlines()]
+    assert row["step"] == 3 and steps == [1, 2, 3]
+    # restored adapter, optimizer and RNGs: same weights as the uninterrupted 3-step run
+    a, b = trainable_state_dict(m_a), trainable_state_dict(m_b2)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(not torch.allclose(a[k], trainable_state_dict(fresh()[0])[k]) for k in a)   # it did train

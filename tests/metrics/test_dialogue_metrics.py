@@ -63,7 +63,31 @@ def test_summarize_and_errors():
     assert agent_errors(recs[1]) == {"wrong_diagnosis:t->w", "missed_red_flag:t:low_oxygen", "format:t"}
     assert agent_errors(recs[2]) == {"no_diagnosis:t"}
     d = distinct_errors(recs + [recs[1]])                       # a repeated error counts once
-    assert d["n"] == 4 and d["by_type"] == {"format": 1, "missed_red_flag": 1, "no_diagnosis": 1, "wrong_diagnosis": 1}
+    # every type is listed, zeros included ("looked, found none")
+    assert d["n"] == 4 and d["by_type"] == {"format": 1, "hallucinated_fact": 0, "missed_red_flag": 1,
+                                            "no_diagnosis": 1, "wrong_diagnosis": 1}
+    assert s["hallucinated_facts"] == 0 and s["hallucination_rate"]["mean"] == 0.0 and "rubric" not in s
+
+
+def test_hallucinations_and_rubric_in_the_summary():
+    h = {"turn": 2, "evidence": "fever", "status": "denied", "where": "presupposition", "text": "you have a fever"}
+    recs = [_rec(1), _rec(1), _rec(2)]
+    recs[0]["hallucinations"] = [h, {**h, "turn": 3}]          # the same fact twice in one dialogue
+    recs[2]["hallucinations"] = [{**h, "evidence": "cough"}]
+    for r, (ht, sf, failed) in zip(recs, [(0.5, 1.0, []), (1.0, None, []), (None, None, ["history_taking"])]):
+        r["rubric"] = {"judge": "rule", "history_taking": ht, "safety": sf, "failed": failed}
+    s = summarize_episodes(recs)
+    # 3 flagged turns; 2 of 3 dialogues have one -> rate 2/3
+    assert s["hallucinated_facts"] == 3 and s["hallucination_rate"]["mean"] == pytest.approx(2 / 3, abs=1e-4)
+    assert s["hallucinating_dialogues"] == 2
+    assert agent_errors(recs[0]) >= {"hallucinated_fact:t:fever"}
+    assert distinct_errors(recs)["by_type"]["hallucinated_fact"] == 2          # t:fever, t:cough
+    r = s["rubric"]
+    # history: scored 0.5 and 1.0 -> mean 0.75 (n 2); the third was a judge parse failure: counted, not scored
+    assert r["history_taking"]["mean"] == 0.75 and r["history_taking"]["n"] == 2
+    assert r["history_taking"]["parse_failures"] == 1 and r["history_taking"]["not_applicable"] == 0
+    # safety: one score (1.0), two not applicable
+    assert r["safety"] == {"mean": 1.0, "ci95": [1.0, 1.0], "n": 1, "not_applicable": 2, "parse_failures": 0}
 
 
 def test_empty_metric_is_none_not_nan():
