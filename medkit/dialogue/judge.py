@@ -123,10 +123,11 @@ class RuleJudge:
 def parse_level(text: str, levels: int = LEVELS) -> int | None:
     """The LAST ``<answer>N</answer>`` of ``text`` (the :mod:`medkit.rl.judge` convention) as an
     integer 0..``levels``; anything else (no tag, "3.5", "five", 7) -> None."""
-    found = re.findall(r"<answer>\s*([^<]*?)\s*</answer>", text or "", flags=re.I)
-    if not found or not re.fullmatch(r"\d+", found[-1]):
+    found = re.findall(r"<answer>([^<]*)</answer>", text or "", flags=re.I)  # linear; see medkit.rl.judge
+    ans = found[-1].strip() if found else ""
+    if not re.fullmatch(r"\d+", ans):
         return None
-    v = int(found[-1])
+    v = int(ans)
     return v if 0 <= v <= levels else None
 
 

@@ -56,10 +56,14 @@ def discover_cases(folder: str | Path) -> list[Case]:
     if not folder.exists():
         raise EmptyInputError(folder, "no such file or folder")
     if folder.is_file():
-        return [Case(_nifti_stem(folder) if _NIFTI.search(folder.name) else folder.stem, [folder])]
+        dicom_id = _dicom_file_case_id(folder)
+        if dicom_id is not None:
+            return [Case(dicom_id, [folder])]
+        stem = _nifti_stem(folder) if _NIFTI.search(folder.name) else folder.stem
+        return [Case(stem.strip(".") or "case", [folder])]  # ".nii.gz" alone: no empty id
     if (folder / "dataset.json").exists() or (folder / "imagesTr").is_dir() or (folder / "imagesTs").is_dir():
         return _nnunet_cases(folder)
-    niftis = sorted(p for p in folder.iterdir() if p.is_file() and _NIFTI.search(p.name))
+    niftis = sorted(p for p in folder.iterdir() if p.is_file() and _NIFTI.search(p.name) and not _hidden(p))
     if niftis:
         cases = []
         for p in niftis:
@@ -76,9 +80,11 @@ def _nnunet_cases(folder: Path) -> list[Case]:
     file_ending = ".nii.gz"
     if ds_json.exists():
         try:
-            meta = json.loads(ds_json.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise VolumeError(ds_json, f"invalid JSON ({e})") from None
+            meta = json.loads(ds_json.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, deep nesting
+            raise VolumeError(ds_json, f"invalid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
+        except OSError as e:  # a folder named dataset.json, unreadable file
+            raise VolumeError(ds_json, f"cannot read dataset.json ({e.strerror or e})") from None
         if not isinstance(meta, dict):
             raise VolumeError(ds_json, "dataset.json must hold a JSON object")
         ch = meta.get("channel_names") or meta.get("modality") or {"0": "CT"}
@@ -91,7 +97,7 @@ def _nnunet_cases(folder: Path) -> list[Case]:
             continue
         groups: dict[str, dict[int, Path]] = {}
         for p in sorted(d.iterdir()):
-            if not p.name.endswith(file_ending):
+            if not p.name.endswith(file_ending) or _hidden(p):
                 continue
             m = _CHANNEL.match(p.name)
             if not m:
@@ -109,19 +115,46 @@ def _nnunet_cases(folder: Path) -> list[Case]:
     return sorted(cases, key=lambda c: (c.split or "", c.case_id))
 
 
+def _hidden(p: Path) -> bool:
+    """Dot files are not cases: macOS leaves ``._case1.nii.gz`` resource forks on shares,
+    and ``.nii.gz`` alone would give an empty case id (DICOM scanning skips them too)."""
+    return p.name.startswith(".")
+
+
 def _dicom_cases(folder: Path) -> list[Case]:
     from . import dicom as _dcm
 
     series, _ = _dcm.scan_folder(folder)
     cases = []
     for uid, s in sorted(series.items(), key=lambda kv: (kv[1].description, kv[0])):
-        # Case ids must not carry PHI: use the series description (a protocol name)
-        # and a short hash of the UID, never patient names or folder names.
-        desc = re.sub(r"[^A-Za-z0-9]+", "-", s.description).strip("-")[:40] or s.modality
-        short = hashlib.sha1(uid.encode()).hexdigest()[:8]
         common = Path(*_common_parts([i.path.parent for i in s.instances]))
-        cases.append(Case(f"{desc}-{short}", [common], series_uid=uid, extra={"n_slices": len(s)}))
+        cases.append(Case(dicom_case_id(s.description, s.modality, uid), [common], series_uid=uid,
+                          extra={"n_slices": len(s)}))
     return cases
+
+
+def dicom_case_id(description: str, modality: str, series_uid: str) -> str:
+    """Case id of a DICOM series: ``{SeriesDescription}-{sha1(SeriesInstanceUID)[:8]}``.
+
+    Case ids become output file names, so they must not carry PHI: the series
+    description (a protocol name) and a short hash of the UID, never patient names,
+    file names or folder names (which often hold names, MRNs or accession numbers).
+    """
+    desc = re.sub(r"[^A-Za-z0-9]+", "-", description or "").strip("-")[:40] or (modality or "series")
+    return f"{desc}-{hashlib.sha1(series_uid.encode()).hexdigest()[:8]}"
+
+
+def _dicom_file_case_id(path: Path) -> str | None:
+    """The case id of a single DICOM file (from its header), or None if it is not DICOM."""
+    from . import dicom as _dcm
+
+    if path.suffix.lower() in (".nii", ".gz", ".zip", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        return None
+    if not (_dcm._is_dicom_file(path) or (path.suffix.lower() in ("", ".dcm", ".ima")
+                                          and _dcm._looks_like_raw_dicom(path))):
+        return None
+    inst = _dcm.read_header(path)
+    return dicom_case_id(inst.description, inst.modality, inst.series_uid)
 
 
 def _common_parts(paths: list[Path]) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cases import discover_cases
+from .cases import dicom_case_id, discover_cases
 from .errors import VolumeError
 from .volume import NIFTI_SUFFIXES, load_volume, save_volume
 
@@ -42,7 +42,11 @@ def convert(cfg: ConvertConfig, progress=None) -> list[dict]:
     cases = discover_cases(src) if cfg.series_uid is None else None
     if cases is None or src.is_file():
         vol = load_volume(src, series_uid=cfg.series_uid, modality=cfg.modality)
-        name = src.name.split(".")[0] or "case"
+        if vol.meta.get("series_uid"):  # DICOM: never name the output after a file or folder (PHI)
+            name = dicom_case_id(vol.meta.get("dicom", {}).get("SeriesDescription", ""),
+                                 str(vol.meta.get("modality", "")), str(vol.meta["series_uid"]))
+        else:
+            name = cases[0].case_id if cases else (src.name.split(".")[0] or "case")
         target = out / f"{name}_0000.nii.gz"
         save_volume(vol, target)
         return [_row(name, vol, target)]

@@ -78,6 +78,22 @@ NON_IMAGE_SOP = {
     "1.2.840.10008.5.1.4.1.1.66": "Raw Data",
 }
 
+# Image storage SOP classes, whose Pixel Data is mandatory (PS3.3 Image Pixel module, type 1).
+IMAGE_SOP = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.20": "NM Image Storage",
+    "1.2.840.10008.5.1.4.1.1.128": "PET Image Storage",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET Image Storage",
+}
+
 # Header fields that are safe to carry into outputs (no PHI).
 SAFE_META_TAGS = (
     "Modality",
@@ -166,6 +182,9 @@ def read_header(path: Path) -> DicomInstance:
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
             IndexError, OverflowError, NotImplementedError) as e:
         raise CorruptFileError(path, f"unreadable DICOM header ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - pydicom also raises struct.error (a file cut inside an
+        # element header), zlib.error (bad deflated data) and others on damaged files
+        raise CorruptFileError(path, f"unreadable DICOM header ({type(e).__name__}: {e})") from None
     try:
         _check_complete(path, ds)
         return _instance_from_dataset(path, ds)
@@ -210,6 +229,12 @@ def _instance_from_dataset(path: Path, ds) -> DicomInstance:
 
     if has_pixels and rows > 0 and cols > 0 and sop not in NON_IMAGE_SOP:
         _check_pixel_length(path, ds, ts, rows, cols, frames, samples)
+    elif sop in IMAGE_SOP and not has_pixels:
+        # Pixel Data is mandatory (type 1) in these; a copy cut exactly between two header
+        # elements parses as a clean, shorter dataset, so this is the only sign of truncation.
+        raise CorruptFileError(
+            path, f"{IMAGE_SOP[sop]} object without pixel data: truncated or incomplete copy"
+        )
     elif sop not in NON_IMAGE_SOP:
         rows = cols = 0  # header-only object: not an image
 
@@ -310,6 +335,11 @@ def scan_folder(folder: Path) -> tuple[dict[str, DicomSeries], int]:
     non_image: list[DicomInstance] = []
     for f in files:
         if not _is_dicom_file(f):
+            if f.suffix.lower() in (".dcm", ".ima") and not _looks_like_raw_dicom(f):
+                # An empty or cut-short copy of a slice (no 'DICM' marker left) would otherwise be
+                # skipped as "not DICOM", and a lost first or last slice goes unnoticed.
+                raise CorruptFileError(f, f"named like a DICOM file but holds no DICOM data "
+                                          f"({f.stat().st_size} bytes): empty or truncated copy?")
             # Raw (preamble-less) DICOM is rare enough; try it only for extension-less or .dcm files.
             if f.suffix.lower() not in ("", ".dcm", ".ima") or not _looks_like_raw_dicom(f):
                 non_dicom += 1

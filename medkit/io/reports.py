@@ -131,9 +131,18 @@ def load_report_dataset(
     if not path.exists():
         raise EmptyInputError(path, "no such annotation file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
         raise ReportDatasetError(path, f"not valid JSON ({e})") from None
+    except OSError as e:
+        raise ReportDatasetError(path, f"cannot read the annotation file ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        # ValueError: JSONDecodeError, and integers past Python's 4300-digit limit;
+        # RecursionError: arrays/objects nested deeper than the interpreter's stack.
+        msg = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ReportDatasetError(path, f"not valid JSON ({msg})") from None
     if not isinstance(data, dict):
         raise ReportDatasetError(path, f"top level must be an object with splits {SPLITS}, got {type(data).__name__}")
     unknown = [k for k in data if k not in SPLITS]
@@ -181,7 +190,7 @@ def _entry(path, split, k, e, image_dir, check_images, seen, clean_as) -> Report
         raise ReportDatasetError(path, f"entry {where}: 'image_path' must be a non-empty list of paths")
     paths = [image_dir / i for i in imgs]
     if check_images:
-        missing = [str(p) for p in paths if not p.is_file()]
+        missing = [str(p) for p in paths if not _is_file(p)]
         if missing:
             raise ReportDatasetError(path, f"entry {where}: image file(s) not found: {missing}")
     labels = e.get("labels")
@@ -192,3 +201,11 @@ def _entry(path, split, k, e, image_dir, check_images, seen, clean_as) -> Report
     extra = {key: v for key, v in e.items() if key not in ("id", "report", "image_path", "split", "labels")}
     text = clean_report(report, clean_as) if clean_as else report
     return ReportEntry(eid, text, paths, split, labels, extra)
+
+
+def _is_file(p: Path) -> bool:
+    """``Path.is_file`` that answers False, not OSError, for names the OS refuses (too long)."""
+    try:
+        return p.is_file()
+    except OSError:
+        return False

@@ -146,6 +146,10 @@ def _load_nifti(path: Path):
         )
     if min(shape) == 0:
         raise DimensionalityError(path, f"zero-size dimension in shape {tuple(img.shape)}")
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c" or dtype.names is not None:
+        # Complex (MR phase/k-space) or RGB voxels: a float cast would silently keep one part.
+        raise DimensionalityError(path, f"voxel type {dtype} is not a grey-level volume (complex or RGB data)")
     aff = _nifti_affine(path, img)
     try:
         arr = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)

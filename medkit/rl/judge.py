@@ -29,7 +29,9 @@ def parse_judgement(text: str, mode: str = "ab") -> float | None:
     ``mode="ab"``: A -> +1.0, B -> -1.0. ``mode="score"``: integer in -3..3 -> value / 3.
     Anything else (no tag, wrong letter, out of range) -> None.
     """
-    found = re.findall(r"<answer>\s*([^<]*?)\s*</answer>", text, flags=re.I)
+    # No \s* around the group: with a lazy group they backtrack cubically on whitespace
+    # after an unclosed tag (a degenerate generation stalled a loop for minutes).
+    found = re.findall(r"<answer>([^<]*)</answer>", text, flags=re.I)
     if not found:
         return None
     ans = found[-1].strip()

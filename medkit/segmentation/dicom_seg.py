@@ -12,7 +12,8 @@ accession number, study date/time/ID, referring physician) are type 2 in the
 standard (present, may be empty): by default they are written empty, so the SEG
 carries no patient identity beyond the UIDs. ``copy_identity=True`` keeps the
 values highdicom copies from the source (needed by some PACS that match SEG to
-patient by ID). No private tags, institution or device attributes are copied.
+patient by ID). StudyDescription (free text) is dropped unless ``copy_identity``; private
+tags and the source site (institution, department, station, operators) are never copied.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from ..io.atomic import atomic_path
 #: Type-2 patient/study attributes highdicom copies from the source, blanked by default.
 IDENTITY_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
                        "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+#: Type-3 free text highdicom copies from the source study, removed unless ``copy_identity``.
+IDENTITY_OPTIONAL = ("StudyDescription",)
+#: Source-site attributes highdicom would copy into ContributingEquipmentSequence; never needed.
+SITE_ATTRIBUTES = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
+                   "OperatorsName", "PerformingPhysicianName")
 
 
 def source_datasets(folder: Path, series_uid: str | None):
@@ -44,6 +50,9 @@ def source_datasets(folder: Path, series_uid: str | None):
         for name in IDENTITY_ATTRIBUTES:  # type 2: exports that omit them are common; highdicom needs them present
             if name not in ds:
                 setattr(ds, name, "")
+        for name in SITE_ATTRIBUTES:
+            if name in ds:
+                delattr(ds, name)
         out.append(ds)
     return out
 
@@ -105,6 +114,9 @@ def write_dicom_seg(labels: np.ndarray, affine_ras: np.ndarray, source_folder: P
         for name in IDENTITY_ATTRIBUTES:
             if name in seg:
                 setattr(seg, name, "")
+        for name in IDENTITY_OPTIONAL:
+            if name in seg:
+                delattr(seg, name)
     with atomic_path(Path(out_path)) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return Path(out_path)

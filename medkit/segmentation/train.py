@@ -4,7 +4,9 @@ Reads top to bottom: cases -> preprocessing (cached in memory) -> optional
 registration field bank -> the loop (DiceCE, AdamW, bf16 autocast on CUDA,
 ``accelerate`` for multi-GPU) -> validation Dice every ``val_every`` steps ->
 ``checkpoints/{last,best}.pt`` (config inside) -> ``summary.json``.
-Resuming reloads ``last.pt`` (model, optimiser, step, RNG) and continues the count.
+Resuming reloads ``last.pt`` (model, optimiser, step, and every random state: torch, the
+case sampler and each MONAI random transform) and continues the count; on CPU a resumed
+run ends bitwise-equal to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -98,6 +100,29 @@ def evaluate(model, samples: list[dict], cfg: TrainConfig, device) -> dict:
     return summarise(rows)
 
 
+def _randomizables(root) -> list:
+    """Every MONAI ``Randomizable`` reachable from ``root`` (a Compose), in a fixed order:
+    the objects whose ``R`` (``np.random.RandomState``) a resumed run must restore."""
+    from monai.transforms import Randomizable
+
+    out, seen = [], set()
+
+    def visit(obj):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, Randomizable) and isinstance(getattr(obj, "R", None), np.random.RandomState):
+            out.append(obj)
+        children = list(getattr(obj, "transforms", None) or []) if hasattr(obj, "transforms") else []
+        children += [v for k, v in sorted(vars(obj).items()) if isinstance(v, Randomizable) and k != "transforms"] \
+            if hasattr(obj, "__dict__") else []
+        for c in children:
+            visit(c)
+
+    visit(root)
+    return out
+
+
 def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | None = None, bank=None,
         device: str = "auto", resume: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
     """The training loop. Returns ``{"model", "history", "best", "step", "s_per_step", "params"}``.
@@ -113,7 +138,7 @@ def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | N
     model = build_model(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(cfg.optim.steps, 1)) ** 0.9)
-    step, best, history = 0, -1.0, []
+    step, best, history, ck = 0, -1.0, [], {}
     # Each accelerate process draws its own cases and crops (otherwise DDP ranks would see
     # identical batches); process 0 alone matches a single-device run.
     rng = np.random.default_rng(cfg.seed if acc.process_index == 0 else [cfg.seed, acc.process_index])
@@ -122,12 +147,16 @@ def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | N
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, best, history = ck["step"], ck["best"], ck.get("history", [])
-        rng = np.random.default_rng([cfg.seed, step, acc.process_index])  # fresh, step-keyed stream after resuming
+        rng = np.random.default_rng([cfg.seed, step, acc.process_index])  # old checkpoints: a step-keyed stream
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed at step {step}")
     model, opt = acc.prepare(model, opt)
     tr = train_transforms(cfg.preprocess, cfg.augment, cfg.optim.batch_size, bank)
     tr.set_random_state(seed=int(rng.integers(2**31)))
+    if step and ck.get("np_rng") is not None:  # resume exactly where the checkpoint left off
+        rng.bit_generator.state = ck["np_rng"]
+        for t, st in zip(_randomizables(tr), ck["transform_rng"], strict=True):
+            t.R.set_state(st)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     model.train()
     t_loop, n_timed = 0.0, 0
@@ -159,7 +188,8 @@ def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | N
             write_jsonl(run.path / "logs" / "metrics.jsonl", history)
             state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "step": step, "best": best, "history": history,
-                     "torch_rng": torch.get_rng_state()}
+                     "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state,
+                     "transform_rng": [t.R.get_state() for t in _randomizables(tr)]}
             score = rec.get("dice_mean") if rec.get("dice_mean") is not None else -float(rec["loss"])
             if score > best:
                 best = state["best"] = score

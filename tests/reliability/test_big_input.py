@@ -1,0 +1,92 @@
+"""A 512 x 512 x 800 CT through ``medkit segment``: peak memory of the process.
+
+The volume is a small abdominal phantom upsampled (nearest neighbour) to
+512 x 512 x 800 voxels at 0.7 x 0.7 x 0.5 mm (a 358 mm field of view, 400 mm
+long: a chest-abdomen-pelvis CT), stored as an uncompressed int16 NIfTI (400 MiB).
+The segment subprocess is sampled with psutil; the test fails above a 24 GiB
+machine's budget (leaving room for the OS: 20 GiB) and is stopped early if it
+gets there, so it cannot take the machine down.
+
+Measured (2 shared CPU cores, tiny untrained model, ``--fast``): peak RSS 13.4 GiB,
+284 s. Where the memory goes (the float32 volume is 800 MiB): ``predict_volume``
+resamples the class probabilities back onto the input grid in one tensor,
+``resample_to_grid`` -> ``(9, 512, 512, 800)`` float32 = 7.0 GiB, plus per-chunk
+float64 sampling grids (~0.8 GiB), then ``argmax`` makes an int64 copy (1.6 GiB)
+before the uint8 cast. Taking the argmax per resampled chunk (keeping only uint8
+labels) would remove ~8.5 GiB of that peak.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from .conftest import cli_env, medkit_cmd, small_ct
+
+BUDGET_GIB = 20.0
+NEEDS_FREE_GIB = 14.0  # the expected peak (~11 GiB, see above) plus a margin
+SHAPE = (512, 512, 800)
+SPACING = (0.7, 0.7, 0.5)
+
+
+def _write_big_ct(path) -> None:
+    import nibabel as nib
+    from scipy import ndimage
+
+    c = small_ct(0)
+    zoom = [t / s for t, s in zip(SHAPE, c.image.shape)]
+    big = ndimage.zoom(c.image.astype(np.int16), zoom, order=0)[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    assert big.shape == SHAPE
+    aff = np.diag([*SPACING, 1.0])
+    aff[:3, 3] = [-179.0, -179.0, -200.0]
+    img = nib.Nifti1Image(big, aff)
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    nib.save(img, str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~5 min on a free core; far longer on a loaded 2-core box
+def test_segment_512x512x800_peak_rss(tmp_path, tiny_model_dir):
+    psutil = pytest.importorskip("psutil")
+    free = psutil.virtual_memory().available / 2**30
+    if free < NEEDS_FREE_GIB:
+        pytest.skip(f"needs {NEEDS_FREE_GIB:.0f} GiB free to measure safely, {free:.1f} GiB available")
+    stop_at = min(BUDGET_GIB, free - 1.5)  # the watchdog: never push the machine into the OOM killer
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_big_ct(src / "bigct.nii")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(medkit_cmd("segment", "-i", str(src / "bigct.nii"), "-o", str(out), "--model",
+                                       str(tiny_model_dir), "--device", "cpu", "--fast"),
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ps = psutil.Process(proc.pid)
+    peak, t0, over = 0, time.monotonic(), False
+    try:
+        while proc.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+            except psutil.Error:
+                break
+            peak = max(peak, rss)
+            if rss > stop_at * 2**30:
+                over = True
+                proc.kill()
+                break
+            time.sleep(0.05)
+    except BaseException:  # a timeout or Ctrl-C must not leave a 10 GiB process behind
+        proc.kill()
+        raise
+    log = proc.communicate()[0]
+    seconds = time.monotonic() - t0
+    print(f"segment {SHAPE}: peak RSS {peak / 2**30:.2f} GiB, {seconds:.0f} s, exit {proc.returncode}")
+    assert not over, f"peak RSS passed {stop_at:.1f} GiB; stopped. Log tail:\n{log[-2000:]}"
+    assert proc.returncode == 0, log[-3000:]
+    import nibabel as nib
+
+    lab = nib.load(str(out / "bigct.nii.gz"))
+    assert lab.shape == SHAPE
+    assert peak < BUDGET_GIB * 2**30
