@@ -26,11 +26,13 @@ IMAGE_SUFFIXES = RASTER + (".dcm", ".nii", ".nii.gz")
 
 
 def load_model(model_dir: str | Path, device: str = "auto"):
-    """``(CoFE model in eval mode, ReportConfig)`` from a run folder (``checkpoints/best.pt``) or a ``.pt`` file."""
+    """``(CoFE model in eval mode, ReportConfig)`` from a run folder (``checkpoints/best.pt``), a
+    model folder (``models/<name>/model.pt``) or a ``.pt`` file."""
     from .train import build_model
 
     p = Path(model_dir)
-    ck_path = p if p.is_file() else p / "checkpoints" / "best.pt"
+    ck_path = p if p.is_file() else next((c for c in (p / "checkpoints" / "best.pt", p / "model.pt") if c.exists()),
+                                         p / "checkpoints" / "best.pt")
     if not ck_path.exists():
         raise MedkitInputError(p, "not a report model: no checkpoints/best.pt (train one with `medkit train report`)")
     ck = load_checkpoint(ck_path)

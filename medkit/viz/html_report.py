@@ -40,13 +40,18 @@ nav a{margin-right:.8rem}
 class Section:
     """One part of the report. ``blocks`` are ``(kind, payload)`` pairs, kinds:
     ``text`` (str), ``note`` (str, highlighted), ``table`` (list of dict rows),
-    ``image`` ((path, caption)), ``pre`` ((title, text)), ``definitions`` (dict name -> text)."""
+    ``image`` ((path, caption)), ``pre`` ((title, text)), ``definitions`` (dict name -> text),
+    ``heading`` (str, a sub-heading inside the section)."""
 
     title: str
     blocks: list[tuple[str, Any]] = field(default_factory=list)
 
     def text(self, s: str) -> Section:
         self.blocks.append(("text", s))
+        return self
+
+    def heading(self, s: str) -> Section:
+        self.blocks.append(("heading", s))
         return self
 
     def note(self, s: str) -> Section:
@@ -115,6 +120,8 @@ def render_report(title: str, sections: list[Section], *, base: Path, manifest: 
         for kind, p in s.blocks:
             if kind == "text":
                 parts.append(f"<p>{_e(p)}</p>")
+            elif kind == "heading":
+                parts.append(f"<h3>{_e(p)}</h3>")
             elif kind == "note":
                 parts.append(f"<p class='note'>{_e(p)}</p>")
             elif kind == "table":
@@ -125,7 +132,7 @@ def render_report(title: str, sections: list[Section], *, base: Path, manifest: 
                 if not full.exists():
                     raise FileNotFoundError(f"report image missing: {full}")
                 rel = Path(os.path.relpath(full, base)).as_posix()
-                parts.append(f"<figure><img src='{_e(rel)}' alt='{_e(cap or rel)}' loading='lazy'>"
+                parts.append(f"<figure><img src='{_e(rel)}' alt='{_e(cap or rel)}'>"
                              f"<figcaption>{_e(cap)}</figcaption></figure>")
             elif kind == "pre":
                 t, text = p

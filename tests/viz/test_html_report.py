@@ -28,3 +28,11 @@ def test_report_escapes_text_links_images_relatively_and_writes_atomically(tmp_p
 def test_missing_image_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         render_report("x", [Section("s").image(tmp_path / "nope.png")], base=tmp_path)
+
+
+def test_heading_block_and_images_load_eagerly(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    text = render_report("x", [Section("s").heading("case <1>").image(tmp_path / "a.png", "c")], base=tmp_path)
+    assert "<h3>case &lt;1&gt;</h3>" in text
+    # No lazy loading: a headless browser (and print) must get every image without scrolling.
+    assert "loading=" not in text
