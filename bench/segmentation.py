@@ -229,6 +229,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["table1", "table2", "timing"], default=None,
                     help="run one part only (timing: the interleaved speed table alone)")
     ap.add_argument("--timing-rounds", type=int, default=8, help="rounds of the interleaved speed table")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results JSON (default bench/results/segmentation-<device>.json)")
     ap.add_argument("--steps", type=int, default=None, help="table-1 steps (default: the setting's)")
     ap.add_argument("--steps-aug", type=int, default=None, help="table-2 steps (default: the setting's)")
     ap.add_argument("--_mem", default=None, help=argparse.SUPPRESS)
@@ -286,6 +288,10 @@ def main() -> None:
             "peak_mem_mb": peak_memory_mb(arch, args.full), "wall_s": time.perf_counter() - t0,
             "config": to_dict(cfg), "cases": summ["cases"]}
         print(f"[{arch}] test Dice {agg['dice_mean']['mean']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        from medkit.io import write_json as _wj
+
+        _wj((args.out or ROOT / "bench" / "results" / f"segmentation-{dev.type}.json").with_suffix(".partial.json"),
+            _clean({"table1": res["table1"], "note": "written after every table-1 network; the final file replaces it"}))
         if arch == "liverformer" and args.save_model is not None:
             from medkit.config import dump_config
             from medkit.io import write_text
@@ -298,7 +304,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- table 2: augmentation, 4 labels
     labelled, unlabelled = train[:4], train[4:]
-    out_path = ROOT / "bench" / "results" / f"segmentation-{'cuda' if dev.type == 'cuda' else 'cpu'}.json"
+    out_path = args.out or ROOT / "bench" / "results" / f"segmentation-{'cuda' if dev.type == 'cuda' else 'cpu'}.json"
     if args.only != "table1":
         t0 = time.perf_counter()
         cfg_r = make_cfg(s, "liverformer", "registration", 0, s["steps_aug"], "pre_aug")
