@@ -355,21 +355,11 @@ def _spec_overrides(spec_path: Optional[Path], pipeline: str) -> list[str]:
     valid YAML, so types survive); the spec must name ``pipeline``."""
     import json
 
-    import yaml
-
-    from .config import ConfigError
+    from .config import read_pipeline_spec
 
     if spec_path is None:
         return []
-    try:
-        spec = yaml.safe_load(spec_path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{spec_path}: cannot read pipeline spec ({e})") from None
-    if not isinstance(spec, dict) or spec.get("pipeline") != pipeline:
-        raise ConfigError(f"{spec_path}: expected a spec with `pipeline: {pipeline}`")
-    cfg = spec.get("config") or {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{spec_path}: `config:` must be a mapping")
+    cfg = read_pipeline_spec(spec_path, pipeline)
     return [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
 
 

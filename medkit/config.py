@@ -186,3 +186,30 @@ def to_dict(cfg: Any) -> dict:
 def dump_config(cfg: Any) -> str:
     """YAML text of a config, keys in field order."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def read_pipeline_spec(path: str | Path, pipeline: str) -> dict:
+    """The ``config:`` mapping of a pipeline spec (``pipelines/*.yaml``: top-level keys
+    ``pipeline`` and ``config`` only). ``pipeline:`` may be omitted; when given it must be
+    ``pipeline``. Every problem is a :class:`ConfigError` naming the file."""
+    try:
+        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: pipeline file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read pipeline spec ({type(e).__name__}: {e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})".replace("\n", " ")) from None
+    if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"}:
+        raise ConfigError(f"{path}: expected top-level keys `pipeline` and `config`")
+    if spec.get("pipeline", pipeline) != pipeline:
+        raise ConfigError(f"{path}: pipeline is {spec.get('pipeline')!r}, expected {pipeline}")
+    cfg = spec.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: `config:` must be a mapping")
+    return cfg
+
+
+def load_pipeline(path: str | Path, pipeline: str, cls: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """``cls`` from a pipeline spec's ``config:`` block, then ``--set`` overrides."""
+    return load_config(read_pipeline_spec(path, pipeline), cls, overrides)

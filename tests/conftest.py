@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic DICOM series written into tmp_path."""
+"""Shared fixtures: one torch thread, small synthetic DICOM series written into tmp_path."""
 
 from __future__ import annotations
 
@@ -6,6 +6,19 @@ import zlib
 
 import numpy as np
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread for the whole suite: on a small CPU box shared with other jobs,
+    torch's default of one thread per core thrashes (a tiny-LM step measured 60x slower
+    with 2 threads), and results do not depend on the machine's core count."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _rotated_affine(spacing=(0.7, 0.9, 2.5), angle_deg=20.0, origin=(12.0, -40.0, 65.0)) -> np.ndarray:

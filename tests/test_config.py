@@ -95,3 +95,21 @@ def test_dump_round_trip(tmp_path):
     assert list(yaml.safe_load(text)) == ["steps", "amp", "out", "optim", "model"]  # field order
     again = load_config(_yaml(tmp_path, text), TrainConfig)
     assert again == cfg
+
+
+def test_read_pipeline_spec_checks_name_keys_and_shape(tmp_path):
+    from medkit.config import read_pipeline_spec
+
+    p = tmp_path / "p.yaml"
+    p.write_text("pipeline: deform\nconfig: {iters: 5}\n")
+    assert read_pipeline_spec(p, "deform") == {"iters": 5}
+    with pytest.raises(ConfigError, match="expected train-report"):
+        read_pipeline_spec(p, "train-report")
+    p.write_text("config: [1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        read_pipeline_spec(p, "deform")
+    p.write_text("pipeline: deform\nextra: 1\n")
+    with pytest.raises(ConfigError, match="top-level keys"):
+        read_pipeline_spec(p, "deform")
+    with pytest.raises(ConfigError, match="not found"):
+        read_pipeline_spec(tmp_path / "nope.yaml", "deform")

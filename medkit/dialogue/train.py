@@ -490,19 +490,9 @@ def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: l
                         log=print) -> Path:
     """Load ``pipelines/dialogue_*.yaml`` (``pipeline: dialogue-train``, ``config: {...}``) and run it
     (``resume``: continue the run in ``out``, which must then be given)."""
-    import yaml
+    from ..config import load_pipeline
 
-    from ..config import load_config
-
-    try:
-        spec = yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{pipeline}: pipeline file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{pipeline}: invalid YAML ({e})".replace("\n", " ")) from None
-    if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"} or spec.get("pipeline") != "dialogue-train":
-        raise ConfigError(f"{pipeline}: expected `pipeline: dialogue-train` and a `config:` mapping")
-    cfg = load_config(spec.get("config") or {}, DialogueTrainConfig, list(overrides))
+    cfg = load_pipeline(pipeline, "dialogue-train", DialogueTrainConfig, list(overrides))
     if resume and not out:
         raise ConfigError("--resume needs --out (the run folder to continue)")
     out = Path(out) if out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

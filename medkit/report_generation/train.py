@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError, load_config
+from ..config import load_config, load_pipeline
 from ..io import write_json, write_jsonl
 from ..metrics.clinical import ce_metrics
 from ..metrics.text import nlg_metrics
@@ -227,19 +227,7 @@ def score_reports(refs: dict[str, str], hyps: dict[str, str]) -> dict:
 
 
 def _load_pipeline(pipeline: Path, overrides: list[str]) -> ReportConfig:
-    import yaml
-
-    try:
-        spec = yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{pipeline}: pipeline file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{pipeline}: invalid YAML ({e})") from None
-    if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"}:
-        raise ConfigError(f"{pipeline}: expected top-level keys `pipeline` and `config`")
-    if spec.get("pipeline", "train-report") != "train-report":
-        raise ConfigError(f"{pipeline}: pipeline is {spec.get('pipeline')!r}, expected train-report")
-    return load_config(spec.get("config") or {}, ReportConfig, overrides)
+    return load_pipeline(pipeline, "train-report", ReportConfig, overrides)
 
 
 def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,

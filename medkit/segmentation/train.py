@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, load_pipeline
 from ..io import write_jsonl
 from ..metrics.segmentation import case_row, segment_scores, summarise
 from ..runs import RunDir, pick_device, seed_everything, track
@@ -212,17 +212,7 @@ def split_cases(cfg: TrainConfig, cases: list) -> tuple[list, list, list]:
 
 
 def _load_pipeline(pipeline: Path, overrides: list[str]) -> TrainConfig:
-    import yaml
-
-    try:
-        spec = yaml.safe_load(Path(pipeline).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{pipeline}: pipeline file not found") from None
-    if not isinstance(spec, dict) or set(spec) - {"pipeline", "config"}:
-        raise ConfigError(f"{pipeline}: expected top-level keys `pipeline` and `config`")
-    if spec.get("pipeline", "train-segmentation") != "train-segmentation":
-        raise ConfigError(f"{pipeline}: pipeline is {spec.get('pipeline')!r}, expected train-segmentation")
-    return load_config(spec.get("config") or {}, TrainConfig, overrides)
+    return load_pipeline(pipeline, "train-segmentation", TrainConfig, overrides)
 
 
 def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,

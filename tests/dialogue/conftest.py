@@ -1,18 +1,8 @@
-"""Dialogue fixtures: the packaged knowledge base, a few synthetic cases, one torch thread."""
+"""Dialogue fixtures: the packaged knowledge base and a few synthetic cases."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

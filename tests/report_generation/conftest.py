@@ -1,18 +1,8 @@
-"""One torch thread (a shared 2-core box thrashes with more) and one small synthetic set per session."""
+"""One small synthetic set per session."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
