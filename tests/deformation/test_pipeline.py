@@ -61,5 +61,5 @@ def test_config_spec_feeds_deform_overrides(tmp_path):
         assert isinstance(cfg.iters, int)
     bad = tmp_path / "x.yaml"
     bad.write_text("pipeline: convert\nconfig: {}\n")
-    with pytest.raises(ConfigError, match="pipeline: deform"):
+    with pytest.raises(ConfigError, match="expected deform"):
         _spec_overrides(bad, "deform")
