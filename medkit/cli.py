@@ -338,7 +338,7 @@ def train_report(
 def report(
     input: Path = typer.Option(..., "--input", "-i", help="A radiograph (PNG/DICOM/NIfTI), a folder of them, or an annotation.json."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder (reports.jsonl, findings)."),
-    model: Optional[Path] = typer.Option(None, help="A training run folder from `medkit train report` (no model ships yet)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder or training run folder (default: the shipped models/cofe-synthetic, synthetic-only)."),
     device: str = _DEVICE,
     beams: int = typer.Option(1, help="Beam width (1 = greedy)."),
     max_new_tokens: int = typer.Option(96, help="Longest report, in tokens."),

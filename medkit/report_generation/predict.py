@@ -17,12 +17,13 @@ import torch
 
 from ..config import ConfigError, from_dict
 from ..io import write_jsonl
-from ..io.errors import EmptyInputError, MedkitInputError
+from ..io.errors import CorruptFileError, EmptyInputError, MedkitInputError
 from ..runs import load_checkpoint, pick_device
 from .cofe_config import ReportConfig
 from .data import RASTER, load_image
 
 IMAGE_SUFFIXES = RASTER + (".dcm", ".nii", ".nii.gz")
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cofe-synthetic"
 
 
 def load_model(model_dir: str | Path, device: str = "auto"):
@@ -60,19 +61,42 @@ def collect_inputs(input: Path, image_size: int, view: int = 0) -> list[tuple[st
                 out.append((e.id, load_image(e.image_paths[min(view, len(e.image_paths) - 1)], image_size), ref))
         return out
     if input.is_file():
-        return [(input.name.split(".")[0], load_image(input, image_size), None)]
+        return [(_case_id(input), load_image(input, image_size), None)]
     files = sorted(f for f in input.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise EmptyInputError(input, f"no radiographs ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-    return [(f.name.split(".")[0], load_image(f, image_size), None) for f in files]
+    return [(_case_id(f), load_image(f, image_size), None) for f in files]
+
+
+def _case_id(path: Path) -> str:
+    """The output key of one image. DICOM files are named from the header, as the io layer
+    names DICOM series (``{SeriesDescription}-{sha1(SOPInstanceUID)[:8]}``), never from the
+    file name, which on clinical exports often holds a patient name, MRN or accession
+    number. Other images keep their file stem (the user named them)."""
+    if path.suffix.lower() in (".dcm", ".dicom", ""):
+        import pydicom
+
+        from ..io.cases import dicom_case_id
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the file's problem
+            raise CorruptFileError(path, f"unreadable DICOM header ({type(e).__name__})") from None
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if not uid:
+            raise CorruptFileError(path, "DICOM file without SOPInstanceUID: cannot name its report without PHI")
+        return dicom_case_id(str(ds.get("SeriesDescription", "") or ""), str(ds.get("Modality", "") or ""), uid)
+    return path.name.split(".")[0]
 
 
 def report_cli(*, input: Path, output: Path, model: Path | None = None, device: str = "auto", beams: int = 1,
                max_new_tokens: int = 96, log: Callable[[str], None] = lambda m: None) -> Path:
     """Body of ``medkit report``; returns the path of ``reports.jsonl``."""
     if model is None:
-        raise ConfigError("no report model ships with medkit yet: pass --model RUN_DIR "
-                          "(a folder written by `medkit train report`)")
+        model = DEFAULT_MODEL
+        if not model.exists():
+            raise ConfigError(f"no --model given and no shipped model at {model}: pass --model RUN_DIR "
+                              "(a folder written by `medkit train report`)")
     if beams < 1 or max_new_tokens < 1:
         raise ConfigError(f"--beams ({beams}) and --max-new-tokens ({max_new_tokens}) must be >= 1")
     net, cfg = load_model(model, device)

@@ -21,6 +21,7 @@ offending input file by its path (it must, to be fixable), and nothing else of i
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zlib
 from pathlib import Path
@@ -281,3 +282,25 @@ def test_no_phi_in_exception_messages(tmp_path):
     allowed = tuple(str(p) for p in root.rglob("*")) + tuple(p.name for p in root.rglob("*"))
     hits = [h for i, m in enumerate(msgs) for h in find_phi(m, f"error {i}", allowed)]
     assert not hits, "\n".join(hits + msgs)
+
+
+def test_no_phi_in_generated_reports(phi_input, tmp_path, capfd):
+    """``medkit report`` on DICOM images whose file names and headers hold PHI (the shipped
+    CoFE model): reports.jsonl is keyed by header-derived ids, and no output or log line
+    carries the PHI."""
+    import shutil
+
+    root, _ = phi_input
+    flat = tmp_path / "cxr"
+    flat.mkdir()
+    for f in sorted(root.rglob("*.dcm"))[:2]:
+        shutil.copy(f, flat / f.name)  # names like ZZDOE_JOHNATHAN_MRN88442211_0000.dcm
+    out = tmp_path / "reports"
+    code, text = _invoke(["report", "-i", str(flat), "-o", str(out), "--device", "cpu", "--max-new-tokens", "8"], capfd)
+    assert code == 0, text[-1500:]
+    rows = [json.loads(line) for line in (out / "reports.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and len({r["case_id"] for r in rows}) == 2  # one key per image
+    hits, kinds = scan_outputs(out)
+    hits += find_phi(text, "log of `report`", (str(flat),))
+    assert kinds.get(".jsonl") == 1
+    assert not hits, "PHI found:\n" + "\n".join(hits)
