@@ -7,10 +7,9 @@ The segment subprocess is sampled with psutil; the test fails above a 24 GiB
 machine's budget (leaving room for the OS: 20 GiB) and is stopped early if it
 gets there, so it cannot take the machine down.
 
-Measured (2 shared CPU cores, tiny untrained model, ``--fast``): peak RSS 13.4 GiB,
-284-503 s, both before and after ``predict_volume`` was changed to take the argmax per
-resampled chunk (so the 9-class probabilities are never held on the input grid). The
-peak is therefore elsewhere (reading and reorienting/resampling the 800 MiB float32
+Measured twice (2 shared CPU cores, tiny untrained model, ``--fast``): peak RSS 13.4 GiB,
+284 s and 503 s. ``predict_volume`` takes the argmax per resampled chunk, so the 9-class
+probabilities are never held on the input grid; the peak is elsewhere (reading and reorienting/resampling the 800 MiB float32
 volume, the overlay, the statistics); it has not been profiled stage by stage yet.
 """
 
