@@ -14,8 +14,8 @@ unlabelled registration targets) with none / elastic / registration augmentation
 meaningful as ratios within one run; on a shared machine use the interleaved speed
 table (``--only timing``), which times the networks round-robin so load drift
 hits them alike. Peak memory: a fresh subprocess per network
-runs one training step; we report its peak RSS growth over the idle model
-(CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
+runs one training step; we report its RSS growth over the idle model, sampled
+during the step (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
 Writes bench/results/segmentation-<device>.json.
 """
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -145,16 +144,37 @@ def _mem_child(arch: str, full: bool) -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(cfg.model).to(dev).train()
     x = torch.randn(s["batch"], 1, *s["pre"].patch, device=dev)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+        out = model(x)
+        out = out[0] if isinstance(out, list) else out
+        out.float().mean().backward()
+        print(torch.cuda.max_memory_allocated() / 2**20)
+        return
+    # CPU: the RSS high-water mark (ru_maxrss) is usually set by the imports, not by one step,
+    # so sample the current RSS from a thread during the step and report the growth over it.
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.002)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
     out = model(x)
     out = out[0] if isinstance(out, list) else out
     out.float().mean().backward()
-    if dev.type == "cuda":
-        print(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)  # KiB on Linux
+    done.set()
+    th.join()
+    print((max(peak[0], proc.memory_info().rss) - base) / 2**20)
 
 
 def interleaved_timing(s: dict, dev, rounds: int, test: list[dict]) -> dict:
@@ -255,14 +275,19 @@ def main() -> None:
 
     if args.only == "timing":
         tim = interleaved_timing(s, dev, args.timing_rounds, test)
+        for a in tim:
+            tim[a]["peak_mem_mb"] = peak_memory_mb(a, args.full)
         lines = [f"Speed, interleaved ({args.timing_rounds} rounds, median; batch {s['batch']}, patch {tuple(s['pre'].patch)}, "
                  f"inference = sliding window over a {tuple(test[0]['image'].shape[1:])} grid, device {dev.type})",
-                 fmt_row(["network", "train s/step", "infer s/case", "LF/peer train", "LF/peer infer"], [12, 13, 13, 14, 14])]
+                 fmt_row(["network", "train s/step", "infer s/case", "step mem MB", "LF/peer train", "LF/peer infer",
+                          "LF/peer mem"], [12, 13, 13, 12, 14, 14, 12])]
         for a, r in tim.items():
             lf = tim["liverformer"]
             lines.append(fmt_row([a, f"{r['train_s_per_step']:.3f}", f"{r['infer_s_per_case']:.3f}",
+                                  f"{r['peak_mem_mb']:.0f}",
                                   f"{lf['train_s_per_step'] / r['train_s_per_step']:.2f}",
-                                  f"{lf['infer_s_per_case'] / r['infer_s_per_case']:.2f}"], [12, 13, 13, 14, 14]))
+                                  f"{lf['infer_s_per_case'] / r['infer_s_per_case']:.2f}",
+                                  _ratio(lf['peak_mem_mb'], r['peak_mem_mb'])], [12, 13, 13, 12, 14, 14, 12]))
         text = "\n".join(lines)
         print(text)
         from medkit.io import write_json
