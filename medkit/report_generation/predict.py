@@ -35,7 +35,8 @@ def load_model(model_dir: str | Path, device: str = "auto"):
     ck_path = p if p.is_file() else next((c for c in (p / "checkpoints" / "best.pt", p / "model.pt") if c.exists()),
                                          p / "checkpoints" / "best.pt")
     if not ck_path.exists():
-        raise MedkitInputError(p, "not a report model: no checkpoints/best.pt (train one with `medkit train report`)")
+        raise MedkitInputError(p, "not a report model: no checkpoints/best.pt (a `medkit train report` run) "
+                                  "or model.pt (a models/<name>/ folder)")
     ck = load_checkpoint(ck_path)
     if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
         raise MedkitInputError(ck_path, "not a CoFE checkpoint (no config/model inside)")

@@ -59,9 +59,13 @@ def test_report_cli_on_annotation_and_folder(run_dir, cxr_dir, tmp_path):
     assert [x["case_id"] for x in rows] == ["0"]
 
 
-def test_clear_errors(cxr_dir, tmp_path):
+def test_clear_errors(cxr_dir, tmp_path, monkeypatch):
+    import medkit.report_generation.predict as P
+
+    monkeypatch.setattr(P, "DEFAULT_MODEL", tmp_path / "no-shipped-model")
     with pytest.raises(ConfigError, match="--model"):
         report_cli(input=cxr_dir, output=tmp_path, model=None)
+    monkeypatch.undo()
     with pytest.raises(MedkitInputError, match="no checkpoints/best.pt"):
         report_cli(input=cxr_dir, output=tmp_path, model=tmp_path)
     with pytest.raises(ConfigError, match="unknown key"):
@@ -70,7 +74,7 @@ def test_clear_errors(cxr_dir, tmp_path):
         train_from_pipeline(PIPE, out=tmp_path / "y", overrides=[f"data.root={tmp_path / 'none'}",
                                                                   "data.generate_if_missing=false"], device="cpu")
     r = CliRunner().invoke(app, ["report", "-i", str(tmp_path / "nope"), "-o", str(tmp_path / "o")], env=ENV)
-    assert r.exit_code == 2 and "--model" in r.output
+    assert r.exit_code == 2 and "nope" in r.output and "no such file" in r.output
 
 
 @pytest.mark.parametrize("name", ["report_synthetic", "report_iu_xray", "report_mimic_cxr"])
