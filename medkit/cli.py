@@ -258,20 +258,30 @@ def synth_cases(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Nu
 _DEVICE = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda.")
 
 
-@train_app.command("segmentation")
-@friendly_errors
-def train_segmentation(
-    pipeline: Path = typer.Argument(..., help="pipelines/couinaud_*.yaml"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
-    resume: bool = typer.Option(False, help="Continue from <out>/checkpoints/last.pt."),
-    device: str = _DEVICE,
-) -> None:
-    """Train the Couinaud segmenter (LiverFormer or a peer) from a pipeline YAML."""
-    from .segmentation.train import train_from_pipeline
+def _train_command(name: str, module: str, glob: str, doc: str) -> None:
+    """Register ``medkit train NAME PIPELINE``: every component trains the same way, from a
+    pipeline YAML into a run folder, through its module's ``train_from_pipeline``."""
 
-    run_dir = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume, device=device)
-    typer.echo(f"run folder: {run_dir}")
+    @train_app.command(name, help=doc)
+    @friendly_errors
+    def _train(
+        pipeline: Path = typer.Argument(..., help=glob),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
+        resume: bool = typer.Option(False, help="Continue from <out>/checkpoints/last.pt."),
+        device: str = _DEVICE,
+    ) -> None:
+        import importlib
+
+        train_from_pipeline = importlib.import_module(module).train_from_pipeline
+        run_dir = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume, device=device)
+        typer.echo(f"run folder: {run_dir}")
+
+
+_train_command("segmentation", "medkit.segmentation.train", "pipelines/couinaud_*.yaml",
+               "Train the Couinaud segmenter (LiverFormer or a peer) from a pipeline YAML.")
+_train_command("report", "medkit.report_generation.train", "pipelines/report_*.yaml",
+               "Train the CoFE report generator (counterfactual contrast + learnable prompts) from a pipeline YAML.")
 
 
 @app.command()
@@ -315,22 +325,6 @@ def deform(
     overrides = _spec_overrides(config, "deform") + list(set_)
     deform_cli(input=input, output=output, reference=reference, predict_at=times, labels=labels,
                device=device, resume=resume, overrides=overrides, log=lambda m: typer.echo(m, err=True))
-
-
-@train_app.command("report")
-@friendly_errors
-def train_report(
-    pipeline: Path = typer.Argument(..., help="pipelines/report_*.yaml"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
-    resume: bool = typer.Option(False, help="Continue from <out>/checkpoints/last.pt."),
-    device: str = _DEVICE,
-) -> None:
-    """Train the CoFE report generator (counterfactual contrast + learnable prompts) from a pipeline YAML."""
-    from .report_generation.train import train_from_pipeline
-
-    run_dir = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume, device=device)
-    typer.echo(f"run folder: {run_dir}")
 
 
 @app.command()
