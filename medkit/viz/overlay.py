@@ -75,6 +75,21 @@ def _to_ras(arr: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return out, spacing
 
 
+def _centre_of_foreground(lab: np.ndarray) -> tuple[int, int, int]:
+    """Voxel index of the foreground's centre of mass (the volume centre if empty), from
+    per-axis projections: memory is one boolean mask, not an (N, 3) index list."""
+    fg = lab > 0
+    total = int(fg.sum())
+    if total == 0:
+        return tuple(int(round((n - 1) / 2)) for n in lab.shape)
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        counts = fg.sum(axis=other, dtype=np.int64)
+        out.append(int(round(float((counts * np.arange(lab.shape[axis])).sum()) / total)))
+    return tuple(out)
+
+
 def _panels(vol: np.ndarray, idx: tuple[int, int, int]) -> list[tuple[str, np.ndarray, tuple[float, float]]]:
     """(name, 2D (rows, cols) slice, (row axis, col axis)) in display orientation, for RAS volumes."""
     i, j, k = idx
@@ -95,8 +110,12 @@ def render_overlay(image, labels, *, spacing=None, label_names: dict | None = No
     """The overlay as a ``PIL.Image`` (RGB); see :func:`save_overlay`."""
     from PIL import Image, ImageDraw, ImageFont
 
-    img = _as_array(image).astype(np.float32)
-    lab = _as_array(labels).astype(np.int64)
+    # No widening copies: a 512x512x800 CT is 800 MiB as float32, and its labels as int64
+    # would be 1.6 GiB (the old int64 cast and argwhere took a whole-body CT to 13 GiB).
+    img = np.asarray(_as_array(image), dtype=np.float32)
+    lab = _as_array(labels)
+    if lab.dtype.kind not in "iu":
+        lab = np.rint(lab).astype(np.int32)
     if img.shape != lab.shape:
         raise ValueError(f"image shape {img.shape} and label shape {lab.shape} differ")
     aff = _affine_of(image, labels, spacing)
@@ -104,9 +123,8 @@ def render_overlay(image, labels, *, spacing=None, label_names: dict | None = No
     lab, _ = _to_ras(lab, aff)
     if spacing is not None and getattr(image, "affine", None) is None and getattr(labels, "affine", None) is None:
         sp = np.asarray(spacing, dtype=float)
-    fg = np.argwhere(lab > 0)
-    idx = tuple(int(round(v)) for v in (fg.mean(0) if fg.size else (np.array(lab.shape) - 1) / 2))
-    present = [int(v) for v in np.unique(lab) if v > 0]
+    idx = _centre_of_foreground(lab)
+    present = sorted({int(v) for z in range(0, lab.shape[2], 16) for v in np.unique(lab[..., z:z + 16]) if v > 0})
     names = {int(k): str(v) for k, v in (label_names or {}).items()}
     font = ImageFont.load_default()
     tiles = []

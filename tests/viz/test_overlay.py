@@ -76,3 +76,17 @@ def test_overlay_of_a_liver_case(tmp_path):
     png = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
     for k in range(1, 9):
         assert (np.abs(png - label_color(k)).sum(1) == 0).any(), f"legend colour of segment {k} missing"
+
+
+def test_centre_of_foreground_matches_the_index_mean_without_listing_indices():
+    """The panel centre is the foreground's centre of mass, computed from projections
+    (memory: one mask) and equal to the mean of the foreground indices."""
+    from medkit.viz.overlay import _centre_of_foreground
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((20, 30, 12), dtype=np.uint8)
+    lab[3:9, 10:25, 2:5] = 3
+    lab[rng.random(lab.shape) < 0.02] = 7
+    expect = tuple(int(round(v)) for v in np.argwhere(lab > 0).mean(0))
+    assert _centre_of_foreground(lab) == expect
+    assert _centre_of_foreground(np.zeros((5, 6, 7), np.uint8)) == (2, 2, 3)  # empty: the volume centre
