@@ -234,3 +234,21 @@ def track(iterable, description: str = "working", total: int | None = None):
     from rich.progress import track as _track
 
     yield from _track(iterable, description=description, total=total, console=Console(stderr=True))
+
+
+def open_training_run(pipeline, name: str, cls, *, out=None, overrides=(), resume: bool = False,
+                      device: str = "auto"):
+    """``(config, RunDir)`` for ``medkit train X PIPELINE``: the spec's ``config:`` plus
+    ``--set`` overrides (on ``--resume``, the run's own ``config.yaml`` instead), the run
+    folder (default ``runs/<name>-<time>``), and its manifest."""
+    import time
+
+    from .config import load_config, load_pipeline
+
+    cfg = load_pipeline(pipeline, name, cls, list(overrides))
+    if resume and out is not None and (Path(out) / "config.yaml").exists():
+        cfg = load_config(Path(out) / "config.yaml", cls, list(overrides))  # resume with the run's config
+    out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=str(pick_device(device)),
+                        command=" ".join(sys.argv), resume=resume)
+    return cfg, run

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import load_config, load_pipeline
 from ..io import write_json, write_jsonl
 from ..metrics.clinical import ce_metrics
 from ..metrics.text import nlg_metrics
-from ..runs import RunDir, pick_device, seed_everything, track
+from ..runs import RunDir, open_training_run, pick_device, seed_everything, track
 from .cofe_config import ReportConfig
 from .counterfactual import (
     cosine_similarity,
@@ -226,20 +225,13 @@ def score_reports(refs: dict[str, str], hyps: dict[str, str]) -> dict:
     return {**nlg_metrics(refs, hyps, tokenize="none"), **ce_metrics(refs, hyps)}
 
 
-def _load_pipeline(pipeline: Path, overrides: list[str]) -> ReportConfig:
-    return load_pipeline(pipeline, "train-report", ReportConfig, overrides)
-
-
 def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
                         device: str = "auto", log: Callable[[str], None] | None = None) -> Path:
     """Entry point of ``medkit train report``; returns the run folder."""
     log = log or (lambda m: print(m, file=sys.stderr))
-    cfg = _load_pipeline(pipeline, list(overrides))
-    if resume and out is not None and (Path(out) / "config.yaml").exists():
-        cfg = load_config(Path(out) / "config.yaml", ReportConfig, list(overrides))
-    out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg, run = open_training_run(pipeline, "train-report", ReportConfig, out=out, overrides=overrides,
+                                 resume=resume, device=device)
     dev = pick_device(device)
-    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=str(dev), command=" ".join(sys.argv), resume=resume)
     t0 = time.perf_counter()
     try:
         studies = load_studies(cfg.data, progress=track)

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, load_config, load_pipeline
+from ..config import ConfigError
 from ..io import write_jsonl
 from ..metrics.segmentation import case_row, segment_scores, summarise
-from ..runs import RunDir, pick_device, seed_everything, track
+from ..runs import RunDir, open_training_run, pick_device, seed_everything, track
 from . import COUINAUD_NAMES
 from .data import list_cases, load_sample, preprocess_transforms, train_transforms
 from .models import build_model
@@ -211,20 +211,12 @@ def split_cases(cfg: TrainConfig, cases: list) -> tuple[list, list, list]:
     return cases[: n - n_val - n_test], cases[n - n_val - n_test: n - n_val], cases[n - n_val:]
 
 
-def _load_pipeline(pipeline: Path, overrides: list[str]) -> TrainConfig:
-    return load_pipeline(pipeline, "train-segmentation", TrainConfig, overrides)
-
-
 def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
                         device: str = "auto", log: Callable[[str], None] | None = None) -> Path:
     """Entry point of ``medkit train segmentation``; returns the run folder."""
     log = log or (lambda m: print(m, file=sys.stderr))
-    cfg = _load_pipeline(pipeline, list(overrides))
-    if resume and out is not None and (Path(out) / "config.yaml").exists():
-        cfg = load_config(Path(out) / "config.yaml", TrainConfig, list(overrides))  # resume with the run's config
-    out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = RunDir.create(out, config=cfg, seed=cfg.seed, device=str(pick_device(device)),
-                        command=" ".join(sys.argv), resume=resume)
+    cfg, run = open_training_run(pipeline, "train-segmentation", TrainConfig, out=out, overrides=overrides,
+                                 resume=resume, device=device)
     t0 = time.perf_counter()
     try:
         cases = list_cases(cfg.data)

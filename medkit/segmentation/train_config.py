@@ -79,3 +79,15 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sw_overlap: float = 0.25  # sliding-window overlap at validation
+
+    @classmethod
+    def tiny(cls) -> TrainConfig:
+        """Seconds-long smoke training on CPU (tests, kill/resume checks): 10 mm grid, 16^3
+        patches, a tiny LiverFormer with deep supervision, 3 steps, validation every 3."""
+        return cls(
+            name="tiny", seed=0, data=DataConfig(n_val=0),
+            preprocess=PreprocessConfig(spacing_mm=(10.0, 10.0, 10.0), grid_shape=(32, 24, 24), patch=(16, 16, 16)),
+            augment=AugmentConfig(kind="none"),
+            model=ModelConfig(liverformer=LiverFormerConfig(channels=(4, 8, 16), embed_dim=16, depth=1, heads=2,
+                                                            deep_supervision=True)),
+            optim=OptimConfig(steps=3, batch_size=1, val_every=3, lr=1e-2))

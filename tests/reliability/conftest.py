@@ -54,23 +54,12 @@ def small_ct(index: int, seed: int = 0):
 
 
 def tiny_train_cfg():
-    from medkit.segmentation.network_config import LiverFormerConfig
-    from medkit.segmentation.train_config import (
-        AugmentConfig,
-        DataConfig,
-        ModelConfig,
-        OptimConfig,
-        PreprocessConfig,
-        TrainConfig,
-    )
+    """The tiny segmentation config, one step at a time (checkpoint after every step)."""
+    from dataclasses import replace
 
-    return TrainConfig(
-        name="tiny", seed=0, data=DataConfig(n_val=0),
-        preprocess=PreprocessConfig(spacing_mm=(10.0, 10.0, 10.0), grid_shape=(32, 24, 24), patch=(16, 16, 16)),
-        augment=AugmentConfig(kind="none"),
-        model=ModelConfig(liverformer=LiverFormerConfig(channels=(4, 8, 16), embed_dim=16, depth=1, heads=2,
-                                                        deep_supervision=True)),
-        optim=OptimConfig(steps=1, batch_size=1, val_every=1))
+    from medkit.segmentation.train_config import OptimConfig, TrainConfig
+
+    return replace(TrainConfig.tiny(), optim=OptimConfig(steps=1, batch_size=1, val_every=1))
 
 
 @pytest.fixture(scope="session")

@@ -79,9 +79,10 @@ def test_clear_errors(cxr_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["report_synthetic", "report_iu_xray", "report_mimic_cxr"])
 def test_pipelines_parse(name):
-    from medkit.report_generation.train import _load_pipeline
+    from medkit.config import load_pipeline
+    from medkit.report_generation.cofe_config import ReportConfig
 
-    cfg = _load_pipeline(PIPE.parent / f"{name}.yaml", [])
+    cfg = load_pipeline(PIPE.parent / f"{name}.yaml", "train-report", ReportConfig)
     assert cfg.name == name.replace("_", "-")
     assert cfg.data.dataset == {"report_synthetic": "synthetic", "report_iu_xray": "iu_xray",
                                 "report_mimic_cxr": "mimic_cxr"}[name]

@@ -8,23 +8,9 @@ import torch
 
 
 def tiny_cfg():
-    from medkit.segmentation.network_config import LiverFormerConfig
-    from medkit.segmentation.train_config import (
-        AugmentConfig,
-        DataConfig,
-        ModelConfig,
-        OptimConfig,
-        PreprocessConfig,
-        TrainConfig,
-    )
+    from medkit.segmentation.train_config import TrainConfig
 
-    return TrainConfig(
-        name="tiny", seed=0, data=DataConfig(n_val=0),
-        preprocess=PreprocessConfig(spacing_mm=(10.0, 10.0, 10.0), grid_shape=(32, 24, 24), patch=(16, 16, 16)),
-        augment=AugmentConfig(kind="none"),
-        model=ModelConfig(liverformer=LiverFormerConfig(channels=(4, 8, 16), embed_dim=16, depth=1, heads=2,
-                                                        deep_supervision=True)),
-        optim=OptimConfig(steps=3, batch_size=1, val_every=3, lr=1e-2))
+    return TrainConfig.tiny()
 
 
 def render_small(index: int):
