@@ -95,7 +95,7 @@ def main() -> None:
     # Table 2: error discovery on the same agents, same cases
     kb, _, held_out = load_cases(cfg.data)
     agents = {"oracle": OracleDoctor(kb, stop_p=cfg.oracle.stop_p, min_gain=cfg.oracle.min_gain,
-                                     test_weight=cfg.oracle.test_weight)}
+                                     test_weight=cfg.oracle.test_weight, rationale=cfg.model.rationale)}
     for stage in ("sft", "grpo"):
         if (out / stage / "policy.pt").exists():
             m, tok, mcfg, _, _ = load_policy(out / stage, device=device)

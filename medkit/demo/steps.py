@@ -305,7 +305,7 @@ def _doctor(name: str, kb, device: str):
     from ..dialogue.oracle import OracleDoctor
 
     if name == "oracle":
-        return OracleDoctor(kb), "oracle (expected information gain)"
+        return OracleDoctor(kb, rationale=3), "oracle (expected information gain)"
     from ..dialogue.policy import load_policy, make_doctor
 
     path = DOCTOR_MODEL if name == "model" else Path(name)

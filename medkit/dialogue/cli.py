@@ -61,13 +61,16 @@ def eval_(
     device: str = typer.Option("cpu", help="cpu | cuda | auto."),
     judge: str = typer.Option("rule", help="Rubric judge (history taking, safety): rule | llm | none."),
     judge_lm: str = typer.Option("smollm2-135m-instruct", help="With --judge llm: packaged name or local HF folder."),
+    judge_mode: str = typer.Option("generate", help="With --judge llm: generate (reason, then <answer>N</answer>) | "
+                                                    "scored (digit probabilities, G-Eval; for small models)."),
 ) -> None:
     """Top-1/top-3 accuracy, turns, exam F1, format errors, judge-scored rubric (95 % bootstrap CIs),
     hallucinated facts and error discovery (persona vs generic simulator)."""
     from .evaluate import eval_cli
 
     eval_cli(model=model, n_cases=cases, patient=patient, max_turns=max_turns, seed=seed, output=output,
-             device=device, patient_lm=patient_lm, judge=judge, judge_lm=judge_lm, log=typer.echo)
+             device=device, patient_lm=patient_lm, judge=judge, judge_lm=judge_lm, judge_mode=judge_mode,
+             log=typer.echo)
 
 
 @dialogue_app.command()

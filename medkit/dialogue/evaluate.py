@@ -74,10 +74,11 @@ def report_lines(summ: dict, errors: dict) -> list[str]:
 
 def eval_cli(*, model: str, n_cases: int, patient: str, max_turns: int, seed: int, output: Path,
              device: str = "cpu", patient_lm: str = "smollm2-135m-instruct", judge: str = "rule",
-             judge_lm: str = "smollm2-135m-instruct", log=print) -> dict:
+             judge_lm: str = "smollm2-135m-instruct", judge_mode: str = "generate", log=print) -> dict:
     """Body of ``medkit dialogue eval``: ``model`` is ``oracle`` or a stage folder / policy.pt.
     ``patient="llm"`` voices the persona patient with ``patient_lm`` (a local model);
-    ``judge="llm"`` scores the rubric with ``judge_lm`` (a local model; the patient's when the same)."""
+    ``judge="llm"`` scores the rubric with ``judge_lm`` (a local model; the patient's when the same),
+    by free reasoning (``judge_mode="generate"``) or digit probabilities (``"scored"``)."""
     from ..config import ConfigError
     from ..io.atomic import write_json, write_jsonl
     from .judge import make_judge
@@ -88,6 +89,8 @@ def eval_cli(*, model: str, n_cases: int, patient: str, max_turns: int, seed: in
         raise ConfigError(f"--patient {patient!r} must be persona, generic or llm")
     if judge not in ("rule", "llm", "none"):
         raise ConfigError(f"--judge {judge!r} must be rule, llm or none")
+    if judge_mode not in ("generate", "scored"):
+        raise ConfigError(f"--judge-mode {judge_mode!r} must be generate or scored")
 
     def load_lm(name, flag):
         from ..lm.load import load_causal_lm
@@ -101,7 +104,7 @@ def eval_cli(*, model: str, n_cases: int, patient: str, max_turns: int, seed: in
     judge_model = None
     if judge == "llm":
         judge_model = lm if (lm is not None and judge_lm == patient_lm) else load_lm(judge_lm, "--judge-lm")
-    the_judge = make_judge(judge, judge_model)
+    the_judge = make_judge(judge, judge_model, **({"mode": judge_mode} if judge == "llm" else {}))
     kb, _, held_out = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=n_cases, seed=seed, pool=100 + 20 * n_cases))
     if model == "oracle":
         doctor = OracleDoctor(kb)
@@ -115,7 +118,7 @@ def eval_cli(*, model: str, n_cases: int, patient: str, max_turns: int, seed: in
     errors = error_discovery(doctor, held_out, kb, max_turns=max_turns, seed=seed)
     write_jsonl(Path(output) / "dialogues.jsonl", recs)
     summary = {"model": model, "patient": patient, "judge": judge if judge == "rule" else (
-                   f"llm:{judge_lm}" if judge == "llm" else None), "n_cases": len(held_out), "seed": seed,
+                   f"llm:{judge_lm}:{judge_mode}" if judge == "llm" else None), "n_cases": len(held_out), "seed": seed,
                "metrics": summ,
                "error_discovery": {k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items() if kk != "errors"})
                                    for k, v in errors.items()}}

@@ -25,6 +25,15 @@ share the rubric (:data:`RUBRIC`):
   ``rubric["failed"]``, never raised, never scored. Replies are kept in
   ``rubric["replies"]`` for a person to audit.
 
+  With ``mode="scored"`` (:meth:`LLMJudge.from_model`) nothing is generated: the
+  prompt asks for the answer tag directly, the assistant turn is opened with
+  ``<answer>``, and the level is the probability-weighted mean of the digits 0..4
+  at the next token (G-Eval, Liu et al. EMNLP 2023: sum_i i * p(i) over the
+  renormalised digit probabilities). Small models that cannot keep the
+  reason-then-answer format (SmolLM2-135M rarely can) still give a score; a
+  reply whose digits carry less than ``min_mass`` of the next-token probability
+  counts as a parse failure. The distribution is kept in ``rubric["replies"]``.
+
 Items that are not applicable to a case are not sent to the LLM judge either, so
 both judges score the same (dialogue, item) pairs.
 """
@@ -139,7 +148,7 @@ def transcript_text(record: dict) -> str:
     return "\n".join(lines)
 
 
-def judge_prompt(item: str, case: dict, record: dict, kb) -> str:
+def judge_prompt(item: str, case: dict, record: dict, kb, *, reason: bool = True) -> str:
     """The LLM judge's prompt for one rubric item of one dialogue: case sheet, transcript, anchors, format."""
     def say(e):
         ev = kb.evidences[e]
@@ -152,7 +161,8 @@ def judge_prompt(item: str, case: dict, record: dict, kb) -> str:
             f"{case['chief_complaint']['text']}; true diagnosis: {case['diagnosis']['name']}.\n"
             f"Key history for this case: {key}.\nRed flags of this condition: {flags}.\n\n"
             f"Transcript:\n{transcript_text(record)}\n\nCriterion. {RUBRIC[item]}\n\n"
-            f"Think step by step about the transcript, then finish with exactly {ANSWER_FORMAT}.")
+            + (f"Think step by step about the transcript, then finish with exactly {ANSWER_FORMAT}." if reason
+               else f"Reply with only {ANSWER_FORMAT}."))
 
 
 class LLMJudge:
@@ -166,13 +176,25 @@ class LLMJudge:
 
     name = "llm"
 
-    def __init__(self, generate_fn: Callable[[list[str]], list[str]], *, batch_size: int = 8):
-        self.generate_fn, self.batch_size = generate_fn, batch_size
+    def __init__(self, generate_fn: Callable[[list[str]], list[str]] | None = None, *, batch_size: int = 8,
+                 score_fn: Callable[[list[str]], list[tuple[float | None, str]]] | None = None):
+        if (generate_fn is None) == (score_fn is None):
+            raise ValueError("LLMJudge needs exactly one of generate_fn (free reply, parsed) and score_fn")
+        self.generate_fn, self.score_fn, self.batch_size = generate_fn, score_fn, batch_size
         self.stats = {"calls": 0, "parse_failures": 0}
 
     @classmethod
-    def from_model(cls, model, tok, *, max_new_tokens: int = 256, batch_size: int = 8) -> LLMJudge:
-        """Greedy decoding with ``model`` through :func:`medkit.lm.generate.generate` (chat template)."""
+    def from_model(cls, model, tok, *, mode: str = "generate", max_new_tokens: int = 256, batch_size: int = 8,
+                   min_mass: float = 0.1) -> LLMJudge:
+        """A judge on a local HF model. ``mode="generate"``: greedy reasoning then ``<answer>N</answer>``
+        (:func:`medkit.lm.generate.generate`, chat template); ``mode="scored"``: the digit-probability
+        score of the module docstring (one forward pass per prompt, never a format failure unless the
+        digits get less than ``min_mass`` of the probability)."""
+        if mode == "scored":
+            return cls(score_fn=digit_scorer(model, tok, min_mass=min_mass), batch_size=batch_size)
+        if mode != "generate":
+            raise ValueError(f"LLM judge mode must be generate or scored, got {mode!r}")
+
         def gen(prompts: list[str]) -> list[str]:
             from ..lm.generate import chat_prompt, generate
 
@@ -181,28 +203,73 @@ class LLMJudge:
 
         return cls(gen, batch_size=batch_size)
 
+    @property
+    def reason(self) -> bool:
+        """Whether prompts ask for reasoning first (free generation) or for the answer tag only."""
+        return self.score_fn is None
+
     def __call__(self, cases: Sequence[dict], records: Sequence[dict], kb) -> list[dict]:
         out, jobs = [], []
         for i, (c, r) in enumerate(zip(cases, records)):
             applicable = rule_rubric(c, r, kb)       # only for which items apply to this case
             out.append({"judge": self.name, **dict.fromkeys(RUBRIC), "failed": [], "replies": {}})
-            jobs += [(i, k, judge_prompt(k, c, r, kb)) for k in RUBRIC if applicable[k] is not None]
+            jobs += [(i, k, judge_prompt(k, c, r, kb, reason=self.reason)) for k in RUBRIC
+                     if applicable[k] is not None]
         for s in range(0, len(jobs), self.batch_size):
             part = jobs[s:s + self.batch_size]
-            replies = list(self.generate_fn([p for _, _, p in part]))
-            if len(replies) != len(part):
-                raise ValueError(f"generate_fn returned {len(replies)} replies for {len(part)} prompts")
-            for (i, k, _), text in zip(part, replies):
+            prompts = [p for _, _, p in part]
+            if self.score_fn is not None:
+                scored = list(self.score_fn(prompts))
+            else:
+                scored = [(parse_level(t if isinstance(t, str) else ""), t if isinstance(t, str) else "")
+                          for t in self.generate_fn(prompts)]
+            if len(scored) != len(part):
+                raise ValueError(f"the judge's model returned {len(scored)} replies for {len(part)} prompts")
+            for (i, k, _), (lvl, text) in zip(part, scored):
                 self.stats["calls"] += 1
-                text = text if isinstance(text, str) else ""
                 out[i]["replies"][k] = text        # kept for a person to audit the judge (SAGE validates by hand)
-                lvl = parse_level(text)
                 if lvl is None:
                     self.stats["parse_failures"] += 1
                     out[i]["failed"].append(k)
                 else:
                     out[i][k] = lvl / LEVELS
         return out
+
+
+def digit_scorer(model, tok, *, min_mass: float = 0.1):
+    """``prompts -> [(level or None, audit text)]``: G-Eval digit scoring (module docstring).
+
+    Each prompt is chat-rendered, the assistant turn opened with ``<answer>``; the level
+    is sum_i i * p(i) / sum_i p(i) over the digit tokens ``0..LEVELS`` at the next position.
+    """
+    import torch
+
+    from ..lm.generate import chat_prompt, position_ids
+
+    digits = [tok(str(i), add_special_tokens=False)["input_ids"] for i in range(LEVELS + 1)]
+    if any(len(d) != 1 for d in digits) or len({d[0] for d in digits}) != len(digits):
+        raise ValueError("scored judging needs a tokenizer with one token per digit 0..4")
+    ids = torch.tensor([d[0] for d in digits])
+
+    def score(prompts: list[str]) -> list[tuple[float | None, str]]:
+        texts = [chat_prompt(tok, p) + "<answer>" for p in prompts]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        dev = next(model.parameters()).device
+        attn = enc["attention_mask"].to(dev)
+        with torch.no_grad():
+            logits = model(input_ids=enc["input_ids"].to(dev), attention_mask=attn,
+                           position_ids=position_ids(attn)).logits[:, -1].float()   # left padding: last = next
+        p = torch.softmax(logits, -1)[:, ids.to(dev)].cpu()
+        out = []
+        for row in p:
+            mass = float(row.sum())
+            dist = row / max(mass, 1e-12)
+            level = float((dist * torch.arange(LEVELS + 1)).sum())
+            text = f"p(0..{LEVELS}) = [{', '.join(f'{x:.2f}' for x in dist.tolist())}], digit mass {mass:.2f}"
+            out.append((level if mass >= min_mass else None, text))
+        return out
+
+    return score
 
 
 def make_judge(kind: str | None, lm=None, **kw):

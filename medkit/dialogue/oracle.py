@@ -11,10 +11,18 @@ known-present / known-absent evidences, age, sex), never the case. Each turn:
    as the sum of its findings' gains (an upper bound: findings are treated as
    independent given nothing) times ``test_weight`` (< 1: ask before you order).
 
+With ``rationale=k`` a ``DIAGNOSIS`` also cites (``| because: ...``) up to ``k``
+established-present findings that most favour the chosen condition: largest
+log-likelihood ratio log P(e | top) - log P(e | not top) under the posterior,
+positive ratios only. Every cited fact was elicited, so the oracle never
+hallucinates (:mod:`medkit.dialogue.hallucination` checks the LM doctors).
+
 Its dialogues are the demonstrations for SFT (:func:`write_demonstrations`).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -42,9 +50,10 @@ class OracleDoctor:
     """Expected-information-gain doctor (see the module docstring). ``act(env) -> str``."""
 
     def __init__(self, kb, *, stop_p: float = 0.85, min_gain: float = 0.01, test_weight: float = 0.7,
-                 top_k: int = 3, background_rate: float = 0.01, use_tests: bool = True):
+                 top_k: int = 3, background_rate: float = 0.01, use_tests: bool = True,
+                 rationale: int = 0):
         self.kb, self.stop_p, self.min_gain, self.test_weight = kb, stop_p, min_gain, test_weight
-        self.top_k, self.bg, self.use_tests = top_k, background_rate, use_tests
+        self.top_k, self.bg, self.use_tests, self.rationale = top_k, background_rate, use_tests, rationale
         self.q = kb.probs(background_rate)
         self.askable = np.array([e.type in ("symptom", "history") for e in kb.evidences.values()])
         self.test_of = np.array([e.test or "" for e in kb.evidences.values()])
@@ -63,7 +72,7 @@ class OracleDoctor:
         p = self.posterior(env)
         sex = env.case.get("sex")
         if p.max() >= self.stop_p or env.turns + 1 >= env.max_turns:
-            return self._diagnose(p)
+            return self._diagnose(p, env)
         done = set(env.known) | set(env.asked)
         ok = np.array([e not in done and ev.sex in (None, sex) for e, ev in kb.evidences.items()])
         g = expected_gains(p, self.q)
@@ -80,13 +89,30 @@ class OracleDoctor:
                     if gt > best[0]:
                         best = (gt, Action("EXAM", t.name))
         if not np.isfinite(best[0]) or best[0] < self.min_gain:
-            return self._diagnose(p)
+            return self._diagnose(p, env)
         return best[1]
 
-    def _diagnose(self, p: np.ndarray) -> Action:
+    def _diagnose(self, p: np.ndarray, env=None) -> Action:
         order = np.argsort(-p, kind="stable")[: self.top_k]
         names = tuple(self.kb.conditions[i].name for i in order)
-        return Action("DIAGNOSIS", names[0], names, round(float(p[order[0]]), 2))
+        why = self.cite(p, int(order[0]), env) if self.rationale and env is not None else ()
+        return Action("DIAGNOSIS", names[0], names, round(float(p[order[0]]), 2), why)
+
+    def cite(self, p: np.ndarray, top: int, env) -> tuple[str, ...]:
+        """Up to ``rationale`` established-present findings favouring condition ``top`` (see module doc)."""
+        kb = self.kb
+        present = [e for e, v in env.known.items() if v]
+        if not present:
+            return ()
+        idx = np.array([kb.ev_index[e] for e in present], dtype=int)
+        rest = np.delete(np.arange(len(p)), top)
+        w = p[rest] / max(float(p[rest].sum()), 1e-300)
+        q_other = np.clip(w @ self.q[rest][:, idx], 1e-12, None)
+        llr = np.log(np.clip(self.q[top, idx], 1e-12, None)) - np.log(q_other)
+        keep = [i for i in np.argsort(-llr, kind="stable") if llr[i] > 0][: self.rationale]
+        evs = [kb.evidences[present[i]] for i in keep]
+        # the action parser splits a rationale at ';', ',' and 'and': keep each fact one item
+        return tuple(re.sub(r"\s*,\s*|\s+and\s+", " ", ev.finding or ev.id.replace("_", " ")) for ev in evs)
 
     def act(self, env) -> str:
         return format_action(self.choose(env))

@@ -29,6 +29,8 @@ from typing import Any
 
 DOCTOR_SYSTEM = ("You are a doctor. Interview the patient, order tests, then diagnose. Reply with one line: "
                  "ASK: <question> or EXAM: <test> or DIAGNOSIS: <name>; <second>; <third> | confidence: <0-1>.")
+RATIONALE_SYSTEM = (" End a DIAGNOSIS with | because: <fact>; <fact>, citing only facts the patient or a test "
+                    "gave you.")
 TINY_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
@@ -46,6 +48,7 @@ class ModelConfig:
     max_new_tokens: int = 32
     max_prompt_len: int = 480
     system_prompt: bool = True               # False: no system message (the tiny model learns the format from SFT)
+    rationale: int = 0                       # > 0: demonstrations cite up to this many facts (| because: ...)
     dtype: str = "float32"
 
 
@@ -221,7 +224,10 @@ def load_policy(path: str | Path, *, device: str = "cpu"):
 
 
 def system_of(cfg: ModelConfig) -> str | None:
-    return DOCTOR_SYSTEM if cfg.system_prompt else None
+    """The doctor's system prompt for ``cfg`` (None: no system message)."""
+    if not cfg.system_prompt:
+        return None
+    return DOCTOR_SYSTEM + (RATIONALE_SYSTEM if cfg.rationale else "")
 
 
 def make_doctor(model, tok, cfg: ModelConfig, **kw) -> LMDoctor:

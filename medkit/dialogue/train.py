@@ -186,25 +186,48 @@ def vocabulary(kb, turn_rows, cases) -> list[str]:
 
 
 # --------------------------------------------------------------------------- stages
+def sft_examples_of(tok, turn_rows, system: str | None, max_len: int) -> tuple[list, int]:
+    """SFT examples from the oracle's turn rows: each dialogue packed into one example when its
+    chat template allows it (:func:`medkit.lm.pack_turns`) and it fits ``max_len`` tokens, else
+    one example per turn. Returns ``(examples, n_packed_dialogues)``."""
+    from itertools import groupby
+
+    from ..lm.generate import chat_prompt, pack_turns
+
+    examples, packed = [], 0
+    for _, grp in groupby(turn_rows, key=lambda r: r["case_id"]):
+        grp = list(grp)
+        prompts = [chat_prompt(tok, r["messages"], system) for r in grp]
+        responses = [r["action"] for r in grp]
+        segs = pack_turns(tok, prompts, responses)
+        if segs is not None and sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1
+                                    for t, _ in segs) <= max_len:
+            examples.append(segs)
+            packed += 1
+        else:
+            examples += [[(p, False), (r, True)] for p, r in zip(prompts, responses)]
+    return examples, packed
+
+
 def sft_stage(base, tok, turn_rows, cfg: DialogueTrainConfig, out: Path, *, resume: bool = False):
     """SFT on the oracle's turns; returns ``(sft_model, layer, loop result)`` (LoRA merged).
     ``resume``: continue from ``out/loop/checkpoints/last.pt`` when there is one."""
-    from ..lm.generate import chat_prompt
     from ..lm.lora import add_lora, trainable_state_dict
-    from ..rl import SFTConfig, sft
+    from ..rl import SFTConfig, sft_examples
     from .policy import system_of
 
     model = copy.deepcopy(base)
     if cfg.model.sft_lora is not None:
         model = add_lora(model, dict(cfg.model.sft_lora))
-    prompts = [chat_prompt(tok, r["messages"], system_of(cfg.model)) for r in turn_rows]
-    responses = [r["action"] for r in turn_rows]
     s = cfg.sft
+    examples, n_packed = sft_examples_of(tok, turn_rows, system_of(cfg.model), s.max_len)
     if resume:
         trim_loop_log(out / "loop")
-    res = sft(model, tok, prompts, responses, SFTConfig(out_dir=str(out / "loop"), steps=s.steps, batch_size=s.batch_size,
-                                                        lr=s.lr, max_len=s.max_len, seed=cfg.seed,
-                                                        save_every=s.save_every, resume=resume, device=cfg.device))
+    res = sft_examples(model, tok, examples, SFTConfig(out_dir=str(out / "loop"), steps=s.steps,
+                                                       batch_size=s.batch_size, lr=s.lr, max_len=s.max_len,
+                                                       seed=cfg.seed, save_every=s.save_every, resume=resume,
+                                                       device=cfg.device))
+    res = {**res, "n_examples": len(examples), "n_packed_dialogues": n_packed}
     layer = {"lora": cfg.model.sft_lora, "state": trainable_state_dict(model)}
     if cfg.model.sft_lora is not None:
         model = model.merge_and_unload()
@@ -386,7 +409,8 @@ def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
     t_all = time.perf_counter()
     kb, cases, held_out = load_cases(cfg.data)
     demo_cases, rl_cases = cases[: cfg.data.n_train], cases[cfg.data.n_train:]
-    oracle = OracleDoctor(kb, stop_p=cfg.oracle.stop_p, min_gain=cfg.oracle.min_gain, test_weight=cfg.oracle.test_weight)
+    oracle = OracleDoctor(kb, stop_p=cfg.oracle.stop_p, min_gain=cfg.oracle.min_gain, test_weight=cfg.oracle.test_weight,
+                          rationale=cfg.model.rationale)
     demo_files = (out / "demonstrations.jsonl", out / "demonstration_dialogues.jsonl")
     if resume and all(f.exists() for f in demo_files):
         turn_rows, demo_recs = (_read_jsonl(f) for f in demo_files)
@@ -426,7 +450,8 @@ def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
         t0 = time.perf_counter()
         sft_model, sft_layer, res = sft_stage(base, tok, turn_rows, cfg, out / "sft", resume=plan == "continue")
         sft_s = prev + time.perf_counter() - t0
-        log(f"sft: {res['step']} steps, loss {res['loss']:.3f}, {sft_s:.0f} s")
+        log(f"sft: {res['step']} steps, loss {res['loss']:.3f}, {sft_s:.0f} s ({res['n_examples']} examples, "
+            f"{res['n_packed_dialogues']} of them whole packed dialogues)")
         save_policy(out / "sft" / "policy.pt", cfg.model, vocab, [sft_layer], {**meta, "stage": "sft"})
         _mark(out, "sft", status="completed", steps=res["step"], upstream="demonstrations", stage_s=round(sft_s, 2))
     times["sft"] = sft_s

@@ -9,8 +9,10 @@ from .generate import (
                    Rollout,
                    chat_prompt,
                    encode_pairs,
+                   encode_segments,
                    forward_token_stats,
                    generate,
+                   pack_turns,
                    sequence_logprob,
 )
 from .load import (
@@ -32,8 +34,8 @@ from .lora import (
 )
 
 __all__ = [
-    "Rollout", "add_lora", "add_value_head", "cache_dir", "chat_prompt", "encode_pairs", "forward_token_stats",
-    "generate", "load_causal_lm", "load_tokenizer", "load_trainable_state_dict", "packaged_gguf", "reference",
+    "Rollout", "add_lora", "add_value_head", "cache_dir", "chat_prompt", "encode_pairs", "encode_segments",
+    "forward_token_stats", "generate", "pack_turns", "load_causal_lm", "load_tokenizer", "load_trainable_state_dict", "packaged_gguf", "reference",
     "resolve_model_dir", "sequence_logprob", "tiny_causal_lm", "tiny_char_tokenizer", "trainable_parameters",
     "trainable_state_dict",
 ]

@@ -153,16 +153,30 @@ def encode_pairs(tok, prompts: list[str], responses: list[str], *, max_len: int 
     The response gets the EOS token appended so the model learns to stop.
     Returns ``(sequences, attention_mask, response_mask)``, each ``(B, T)``.
     """
+    return encode_segments(tok, [[(p, False), (r, True)] for p, r in zip(prompts, responses)],
+                           max_len=max_len, device=device)
+
+
+def encode_segments(tok, examples: list[list[tuple[str, bool]]], *, max_len: int = 512, device=None):
+    """Tokenise examples made of ``(text, trained)`` segments (left padded) with a mask of trained tokens.
+
+    Each segment is tokenised on its own (no merges across a boundary); a trained
+    segment gets the EOS token appended. A whole multi-turn dialogue is one
+    example: context segments untrained, each assistant turn trained (see
+    :func:`pack_turns`). Sequences longer than ``max_len`` keep their last tokens.
+    Returns ``(sequences, attention_mask, trained_mask)``, each ``(B, T)``.
+    """
     import torch
 
     rows, masks = [], []
-    for p, r in zip(prompts, responses):
-        pi = tok(p, add_special_tokens=False)["input_ids"]
-        ri = tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        ids = (pi + ri)[-max_len:]
-        m = ([0] * len(pi) + [1] * len(ri))[-max_len:]
-        rows.append(ids)
-        masks.append(m)
+    for segs in examples:
+        ids, m = [], []
+        for text, trained in segs:
+            si = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if trained else [])
+            ids += si
+            m += [int(trained)] * len(si)
+        rows.append(ids[-max_len:])
+        masks.append(m[-max_len:])
     T = max(len(r) for r in rows)
     seq = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
     attn = torch.zeros(len(rows), T, dtype=torch.long)
@@ -174,3 +188,24 @@ def encode_pairs(tok, prompts: list[str], responses: list[str], *, max_len: int 
     if device is not None:
         seq, attn, resp = seq.to(device), attn.to(device), resp.to(device)
     return seq, attn, resp
+
+
+def pack_turns(tok, prompts: list[str], responses: list[str]) -> list[tuple[str, bool]] | None:
+    """One dialogue's successive (prompt, response) turns as a single segment list, or None.
+
+    Packing needs each prompt to extend the previous prompt + response + EOS text
+    exactly (true of chat templates that close an assistant turn with the EOS
+    token, e.g. SmolLM2's ``<|im_end|>``); then training on the packed dialogue
+    gives the same per-turn losses as the separate turns at a fraction of the
+    tokens. Returns None when the chain breaks (train the turns separately).
+    """
+    eos = tok.eos_token or ""
+    segs, seen = [], ""
+    for p, r in zip(prompts, responses):
+        if not p.startswith(seen):
+            return None
+        if p[len(seen):]:
+            segs.append((p[len(seen):], False))
+        segs.append((r, True))
+        seen = p + r + eos
+    return segs

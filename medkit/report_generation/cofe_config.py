@@ -32,14 +32,21 @@ class DataConfig:
 
 @dataclass
 class EncoderConfig:
-    """MONAI 2D trunk. ``densenet``: DenseNet121 layout when ``block_config`` is (6, 12, 24, 16)."""
+    """MONAI 2D trunk. ``densenet``: DenseNet121 layout when ``block_config`` is (6, 12, 24, 16);
+    ``vit``: ViT-B/16 layout when ``vit_patch=16, vit_hidden=768, vit_layers=12, vit_heads=12,
+    vit_mlp=3072`` (CoFE's ViT option; the defaults below are a CPU-sized ~70k-parameter ViT)."""
 
-    arch: Literal["densenet", "resnet"] = "densenet"
+    arch: Literal["densenet", "resnet", "vit"] = "densenet"
     init_features: int = 16
     growth_rate: int = 8
     block_config: tuple[int, ...] = (2, 2, 2)
     resnet_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
     resnet_planes: tuple[int, int, int, int] = (16, 32, 64, 128)
+    vit_patch: int = 8  # patch side in pixels; data.image_size must be a multiple (64 px -> 8 x 8 = 64 tokens)
+    vit_hidden: int = 64  # token width C (must be a multiple of vit_heads)
+    vit_layers: int = 2  # transformer blocks
+    vit_heads: int = 4  # attention heads per block
+    vit_mlp: int = 128  # hidden width of each block's MLP
 
 
 @dataclass

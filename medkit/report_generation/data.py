@@ -5,7 +5,8 @@ Reads any R2Gen-layout ``annotation.json`` through
 Reports are normalised with R2Gen's cleaner (:func:`medkit.io.clean_report`),
 the text every published BLEU/CIDEr on these sets was computed on. Images are
 the ``view``-th entry of ``image_path`` (frontal in IU-Xray and the synthetic
-set), read as grayscale, resized to ``image_size`` and scaled to [0, 1].
+set), read as grayscale, resized to ``image_size`` and scaled to [0, 1]
+(:func:`load_image`, also the reader of ``medkit report``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from ..io import clean_report, load_report_dataset
-from ..io.errors import MedkitInputError, ReportDatasetError
+from ..io.errors import CorruptFileError, DimensionalityError, MedkitInputError, ReportDatasetError
 from ..metrics.clinical import OBSERVATIONS, label_report, label_vector
 from .cofe_config import DataConfig
 
 RASTER = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = RASTER + DICOM_SUFFIXES + NIFTI_SUFFIXES
+# Slices of these are refused: the model reads projection radiographs (CR, DX, ...).
+CROSS_SECTIONAL = {"CT": "computed tomography", "MR": "magnetic resonance", "PT": "PET", "NM": "nuclear medicine",
+                   "US": "ultrasound"}
 
 
 @dataclass
@@ -35,50 +42,141 @@ class Study:
 
 
 def load_image(path: str | Path, size: int):
-    """A radiograph as a ``(1, size, size)`` float32 tensor in [0, 1].
+    """A radiograph as a ``(1, size, size)`` float32 tensor in [0, 1] (min-max scaled, bilinear resize).
 
-    PNG/JPEG/TIFF through PIL; DICOM through pydicom (MONOCHROME1 inverted);
-    NIfTI through nibabel (a 2D image or the middle slice).
+    The one reader of training and ``medkit report``. PNG/JPEG/TIFF through PIL (colour
+    averaged to grey); DICOM through pydicom, any file name (:func:`dicom_header`:
+    cross-sectional modalities and multi-frame objects refused; rescale applied;
+    MONOCHROME1 inverted); NIfTI through nibabel, 2D or depth 1 only (a volume is
+    refused, never sliced).
 
     Raises:
-        MedkitInputError: naming the file when it cannot be read as an image.
+        MedkitInputError: naming the file and the problem (corrupt, not 2D, not a radiograph).
     """
     import torch
     from PIL import Image
 
     path = Path(path)
-    suffix = "".join(path.suffixes).lower()
-    try:
-        if suffix.endswith(RASTER):
-            arr = np.asarray(Image.open(path).convert("F"), dtype=np.float32)
-        elif suffix.endswith(".dcm") or suffix == "":
-            import pydicom
+    kind = image_kind(path)
+    if kind is None:
+        raise MedkitInputError(path, f"not a radiograph file (expected one of {IMAGE_SUFFIXES}, or DICOM)")
+    if kind == "dicom":
+        arr = _dicom_pixels(path)
+    else:
+        if kind == "nifti":
+            _check_nifti(path)
+        try:
+            if kind == "raster":
+                arr = np.asarray(Image.open(path).convert("F"), dtype=np.float32)
+            else:
+                import nibabel as nib
 
-            ds = pydicom.dcmread(path)
-            arr = ds.pixel_array.astype(np.float32)
-            if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-                arr = arr.max() - arr
-        elif suffix.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            arr = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
-            while arr.ndim > 2:
-                arr = arr[..., arr.shape[-1] // 2]
-            arr = arr.T[::-1]  # NIfTI (x, y) -> display rows top-down
-        else:
-            raise MedkitInputError(path, f"not a radiograph file (expected one of {RASTER}, .dcm, .nii[.gz])")
-    except MedkitInputError:
-        raise
-    except Exception as e:  # PIL/pydicom/nibabel raise many types on bad files
-        raise MedkitInputError(path, f"cannot read image ({type(e).__name__}: {e})") from None
-    if arr.ndim == 3:  # colour stored as (H, W, 3)
-        arr = arr.mean(-1)
+                nii = nib.load(str(path))
+                arr = np.asarray(nii.dataobj, dtype=np.float32).reshape(nii.shape[:2])  # depth 1 checked
+                arr = arr.T[::-1]  # NIfTI (x, y) -> display rows top-down
+        except Exception as e:  # PIL/nibabel raise many types on bad files
+            raise CorruptFileError(path, f"cannot read image ({type(e).__name__}: {e})") from None
     if arr.ndim != 2 or min(arr.shape) < 8:
-        raise MedkitInputError(path, f"expected a 2D image, got shape {arr.shape}")
+        raise DimensionalityError(path, f"expected a 2D radiograph, got an image of shape {arr.shape}")
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     img = Image.fromarray(arr.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(img, dtype=np.float32).copy())[None]
+
+
+def image_kind(path: Path) -> str | None:
+    """``raster`` / ``nifti`` / ``dicom`` by suffix; suffix-less or UID-named files (``1.2.840...``,
+    the usual names in DICOM exports) are DICOM when they carry the Part-10 ``DICM`` marker."""
+    from ..io.dicom import _is_dicom_file
+
+    name = path.name.lower()
+    if name.endswith(RASTER):
+        return "raster"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES) or _is_dicom_file(path):
+        return "dicom"
+    return None
+
+
+
+def dicom_header(path: Path):
+    """``(DicomInstance, case id)`` of one DICOM file; refuses what cannot be one radiograph.
+
+    Raises:
+        CorruptFileError: an unreadable or truncated file, or no SOPInstanceUID to name it by.
+        NonImageError: an object without pixels (SR, RTSTRUCT, ...).
+        DimensionalityError: more than one frame (a CT/MR volume or a cine), not a 2D radiograph.
+    """
+    import pydicom
+
+    from ..io.cases import dicom_case_id
+    from ..io.dicom import read_header
+    from ..io.errors import DimensionalityError, ModalityError, NonImageError
+
+    inst = read_header(path)  # CorruptFileError on a damaged or truncated file
+    if not inst.is_image:
+        raise NonImageError(path, f"DICOM {inst.modality} object without pixel data (not an image object, "
+                                  "or a damaged file): not a radiograph")
+    if inst.modality in CROSS_SECTIONAL:
+        raise ModalityError(path, f"DICOM modality {inst.modality} ({CROSS_SECTIONAL[inst.modality]}): "
+                                  "a slice of a cross-sectional study, not a radiograph (expected CR, DX or another "
+                                  "projection modality)")
+    if inst.frames > 1:
+        raise DimensionalityError(path, f"DICOM {inst.modality} object with {inst.frames} frames "
+                                        f"({inst.rows} x {inst.cols} x {inst.frames}): a 3D volume or cine, "
+                                        "not a 2D radiograph")
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)  # read_header already vetted it
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    if not uid:
+        raise CorruptFileError(path, "DICOM file without SOPInstanceUID: cannot name its report without PHI")
+    return inst, dicom_case_id(inst.description, inst.modality, uid)
+
+
+
+def _dicom_pixels(path: Path) -> np.ndarray:
+    """``(rows, cols)`` float32 pixels with the modality rescale applied and MONOCHROME1
+    (white = low values) inverted, so that, as in MONOCHROME2 and the training PNGs, bone and
+    devices are bright. VOI windows are not applied: training images are min-max scaled too."""
+    import pydicom
+
+    from ..io.dicom import UNCOMPRESSED_TS
+    from ..io.errors import DimensionalityError, UnsupportedTransferSyntaxError
+
+    inst, _ = dicom_header(path)
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        arr = np.asarray(ds.pixel_array, dtype=np.float32)
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on undecodable pixel data
+        cls = CorruptFileError if (not inst.transfer_syntax or inst.transfer_syntax in UNCOMPRESSED_TS) \
+            else UnsupportedTransferSyntaxError
+        raise cls(path, f"DICOM pixel data could not be decoded ({type(e).__name__}: {e})") from None
+    if inst.samples == 3 and arr.ndim == 3:  # RGB secondary capture: grey = channel mean
+        arr = arr.mean(-1)
+    if arr.ndim != 2:
+        raise DimensionalityError(path, f"expected a 2D radiograph, DICOM pixel data has shape {arr.shape}")
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    arr = arr * slope + intercept
+    if inst.photometric == "MONOCHROME1":
+        arr = arr.max() - arr
+    return arr
+
+
+
+def _check_nifti(path: Path) -> None:
+    """A radiograph in NIfTI is 2D, or 3D (4D) with depth 1; refuse a volume rather than pick a slice."""
+    import nibabel as nib
+
+    from ..io.errors import DimensionalityError
+
+    try:
+        shape = tuple(int(n) for n in nib.load(str(path)).shape)
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types on damaged files
+        raise CorruptFileError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    if len(shape) < 2 or any(n != 1 for n in shape[2:]):
+        what = f"a 3D volume of {shape[2]} slices" if len(shape) >= 3 and shape[2] > 1 else "not a 2D image"
+        raise DimensionalityError(path, f"NIfTI image of shape {shape}: {what}; a radiograph is 2D "
+                                        "(or 3D with depth 1)")
 
 
 def ensure_dataset(cfg: DataConfig) -> Path:

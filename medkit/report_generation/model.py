@@ -101,7 +101,7 @@ class CoFE(nn.Module):
     def __init__(self, cfg: ReportConfig, lm, tok, text_dim: int):
         super().__init__()
         self.cfg, self.lm, self.tok = cfg, lm, tok
-        self.encoder = ImageEncoder(cfg.encoder, L)
+        self.encoder = ImageEncoder(cfg.encoder, L, cfg.data.image_size)
         emb = lm.get_input_embeddings().weight
         d, c, s = emb.shape[1], self.encoder.channels, float(emb.detach().float().std())
         self.visual_proj = nn.Sequential(nn.Linear(c, d), nn.GELU(), nn.Linear(d, d))

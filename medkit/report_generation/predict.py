@@ -1,10 +1,13 @@
 """``medkit report``: reports for radiographs from a trained CoFE run folder.
 
 Input: one radiograph (PNG/JPEG/DICOM/NIfTI), a folder of them (case id = file
-name without suffix), or an R2Gen ``annotation.json`` (case id = entry id, the
-``view``-th image of each entry). Output: ``OUT/reports.jsonl``, one
+name without its image suffix; for DICOM, ``{SeriesDescription}-{sha1(SOPInstanceUID)[:8]}``
+from the header), or an R2Gen ``annotation.json`` (case id = entry id, the
+``view``-th image of each entry). A radiograph is one 2D image: a multi-frame
+DICOM or a NIfTI volume of more than one slice is refused, not sliced. Every
+input is read and checked first; then ``OUT/reports.jsonl``, one
 ``{"case_id", "report"}`` per study (plus ``"reference"`` for annotation input),
-written atomically.
+is written atomically, so a bad input leaves no reports file.
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ import torch
 
 from ..config import ConfigError, from_dict
 from ..io import write_jsonl
-from ..io.errors import CorruptFileError, EmptyInputError, MedkitInputError
+from ..io.errors import EmptyInputError, MedkitInputError
 from ..runs import load_checkpoint, pick_device
 from .cofe_config import ReportConfig
-from .data import RASTER, load_image
+from .data import IMAGE_SUFFIXES, NIFTI_SUFFIXES, RASTER, dicom_header, image_kind, load_image
 
-IMAGE_SUFFIXES = RASTER + (".dcm", ".nii", ".nii.gz")
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cofe-synthetic"
 
 
@@ -46,8 +48,28 @@ def load_model(model_dir: str | Path, device: str = "auto"):
     return model.to(pick_device(device)).eval(), cfg
 
 
+def _case_id(path: Path) -> str:
+    """The output key of one image. DICOM files are named from the header, as the io layer
+    names DICOM series (``{SeriesDescription}-{sha1(SOPInstanceUID)[:8]}``), never from the
+    file name, which on clinical exports often holds a patient name, MRN or accession
+    number. Other images keep their file name without the image suffix (the user named them)."""
+    if image_kind(path) == "dicom" or path.suffix == "":
+        return dicom_header(path)[1]
+    name = path.name
+    suffix = next((x for x in NIFTI_SUFFIXES[::-1] + RASTER if name.lower().endswith(x)), path.suffix)
+    return name[: len(name) - len(suffix)]
+
+
 def collect_inputs(input: Path, image_size: int, view: int = 0) -> list[tuple[str, torch.Tensor, str | None]]:
-    """``[(case_id, (1, S, S) image, reference or None)]`` from a file, folder or annotation.json."""
+    """``[(case_id, (1, S, S) image, reference or None)]`` from a file, folder or annotation.json.
+
+    A folder contributes its image files (by suffix, and suffix-less DICOM); other files are
+    skipped. Every image is read and checked before anything is written.
+
+    Raises:
+        MedkitInputError: a missing path, a folder without images, two images with the same case
+            id, or an image that cannot be one radiograph (naming the file).
+    """
     input = Path(input)
     if not input.exists():
         raise EmptyInputError(input, "no such file or folder")
@@ -59,35 +81,23 @@ def collect_inputs(input: Path, image_size: int, view: int = 0) -> list[tuple[st
         for entries in ds.values():
             for e in entries:
                 ref = e.report + (f" {e.extra['impression']}" if e.extra.get("impression") else "")
-                out.append((e.id, load_image(e.image_paths[min(view, len(e.image_paths) - 1)], image_size), ref))
+                out.append((e.id, load_image(e.image_paths[min(view, len(e.image_paths) - 1)], image_size),
+                            ref))
         return out
     if input.is_file():
         return [(_case_id(input), load_image(input, image_size), None)]
-    files = sorted(f for f in input.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+    files = sorted(f for f in input.iterdir() if f.is_file() and not f.name.startswith(".") and image_kind(f))
     if not files:
-        raise EmptyInputError(input, f"no radiographs ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-    return [(_case_id(f), load_image(f, image_size), None) for f in files]
-
-
-def _case_id(path: Path) -> str:
-    """The output key of one image. DICOM files are named from the header, as the io layer
-    names DICOM series (``{SeriesDescription}-{sha1(SOPInstanceUID)[:8]}``), never from the
-    file name, which on clinical exports often holds a patient name, MRN or accession
-    number. Other images keep their file stem (the user named them)."""
-    if path.suffix.lower() in (".dcm", ".dicom", ""):
-        import pydicom
-
-        from ..io.cases import dicom_case_id
-
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as e:  # noqa: BLE001 - any parse failure is the file's problem
-            raise CorruptFileError(path, f"unreadable DICOM header ({type(e).__name__})") from None
-        uid = str(ds.get("SOPInstanceUID", "") or "")
-        if not uid:
-            raise CorruptFileError(path, "DICOM file without SOPInstanceUID: cannot name its report without PHI")
-        return dicom_case_id(str(ds.get("SeriesDescription", "") or ""), str(ds.get("Modality", "") or ""), uid)
-    return path.name.split(".")[0]
+        raise EmptyInputError(input, f"no radiographs ({', '.join(IMAGE_SUFFIXES)} or DICOM) in the folder")
+    out, seen = [], {}
+    for f in files:
+        cid = _case_id(f)
+        if cid in seen:
+            raise MedkitInputError(f, f"same case id {cid!r} as {seen[cid].name}: two images would share one "
+                                      "report key (a duplicated DICOM instance, or the same name twice)")
+        seen[cid] = f
+        out.append((cid, load_image(f, image_size), None))
+    return out
 
 
 def report_cli(*, input: Path, output: Path, model: Path | None = None, device: str = "auto", beams: int = 1,

@@ -22,7 +22,13 @@ def sft(model, tok, prompts: list[str], responses: list[str], cfg: SFTConfig) ->
     Prompts should already be chat-rendered (:func:`medkit.lm.chat_prompt`). Resumes
     from ``cfg.out_dir`` when a checkpoint exists. Returns ``{"step", "loss"}``.
     """
-    from ..lm.generate import encode_pairs, forward_token_stats
+    return sft_examples(model, tok, [[(p, False), (r, True)] for p, r in zip(prompts, responses)], cfg)
+
+
+def sft_examples(model, tok, examples: list[list[tuple[str, bool]]], cfg: SFTConfig) -> dict:
+    """:func:`sft` on examples of ``(text, trained)`` segments (:func:`medkit.lm.encode_segments`),
+    e.g. whole packed dialogues (:func:`medkit.lm.pack_turns`); a batch is ``cfg.batch_size`` examples."""
+    from ..lm.generate import encode_segments, forward_token_stats
 
     acc = make_accelerator(cfg.grad_accum, cfg.device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -37,9 +43,9 @@ def sft(model, tok, prompts: list[str], responses: list[str], cfg: SFTConfig) ->
     loss_v = float("nan")
     for step in range(start, cfg.steps):
         for _ in range(cfg.grad_accum):
-            idx = rng.sample(range(len(prompts)), min(cfg.batch_size, len(prompts)))
-            seq, attn, resp = encode_pairs(tok, [prompts[i] for i in idx], [responses[i] for i in idx],
-                                           max_len=cfg.max_len, device=acc.device)
+            idx = rng.sample(range(len(examples)), min(cfg.batch_size, len(examples)))
+            seq, attn, resp = encode_segments(tok, [examples[i] for i in idx], max_len=cfg.max_len,
+                                              device=acc.device)
             with acc.accumulate(model), autocast(acc.device):
                 lp = forward_token_stats(model, seq, attn)["logprobs"]
                 loss = sft_loss(lp, resp)

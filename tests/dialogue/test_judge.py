@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from medkit.dialogue.judge import LLMJudge, RuleJudge, attach_rubric, make_judge, parse_level
 from medkit.metrics.dialogue import summarize_episodes
@@ -97,3 +101,45 @@ def test_llm_judge_skips_items_that_do_not_apply_and_checks_reply_count(kb):
     assert make_judge("none") is None and isinstance(make_judge("rule"), RuleJudge)
     with pytest.raises(ValueError):
         make_judge("llm")
+
+
+class _DigitLM(torch.nn.Module):
+    """A stand-in causal LM: next-token logits put the given probabilities on the digit tokens
+    (and the rest of the mass, if any, on token 0); records the last input token it saw."""
+
+    def __init__(self, tok, probs: dict[int, float]):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.vocab, self.last = len(tok), []
+        self.logp = torch.full((self.vocab,), -1e9)
+        rest = 1.0 - sum(probs.values())
+        if rest > 1e-9:
+            self.logp[0] = math.log(rest)
+        for d, p in probs.items():
+            self.logp[tok(str(d), add_special_tokens=False)["input_ids"][0]] = math.log(p)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        self.last += input_ids[:, -1].tolist()
+        B, T = input_ids.shape
+        return SimpleNamespace(logits=self.logp.expand(B, T, self.vocab).clone())
+
+
+def test_scored_llm_judge_is_the_probability_weighted_digit(kb):
+    from medkit.lm import tiny_char_tokenizer
+
+    tok = tiny_char_tokenizer()
+    lm = _DigitLM(tok, {3: 0.25, 4: 0.25})          # half the mass on the digits, split 3 / 4
+    judge = LLMJudge.from_model(lm, tok, mode="scored")
+    recs = [_record(_ask("nausea", True))]
+    attach_rubric(recs, [CASE], kb, judge)
+    rub = recs[0]["rubric"]
+    assert rub["history_taking"] == pytest.approx(3.5 / 4) and rub["safety"] == pytest.approx(3.5 / 4)
+    assert judge.stats == {"calls": 2, "parse_failures": 0}
+    assert "digit mass 0.50" in rub["replies"]["safety"]
+    assert set(lm.last) == {tok(">", add_special_tokens=False)["input_ids"][0]}    # the turn opens with <answer>
+    # a model that puts (almost) nothing on the digits is a format failure, not a score
+    judge = LLMJudge.from_model(_DigitLM(tok, {2: 0.01}), tok, mode="scored")
+    out = judge([CASE], [_record(_ask("nausea", True))], kb)
+    assert out[0]["history_taking"] is None and out[0]["failed"] == ["history_taking", "safety"]
+    with pytest.raises(ValueError, match="mode"):
+        LLMJudge.from_model(lm, tok, mode="vibes")

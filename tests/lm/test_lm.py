@@ -80,3 +80,50 @@ def test_reference_is_policy_with_adapter_disabled():
             ref_logits = ref(x).logits
     assert not torch.allclose(changed, want)
     assert torch.allclose(ref_logits, want, atol=1e-5)
+
+
+def _eos_closing_tokenizer():
+    """The tiny char tokenizer with a template that closes each turn with EOS (like SmolLM2's)."""
+    from medkit.lm import tiny_causal_lm
+
+    m, tok = tiny_causal_lm(seed=2)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}<eos>\n{% endfor %}"
+                         "{% if add_generation_prompt %}a:{% endif %}")
+    return m, tok
+
+
+def test_packed_dialogue_trains_the_same_tokens_as_separate_turns():
+    from medkit.lm import (
+        chat_prompt,
+        encode_pairs,
+        encode_segments,
+        forward_token_stats,
+        pack_turns,
+    )
+
+    m, tok = _eos_closing_tokenizer()
+    msgs = [{"role": "user", "content": "i have a cough"}]
+    prompts, responses = [], ["ASK: fever?", "EXAM: chest x-ray", "DIAGNOSIS: pneumonia"]
+    for r, reply in zip(responses, ["yes, since monday", "shadow in the right lung", ""]):
+        prompts.append(chat_prompt(tok, msgs, None))
+        msgs = msgs + [{"role": "assistant", "content": r}, {"role": "user", "content": reply}]
+    segs = pack_turns(tok, prompts, responses)
+    assert segs is not None and [t for t, trained in segs if trained] == responses
+    with torch.no_grad():
+        seq, attn, mask = encode_segments(tok, [segs])
+        packed = forward_token_stats(m, seq, attn)["logprobs"][mask > 0]
+        seq, attn, mask = encode_pairs(tok, prompts, responses)
+        separate = forward_token_stats(m, seq, attn)["logprobs"][mask > 0]   # row-major = turn order
+    # every response token (and its EOS) is trained once, with the same context, hence the same log-prob
+    assert packed.shape == separate.shape == (sum(len(r) + 1 for r in responses),)
+    assert torch.allclose(packed, separate, atol=1e-5)
+
+
+def test_pack_turns_refuses_a_template_that_does_not_close_turns_with_eos():
+    from medkit.lm import chat_prompt, pack_turns, tiny_causal_lm
+
+    _, tok = tiny_causal_lm()              # its template ends a turn with a newline, not EOS
+    p1 = chat_prompt(tok, [{"role": "user", "content": "hi"}], None)
+    p2 = chat_prompt(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ASK: x"},
+                           {"role": "user", "content": "no"}], None)
+    assert pack_turns(tok, [p1, p2], ["ASK: x", "ASK: y"]) is None

@@ -288,13 +288,15 @@ def test_no_phi_in_generated_reports(phi_input, tmp_path, capfd):
     """``medkit report`` on DICOM images whose file names and headers hold PHI (the shipped
     CoFE model): reports.jsonl is keyed by header-derived ids, and no output or log line
     carries the PHI."""
-    import shutil
-
     root, _ = phi_input
     flat = tmp_path / "cxr"
     flat.mkdir()
+    import pydicom
+
     for f in sorted(root.rglob("*.dcm"))[:2]:
-        shutil.copy(f, flat / f.name)  # names like ZZDOE_JOHNATHAN_MRN88442211_0000.dcm
+        ds = pydicom.dcmread(f)                # a CT slice is refused: relabel it a radiograph,
+        ds.Modality = "DX"                     # keeping every PHI element of the header
+        ds.save_as(flat / f.name)              # names like ZZDOE_JOHNATHAN_MRN88442211_0000.dcm
     out = tmp_path / "reports"
     code, text = _invoke(["report", "-i", str(flat), "-o", str(out), "--device", "cpu", "--max-new-tokens", "8"], capfd)
     assert code == 0, text[-1500:]
