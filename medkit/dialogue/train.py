@@ -373,6 +373,26 @@ def _plan(out: Path, name: str, steps: int, upstream: str, resume: bool, log) ->
     return "continue"
 
 
+def _eval_key(policy: Path, held_out, cfg: DialogueTrainConfig) -> str:
+    """What an evaluation depends on: the stage's weights (sha1 of its policy.pt) and the cases,
+    patient, turn limit and seed. A resumed run re-evaluates a stage only when this changes."""
+    import hashlib
+
+    h = hashlib.sha1(policy.read_bytes() if policy.exists() else b"")
+    h.update(json.dumps([[c["case_id"] for c in held_out], cfg.patient, cfg.max_turns, cfg.seed]).encode())
+    return h.hexdigest()
+
+
+def _cached_eval(out: Path, name: str, key: str) -> dict | None:
+    f = out / "eval" / f"{name}.json"
+    try:
+        blob = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = blob.get("key") == key and (out / "predictions" / f"{name}.jsonl").exists()
+    return blob["summary"] if ok else None
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
@@ -401,7 +421,7 @@ def run_training(cfg: DialogueTrainConfig, out: Path, *, resume: bool = False, l
 def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
     import torch
 
-    from ..io.atomic import write_jsonl
+    from ..io.atomic import write_json, write_jsonl
     from .evaluate import evaluate_doctor
     from .policy import build_base, load_policy, make_doctor, save_policy
 
@@ -493,9 +513,16 @@ def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
 
     results = {}
     for name, (m, _) in stages.items():
-        doc = make_doctor(m, tok, cfg.model)
-        recs, summ = evaluate_doctor(doc, held_out, kb, patient=cfg.patient, max_turns=cfg.max_turns, seed=cfg.seed)
-        write_jsonl(out / "predictions" / f"{name}.jsonl", recs)
+        key = _eval_key(out / name / "policy.pt", held_out, cfg)
+        summ = _cached_eval(out, name, key) if resume else None
+        if summ is None:
+            doc = make_doctor(m, tok, cfg.model)
+            recs, summ = evaluate_doctor(doc, held_out, kb, patient=cfg.patient, max_turns=cfg.max_turns,
+                                         seed=cfg.seed)
+            write_jsonl(out / "predictions" / f"{name}.jsonl", recs)
+            write_json(out / "eval" / f"{name}.json", {"key": key, "summary": summ})
+        else:
+            log(f"eval {name}: unchanged weights and cases, reusing eval/{name}.json")
         results[name] = {**summ, "train_s": round(times.get(name, 0.0), 1)}
         log(f"eval {name}: top-1 {summ['top1']['mean']:.3f} {summ['top1']['ci95']}, turns {summ['turns']['mean']:.1f}")
     recs, summ = evaluate_doctor(oracle, held_out, kb, patient=cfg.patient, max_turns=cfg.max_turns, seed=cfg.seed)

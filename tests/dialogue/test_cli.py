@@ -62,6 +62,10 @@ def test_train_then_eval_and_reload(tmp_path):
     # the GRPO step counter continues (1 -> 2), it does not restart at 1
     assert steps_logged("grpo") == [1, 2] and steps_logged("grpo_entropy") == [1, 2]
     assert "grpo step 2/2" in res.output and "grpo step 1/2" not in res.output
+    # unchanged stages are not re-evaluated (same weights, same cases); changed ones are
+    for st in ("base", "sft", "srppo"):
+        assert f"eval {st}: unchanged weights and cases, reusing eval/{st}.json" in res.output
+    assert "eval grpo: unchanged" not in res.output
     assert json.loads((out / "grpo" / "stage.json").read_text())["steps"] == 2
     man = json.loads((out / "manifest.json").read_text())
     assert man["status"] == "completed" and len(man["resumed_at"]) == 1
