@@ -35,6 +35,8 @@ COFE_OVERRIDES = ["optim.steps=250", "counterfactual.warmup_steps=100", "optim.e
 DIALOGUE_OVERRIDES = ["sft.steps=400", "data.n_train=200", "data.n_rl=0", "data.n_eval=24", "data.pool=600",
                       "srppo.enabled=false", "grpo.enabled=false", "grpo_entropy_alpha=0"]
 
+PORTABLE_ROOT = "data/synth-cxr-64"  # data.root recorded in exported CoFE configs (the pipelines' value)
+
 # name -> (kind, pipeline, overrides); the SmolLM2 pipelines are CPU-sized as written.
 SPECS = {
     "cofe-synthetic": ("cofe", "report_synthetic.yaml", COFE_OVERRIDES),
@@ -130,9 +132,15 @@ def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None =
     ck = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
     dst = MODELS / name
     keep = {k: ck[k] for k in ("config", "model", "vocab", "text_dim", "step", "best") if k in ck}
+    # the training data folder was a work folder of this machine: record the pipeline's own path
+    keep["config"] = {**keep["config"], "data": {**keep["config"]["data"], "root": PORTABLE_ROOT}}
     with atomic_path(dst / "model.pt") as tmp:
         torch.save(keep, tmp)
-    write_text(dst / "config.yaml", (run / "config.yaml").read_text())
+    import yaml
+
+    conf = yaml.safe_load((run / "config.yaml").read_text())
+    conf["data"]["root"] = PORTABLE_ROOT
+    write_text(dst / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
     summ = json.loads((run / "summary.json").read_text())
     test = summ.get("test", {})
     metrics = {"model": name, "pipeline": f"pipelines/{pipeline}", "split": summ.get("split"),
@@ -142,6 +150,10 @@ def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None =
     write_json(dst / "metrics.json", metrics)
     write_text(dst / "MODEL_CARD.md", _cofe_card(metrics))
     return dst
+
+
+def _secs(x) -> str:
+    return f"{x:.0f} s ({x / 60:.0f} min)" if isinstance(x, (int, float)) else "n/a"
 
 
 def _fmt(x) -> str:
@@ -196,7 +208,9 @@ def _cofe_card(m: dict) -> str:
     sets = f" with `--set {' --set '.join(m['overrides'])}`" if m["overrides"] else ""
     return f"""# {name}
 
-{what}, trained on the **synthetic** chest-radiograph set of `medkit.synth.cxr`. {NOT_CLINICAL}
+{what}.
+
+Data: the **synthetic** chest-radiograph set of `medkit.synth.cxr`. {NOT_CLINICAL}
 
 ## Inputs and outputs
 - Input: one frontal chest radiograph (PNG/JPEG/DICOM/NIfTI), resized to 64 x 64, grey values scaled to 0..1.
@@ -212,7 +226,8 @@ synthetic test split, never seen in training.
 
 ## How it was trained
 `{m.get('pipeline', 'pipelines/report_synthetic.yaml')}`{sets} ({how}),
-CPU, seed 0, {m.get('step')} steps in {_fmt(m.get('train_seconds'))} s. Reproduce with:
+CPU, seed 0, {m.get('step')} steps (diagnosis-only warm-up included) in {_secs(m.get('train_seconds'))}.
+Reproduce with:
 
     {CMD.format(what=name)}
 
@@ -279,8 +294,9 @@ def _dialogue_card(m: dict) -> str:
     sets = f" with `--set {' --set '.join(m['overrides'])}`" if m["overrides"] else ""
     return f"""# {name}
 
-{what}, on **synthetic** clinical cases (`medkit.synth.cases`). It asks about symptoms,
-orders tests and names a diagnosis. {NOT_CLINICAL}
+{what}. It asks about symptoms, orders tests and names a diagnosis.
+
+Data: **synthetic** clinical cases (`medkit.synth.cases`). {NOT_CLINICAL}
 
 ## Inputs and outputs
 - Input: the dialogue so far (patient's words and test results) as chat messages.
@@ -297,7 +313,7 @@ synthetic cases against the rule-based persona patient.
 
 ## How it was trained
 `{m.get('pipeline', 'pipelines/dialogue_tiny.yaml')}`{sets} ({how}), CPU, seed 0,
-SFT in {_fmt(m['test'].get('train_s'))} s. Reproduce with:
+SFT in {_secs(m['test'].get('train_s'))}. Reproduce with:
 
     {CMD.format(what=name)}
 

