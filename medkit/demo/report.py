@@ -45,7 +45,9 @@ def _model_row(task: str, path: str) -> dict:
 
     p = Path(path)
     folder = p.parent if p.is_file() else p
-    row = {"task": task, "model": folder.name, "path": str(p)}
+    root = Path(__file__).resolve().parents[2]
+    shown = p.resolve().relative_to(root) if p.resolve().is_relative_to(root) else p
+    row = {"task": task, "model": folder.name, "path": str(shown)}
     m = folder / "metrics.json"
     try:
         h = json.loads(m.read_text()).get("headline") if m.exists() else None

