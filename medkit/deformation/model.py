@@ -100,7 +100,7 @@ class DeformationINR(nn.Module):
     """
 
     def __init__(self, frame: GridFrame, t_ref: float, t_span: float, *, fourier_features: int = 48,
-                 fourier_sigma: float = 1.5, time_harmonics: int = 3, width: int = 128, depth: int = 3,
+                 fourier_sigma: float = 1.5, time_harmonics: int = 1, width: int = 128, depth: int = 3,
                  svf: bool = False, svf_grid_factor: int = 4, svf_steps: int = 6, seed: int = 0):
         super().__init__()
         self.frame = frame
