@@ -61,18 +61,23 @@ def evaluate(u_mm: np.ndarray, k: int, ref_img, img_k, lab0, lab_k, lm, affine) 
             "psnr": M.psnr(warped, img_k), "ssim": M.ssim3d(warped, img_k), "dice": float(np.mean(list(d.values())))}
 
 
-def run_case(case: Path, cfg: DeformConfig, holdout: list[int], device, pair_iters: int, log) -> dict:
+def load_case(case: Path):
+    """``(times, affine (4, 4), images (T, X, Y, Z), landmarks, labels per phase)`` of a synth 4D CT case."""
     import nibabel as nib
 
     seq_in = read_sequence(case)
-    n = len(seq_in.frames)
     affine = np.asarray(seq_in.frames[0].affine, dtype=np.float64)
     imgs = torch.stack([torch.as_tensor(np.asarray(f[0]), dtype=torch.float32) for f in seq_in.frames])
     lm = json.loads((case / "landmarks.json").read_text())
-    labs = [np.asarray(nib.load(case / f"labels_{k:02d}.nii.gz").dataobj).astype(int) for k in range(n)]
+    labs = [np.asarray(nib.load(case / f"labels_{k:02d}.nii.gz").dataobj).astype(int) for k in range(len(imgs))]
+    return seq_in.times, affine, imgs, lm, labs
+
+
+def run_case(case: Path, cfg: DeformConfig, holdout: list[int], device, pair_iters: int, log) -> dict:
+    times, affine, imgs, lm, labs = load_case(case)
+    n = len(imgs)
     observed = [k for k in range(n) if k not in holdout]
     moving = [k for k in observed if k != 0]
-    times = seq_in.times
     ev = lambda u, k: evaluate(u, k, imgs[0].numpy(), imgs[k].numpy(), labs[0], labs[k], lm, affine)  # noqa: E731
     res: dict[str, dict] = {}
 

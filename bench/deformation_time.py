@@ -28,12 +28,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from deformation import evaluate  # noqa: E402  (bench/deformation.py)
+from deformation import evaluate, load_case  # noqa: E402  (bench/deformation.py)
 
 from medkit.config import load_config  # noqa: E402
 from medkit.deformation.deform_config import DeformConfig  # noqa: E402
 from medkit.deformation.fit import Sequence, fit, predict_field  # noqa: E402
-from medkit.deformation.sequence import read_sequence  # noqa: E402
 from medkit.runs import package_versions, pick_device  # noqa: E402
 from medkit.synth.motion import Motion4DConfig, generate_4dct_dataset  # noqa: E402
 
@@ -44,19 +43,15 @@ SCHEDULES = {"10 phases, held out 3,7": (10, [3, 7]), "6 phases, held out 2": (6
 def run(case: Path, cfg: DeformConfig, holdout: list[int], device) -> dict:
     import nibabel as nib
 
-    s = read_sequence(case)
-    n = len(s.frames)
-    affine = np.asarray(s.frames[0].affine, dtype=np.float64)
-    imgs = torch.stack([torch.as_tensor(np.asarray(f[0]), dtype=torch.float32) for f in s.frames])
-    lm = json.loads((case / "landmarks.json").read_text())
-    labs = [np.asarray(nib.load(case / f"labels_{k:02d}.nii.gz").dataobj).astype(int) for k in range(n)]
+    times, affine, imgs, lm, labs = load_case(case)
+    n = len(imgs)
     observed = [k for k in range(n) if k not in holdout]
-    seq = Sequence(imgs, s.times, torch.as_tensor(affine, dtype=torch.float32), 0)
+    seq = Sequence(imgs, times, torch.as_tensor(affine, dtype=torch.float32), 0)
     f = fit(seq, cfg, observed, device)
     out = {"seconds": f["seconds"], "observed": {}, "heldout": {}}
     organs = labs[0] > 0
     for k in range(1, n):
-        u = predict_field(f["model"], s.times[k], tuple(imgs.shape[1:]), seq.affine)[0].cpu().numpy()
+        u = predict_field(f["model"], times[k], tuple(imgs.shape[1:]), seq.affine)[0].cpu().numpy()
         r = evaluate(u, k, imgs[0].numpy(), imgs[k].numpy(), labs[0], labs[k], lm, affine)
         true = np.moveaxis(np.asarray(nib.load(case / f"ddf_{k:02d}.nii.gz").dataobj), -1, 0)
         r["motion_pred_mm"] = float(np.linalg.norm(u, axis=0)[organs].mean())
