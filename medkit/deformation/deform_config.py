@@ -44,12 +44,13 @@ class DeformConfig:
     bending_weight: float = 1.0  # bending energy (mm^-2, finite differences) on sampled points
     reg_points: int = 1024
     # Times of the spatial regulariser points: "span" = uniform over the observed span; "imaged" =
-    # only the observed times. Spatial regularisers prefer u = 0, so at unobserved times "span"
-    # pulls the field towards no motion unless time_smooth_weight ties it to its neighbours.
+    # only the observed times (on the demo's 4D CT this changed the left-out-phase field little;
+    # the time encoding below mattered).
     reg_times: str = "span"
     # Temporal smoothness: mean squared second difference of u in normalised time (mm),
     # sum_i |u(t-h) - 2u(t) + u(t+h)|^2 / h^4 with h = time_smooth_step (of the span), on
-    # reg_points random (x, t) in the observed span. 0 = off.
+    # reg_points random (x, t) in the observed span. 0 = off (1e-5 on the demo case flattened
+    # the peak phase: 2.7 mm predicted vs 6.6 mm true).
     time_smooth_weight: float = 0.0
     time_smooth_step: float = 0.05
     fd_step_mm: float = 2.0  # finite-difference step of the regularisers
