@@ -45,7 +45,7 @@ def load_image(path: str | Path, size: int):
     """A radiograph as a ``(1, size, size)`` float32 tensor in [0, 1] (min-max scaled, bilinear resize).
 
     The one reader of training and ``medkit report``. PNG/JPEG/TIFF through PIL (colour
-    averaged to grey); DICOM through pydicom, any file name (:func:`dicom_header`:
+    averaged to grey); DICOM through pydicom, any file name (:func:`_vetted_dicom`:
     cross-sectional modalities and multi-frame objects refused; rescale applied;
     MONOCHROME1 inverted); NIfTI through nibabel, 2D or depth 1 only (a volume is
     refused, never sliced).
@@ -63,15 +63,11 @@ def load_image(path: str | Path, size: int):
     if kind == "dicom":
         arr = _dicom_pixels(path)
     else:
-        if kind == "nifti":
-            _check_nifti(path)
+        nii = _load_nifti_2d(path) if kind == "nifti" else None
         try:
-            if kind == "raster":
+            if nii is None:
                 arr = np.asarray(Image.open(path).convert("F"), dtype=np.float32)
             else:
-                import nibabel as nib
-
-                nii = nib.load(str(path))
                 arr = np.asarray(nii.dataobj, dtype=np.float32).reshape(nii.shape[:2])  # depth 1 checked
                 arr = arr.T[::-1]  # NIfTI (x, y) -> display rows top-down
         except Exception as e:  # PIL/nibabel raise many types on bad files
@@ -99,20 +95,17 @@ def image_kind(path: Path) -> str | None:
     return None
 
 
-
-def dicom_header(path: Path):
-    """``(DicomInstance, case id)`` of one DICOM file; refuses what cannot be one radiograph.
+def _vetted_dicom(path: Path):
+    """The header (:class:`medkit.io.dicom.DicomInstance`) of a DICOM file that can be one radiograph.
 
     Raises:
-        CorruptFileError: an unreadable or truncated file, or no SOPInstanceUID to name it by.
+        CorruptFileError: an unreadable or truncated file.
         NonImageError: an object without pixels (SR, RTSTRUCT, ...).
+        ModalityError: a slice of a cross-sectional study (:data:`CROSS_SECTIONAL`).
         DimensionalityError: more than one frame (a CT/MR volume or a cine), not a 2D radiograph.
     """
-    import pydicom
-
-    from ..io.cases import dicom_case_id
     from ..io.dicom import read_header
-    from ..io.errors import DimensionalityError, ModalityError, NonImageError
+    from ..io.errors import ModalityError, NonImageError
 
     inst = read_header(path)  # CorruptFileError on a damaged or truncated file
     if not inst.is_image:
@@ -126,12 +119,23 @@ def dicom_header(path: Path):
         raise DimensionalityError(path, f"DICOM {inst.modality} object with {inst.frames} frames "
                                         f"({inst.rows} x {inst.cols} x {inst.frames}): a 3D volume or cine, "
                                         "not a 2D radiograph")
+    return inst
+
+
+def dicom_case_id(path: Path) -> str:
+    """The PHI-free output key of one DICOM radiograph, ``{SeriesDescription}-{sha1(SOPInstanceUID)[:8]}``
+    (as the io layer names series); refuses what :func:`_vetted_dicom` refuses, and a file without
+    SOPInstanceUID (:class:`CorruptFileError`)."""
+    import pydicom
+
+    from ..io.cases import dicom_case_id as case_id
+
+    inst = _vetted_dicom(path)
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)  # read_header already vetted it
     uid = str(ds.get("SOPInstanceUID", "") or "")
     if not uid:
         raise CorruptFileError(path, "DICOM file without SOPInstanceUID: cannot name its report without PHI")
-    return inst, dicom_case_id(inst.description, inst.modality, uid)
-
+    return case_id(inst.description, inst.modality, uid)
 
 
 def _dicom_pixels(path: Path) -> np.ndarray:
@@ -141,9 +145,9 @@ def _dicom_pixels(path: Path) -> np.ndarray:
     import pydicom
 
     from ..io.dicom import UNCOMPRESSED_TS
-    from ..io.errors import DimensionalityError, UnsupportedTransferSyntaxError
+    from ..io.errors import UnsupportedTransferSyntaxError
 
-    inst, _ = dicom_header(path)
+    inst = _vetted_dicom(path)
     try:
         ds = pydicom.dcmread(path, force=True)
         arr = np.asarray(ds.pixel_array, dtype=np.float32)
@@ -162,21 +166,21 @@ def _dicom_pixels(path: Path) -> np.ndarray:
     return arr
 
 
-
-def _check_nifti(path: Path) -> None:
-    """A radiograph in NIfTI is 2D, or 3D (4D) with depth 1; refuse a volume rather than pick a slice."""
+def _load_nifti_2d(path: Path):
+    """The nibabel image of a radiograph stored as NIfTI: 2D, or 3D (4D) with depth 1; a volume
+    is refused rather than a slice picked."""
     import nibabel as nib
 
-    from ..io.errors import DimensionalityError
-
     try:
-        shape = tuple(int(n) for n in nib.load(str(path)).shape)
+        nii = nib.load(str(path))
     except Exception as e:  # noqa: BLE001 - nibabel raises many types on damaged files
         raise CorruptFileError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    shape = tuple(int(n) for n in nii.shape)
     if len(shape) < 2 or any(n != 1 for n in shape[2:]):
         what = f"a 3D volume of {shape[2]} slices" if len(shape) >= 3 and shape[2] > 1 else "not a 2D image"
         raise DimensionalityError(path, f"NIfTI image of shape {shape}: {what}; a radiograph is 2D "
                                         "(or 3D with depth 1)")
+    return nii
 
 
 def ensure_dataset(cfg: DataConfig) -> Path:

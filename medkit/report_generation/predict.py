@@ -23,7 +23,7 @@ from ..io import write_jsonl
 from ..io.errors import EmptyInputError, MedkitInputError
 from ..runs import load_checkpoint, pick_device
 from .cofe_config import ReportConfig
-from .data import IMAGE_SUFFIXES, NIFTI_SUFFIXES, RASTER, dicom_header, image_kind, load_image
+from .data import IMAGE_SUFFIXES, NIFTI_SUFFIXES, RASTER, dicom_case_id, image_kind, load_image
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cofe-synthetic"
 
@@ -54,7 +54,7 @@ def _case_id(path: Path) -> str:
     file name, which on clinical exports often holds a patient name, MRN or accession
     number. Other images keep their file name without the image suffix (the user named them)."""
     if image_kind(path) == "dicom" or path.suffix == "":
-        return dicom_header(path)[1]
+        return dicom_case_id(path)
     name = path.name
     suffix = next((x for x in NIFTI_SUFFIXES[::-1] + RASTER if name.lower().endswith(x)), path.suffix)
     return name[: len(name) - len(suffix)]

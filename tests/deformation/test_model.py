@@ -79,9 +79,12 @@ def test_time_acceleration_hand_worked():
 
 
 @pytest.mark.parametrize("opts", [["reg_times=imaged"], ["time_smooth_weight=0.001"]])
-def test_fit_time_options_run(tiny_sequence, opts):
-    cfg = load_config(None, DeformConfig, TINY + ["similarity_source=image", "iters=4", *opts])
-    res = fit(_seq(tiny_sequence), cfg, [0, 2], "cpu")          # phase 1 held out
-    assert np.isfinite(res["losses"]["motion"]).all()
+def test_fit_time_options_change_the_fit(tiny_sequence, opts):
+    base = TINY + ["similarity_source=image", "iters=4"]
+    seq = _seq(tiny_sequence)
+    ref = fit(seq, load_config(None, DeformConfig, base), [0, 2], "cpu")["losses"]["motion"]   # phase 1 held out
+    got = fit(seq, load_config(None, DeformConfig, base + opts), [0, 2], "cpu")["losses"]["motion"]
+    assert np.isfinite(got).all()
+    assert got != ref          # same seed and data: the option reached the loss (regulariser times / extra term)
     with pytest.raises(ValueError, match="reg_times"):
-        fit(_seq(tiny_sequence), load_config(None, DeformConfig, TINY + ["reg_times=never"]), [0, 2], "cpu")
+        fit(seq, load_config(None, DeformConfig, TINY + ["reg_times=never"]), [0, 2], "cpu")
