@@ -62,10 +62,11 @@ def main() -> None:
     import yaml
 
     from medkit.config import load_config
+    from medkit.dialogue.data import load_cases
     from medkit.dialogue.evaluate import error_discovery
     from medkit.dialogue.oracle import OracleDoctor
     from medkit.dialogue.policy import load_policy, make_doctor
-    from medkit.dialogue.train import DialogueTrainConfig, load_cases, run_training
+    from medkit.dialogue.train import DialogueTrainConfig, run_training
     from medkit.io.atomic import write_json
     from medkit.runs import package_versions
 
@@ -97,7 +98,7 @@ def main() -> None:
     agents = {"oracle": OracleDoctor(kb, stop_p=cfg.oracle.stop_p, min_gain=cfg.oracle.min_gain,
                                      test_weight=cfg.oracle.test_weight, rationale=cfg.model.rationale)}
     for stage in ("sft", "grpo"):
-        if (out / stage / "policy.pt").exists():
+        if (out / stage / "model.safetensors").exists():
             m, tok, mcfg, _, _ = load_policy(out / stage, device=device)
             agents[stage] = make_doctor(m, tok, mcfg)
     disc = {name: error_discovery(a, held_out, kb, max_turns=cfg.max_turns, seed=cfg.seed) for name, a in agents.items()}

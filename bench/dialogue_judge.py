@@ -66,11 +66,12 @@ def main() -> None:
     if args.device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+    from medkit.dialogue.data import load_cases
     from medkit.dialogue.evaluate import evaluate_doctor
     from medkit.dialogue.judge import RUBRIC, LLMJudge, RuleJudge
     from medkit.dialogue.oracle import OracleDoctor
     from medkit.dialogue.policy import load_policy, make_doctor
-    from medkit.dialogue.train import DataConfig, load_cases
+    from medkit.dialogue.train_config import DataConfig
     from medkit.lm.load import load_causal_lm
 
     kb, _, cases = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=args.cases, seed=0, pool=100 + 20 * args.cases))

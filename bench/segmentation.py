@@ -90,7 +90,7 @@ def make_cfg(s: dict, arch: str, aug: str, seed: int, steps: int, pre_key: str =
 def load_cases(s: dict, n: int) -> list[dict]:
     from monai.data import MetaTensor
 
-    from medkit.runs import track
+    from medkit.progress import track
     from medkit.segmentation.data import preprocess_transforms
     from medkit.synth.liver_ct import LiverCTConfig, render_case
 

@@ -33,6 +33,8 @@ synth_app = typer.Typer(
 app.add_typer(synth_app, name="synth")
 train_app = typer.Typer(help="Train a model from a pipeline YAML into a run folder.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+model_app = typer.Typer(help="Model folders: export a training run as one (docs/contract.md).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 from .dialogue.cli import dialogue_app  # noqa: E402  (typer only; commands import their deps lazily)
 
@@ -124,7 +126,7 @@ def convert(
     """Convert DICOM/zip/NRRD/MHA to NIfTI in the source geometry (RAS affine, HU for CT)."""
     from .io.convert import ConvertConfig
     from .io.convert import convert as _convert
-    from .runs import track
+    from .progress import track
 
     rows = _convert(
         ConvertConfig(str(input), str(output), modality, series_uid),
@@ -191,7 +193,7 @@ def _synth(module: str, cfg_cls: str, fn: str, out: Path, n: Optional[int], seed
     import importlib
 
     from .config import load_config
-    from .runs import track
+    from .progress import track
 
     mod = importlib.import_module(module)
     base = {"seed": seed, **fixed}
@@ -258,30 +260,48 @@ def synth_cases(out: Path = _OUT, n: Optional[int] = typer.Option(None, help="Nu
 _DEVICE = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda.")
 
 
-def _train_command(name: str, module: str, glob: str, doc: str) -> None:
-    """Register ``medkit train NAME PIPELINE``: every component trains the same way, from a
-    pipeline YAML into a run folder, through its module's ``train_from_pipeline``."""
+def _train_command(name: str, pipeline_name: str, example: str, doc: str) -> None:
+    """Register ``medkit train NAME SPEC``: the same as ``medkit run SPEC`` for a spec of
+    ``pipeline: PIPELINE_NAME`` (a spec of another pipeline is refused)."""
 
-    @train_app.command(name, help=doc)
+    @train_app.command(name, help=f"{doc}\n\nExample: medkit train {name} {example} --out runs/x --set optim.steps=50")
     @friendly_errors
     def _train(
-        pipeline: Path = typer.Argument(..., help=glob),
+        pipeline: str = typer.Argument(..., help=f"A spec path or a shipped spec name, e.g. {example}."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
         resume: bool = typer.Option(False, help="Continue from <out>/checkpoints/last.pt."),
         device: str = _DEVICE,
     ) -> None:
-        import importlib
+        from .pipelines import run_spec
 
-        train_from_pipeline = importlib.import_module(module).train_from_pipeline
-        run_dir = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume, device=device)
+        run_dir = run_spec(pipeline, out=out, overrides=list(set_), resume=resume, device=device,
+                           expect=pipeline_name, log=lambda m: typer.echo(m, err=True))
         typer.echo(f"run folder: {run_dir}")
 
 
-_train_command("segmentation", "medkit.segmentation.train", "pipelines/couinaud_*.yaml",
-               "Train the Couinaud segmenter (LiverFormer or a peer) from a pipeline YAML.")
-_train_command("report", "medkit.report_generation.train", "pipelines/report_*.yaml",
-               "Train the CoFE report generator (counterfactual contrast + learnable prompts) from a pipeline YAML.")
+_train_command("segmentation", "train-segmentation", "couinaud_synthetic",
+               "Train the Couinaud segmenter (LiverFormer or a peer) from a pipeline spec.")
+_train_command("report", "train-report", "report_synthetic",
+               "Train the CoFE report generator (counterfactual contrast + learnable prompts) from a pipeline spec.")
+
+
+@model_app.command("export")
+@friendly_errors
+def model_export(
+    run_dir: Path = typer.Argument(..., help="A training run folder (holds checkpoints/best.pt)."),
+    out: Path = typer.Argument(..., help="The model folder to write (config.yaml, model.safetensors, metrics.json)."),
+    component: str = typer.Option(..., help="segmentation | report_generation | deformation | dialogue."),
+    card: Optional[Path] = typer.Option(None, help="A Markdown model card to copy in as MODEL_CARD.md."),
+    name: Optional[str] = typer.Option(None, help="Rename the model (its config's name)."),
+) -> None:
+    """Turn a training run's best checkpoint into a model folder that --model accepts.
+
+    Example: medkit model export runs/couinaud models/my-liverformer --component segmentation
+    """
+    from .pipelines import export_model
+
+    typer.echo(f"model folder: {export_model(run_dir, out, component, card=card, name=name)}")
 
 
 @app.command()
@@ -315,14 +335,14 @@ def deform(
     labels: Optional[Path] = typer.Option(None, help="Label map on the reference to propagate (contours)."),
     device: str = _DEVICE,
     resume: bool = typer.Option(False, help="Continue an interrupted fit in --output."),
-    config: Optional[Path] = typer.Option(None, help="A pipelines/deform_*.yaml spec whose `config:` sets DeformConfig."),
+    config: Optional[Path] = typer.Option(None, help="A pipelines/deform_*.yaml spec whose `config.model:` sets the fit (DeformConfig)."),
     set_: list[str] = typer.Option([], "--set", help="Override a DeformConfig field (repeatable; after --config)."),
 ) -> None:
     """Fit ST-NeRP to a 4D/longitudinal series and predict deformations at any time, imaged or not."""
     from .deformation.pipeline import deform_cli
 
     times = [float(t) for t in predict_at.split(",")] if predict_at else None
-    overrides = _spec_overrides(config, "deform") + list(set_)
+    overrides = _spec_overrides(config, "deform", "model") + list(set_)
     deform_cli(input=input, output=output, reference=reference, predict_at=times, labels=labels,
                device=device, resume=resume, overrides=overrides, log=lambda m: typer.echo(m, err=True))
 
@@ -344,77 +364,54 @@ def report(
                max_new_tokens=max_new_tokens, log=lambda m: typer.echo(m, err=True))
 
 
-def _spec_overrides(spec_path: Optional[Path], pipeline: str) -> list[str]:
-    """A pipeline spec's ``config:`` block as ``key=value`` overrides (JSON values are
-    valid YAML, so types survive); the spec must name ``pipeline``."""
+def _spec_overrides(spec_path: Optional[Path], pipeline: str, section: str | None = None) -> list[str]:
+    """A pipeline spec's ``config:`` block (or its ``section`` sub-mapping) as ``key=value``
+    overrides (JSON values are valid YAML, so types survive); the spec must name ``pipeline``."""
     import json
 
-    from .config import read_pipeline_spec
+    from .config import ConfigError, read_pipeline_spec
 
     if spec_path is None:
         return []
     cfg = read_pipeline_spec(spec_path, pipeline)
+    if section is not None:
+        cfg = cfg.get(section) or {}
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{spec_path}: `config.{section}` must be a mapping")
     return [f"{k}={json.dumps(v)}" for k, v in cfg.items()]
 
 
 # --------------------------------------------------------------------------- run / demo
 
-# Pipeline name -> (module, config class, function(cfg, run) -> summary dict).
-# A fixed table, not a name lookup into arbitrary code: adding a pipeline means
-# adding its line here.
-PIPELINES: dict[str, tuple[str, str, str]] = {
-    "convert": ("medkit.io.convert", "ConvertConfig", "run_pipeline"),
-}
-
-
 @app.command()
 @friendly_errors
 def run(
-    pipeline: Path = typer.Argument(..., help="A pipelines/*.yaml spec: `pipeline: NAME` and `config: {...}`."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<pipeline>-<time>)."),
+    pipeline: str = typer.Argument(..., help="A spec file (pipelines/*.yaml) or a shipped spec's name, e.g. convert."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set a.b=3 (repeatable)."),
     resume: bool = typer.Option(False, help="Continue the run in --out (from checkpoints/last.pt)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    device: str = _DEVICE,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the spec and print its resolved config; run nothing."),
 ) -> None:
-    """Run a pipeline from its YAML spec, writing a run folder (config, manifest, summary)."""
-    import importlib
+    """Run a pipeline spec into a run folder (config.yaml, manifest.json, summary.json).
 
-    import yaml
+    Examples:
+      medkit run convert --set input=scans/ct_folder
+      medkit run couinaud_synthetic --out runs/couinaud --set optim.steps=50
+      medkit run pipelines/report_synthetic.yaml --dry-run
+    """
+    from .pipelines import resolve, run_spec
 
-    from .config import ConfigError, load_config
-    from .runs import RunDir, seed_everything
+    if dry_run:
+        from .config import dump_config
 
-    try:
-        spec = yaml.safe_load(pipeline.read_text())
-    except FileNotFoundError:
-        _fail(f"{pipeline}: pipeline file not found")
-    except yaml.YAMLError as e:
-        _fail(f"{pipeline}: invalid YAML ({e})")
-    if not isinstance(spec, dict) or "pipeline" not in spec:
-        _fail(f"{pipeline}: a pipeline spec needs a `pipeline:` key (one of {sorted(PIPELINES)})")
-    unknown = set(spec) - {"pipeline", "config", "seed"}
-    if unknown:
-        raise ConfigError(f"{pipeline}: unknown top-level key(s) {sorted(unknown)}; allowed: pipeline, config, seed")
-    name = spec["pipeline"]
-    if name not in PIPELINES:
-        _fail(f"{pipeline}: unknown pipeline {name!r}; available: {', '.join(sorted(PIPELINES))}")
-    mod_name, cls_name, fn_name = PIPELINES[name]
-    mod = importlib.import_module(mod_name)
-    cfg = load_config(spec.get("config") or {}, getattr(mod, cls_name), set_)
-    seed = int(spec.get("seed", seed))
-    seed_everything(seed)
-    out = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    rd = RunDir.create(out, config=cfg, seed=seed, command=" ".join(sys.argv), resume=resume)
-    t0 = time.perf_counter()
-    try:
-        summary = getattr(mod, fn_name)(cfg, rd)
-    except BaseException:
-        rd.finish("failed")
-        raise
-    rd.record_time("total", time.perf_counter() - t0)
-    rd.write_summary(summary)
-    rd.finish()
-    typer.echo(f"run folder: {out}")
+        name, cfg, path = resolve(pipeline, list(set_))
+        typer.echo(f"# {path}: pipeline {name}, resolved config (nothing was run)")
+        typer.echo(dump_config(cfg).rstrip())
+        return
+    run_dir = run_spec(pipeline, out=out, overrides=list(set_), resume=resume, device=device,
+                       log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"run folder: {run_dir}")
 
 
 @app.command()

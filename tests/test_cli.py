@@ -94,7 +94,7 @@ def test_run_convert_pipeline(make_series, tmp_path):
     for name in ("manifest.json", "config.yaml", "summary.json"):
         assert (out / name).is_file(), name
     m = json.loads((out / "manifest.json").read_text())
-    assert m["status"] == "completed" and folder.name in m["inputs"] and m["seed"] == 0
+    assert m["status"] == "completed" and folder.name in m["inputs"] and m["pipeline"]["name"] == "convert"
     assert yaml.safe_load((out / "config.yaml").read_text())["input"] == str(folder)
     s = json.loads((out / "summary.json").read_text())
     assert s["n_ok"] == 1 and s["n_error"] == 0

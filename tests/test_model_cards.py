@@ -50,7 +50,7 @@ def test_segmentation_model_loads_and_runs():
 
     from medkit.segmentation.predict import DEFAULT_MODEL, load_model
 
-    cfg, net = load_model(None)  # the default is the shipped model
+    net, cfg = load_model(None)  # the default is the shipped model
     assert DEFAULT_MODEL.exists() and cfg.model.arch == "liverformer"
     with torch.no_grad():
         out = net(torch.zeros(1, 1, *cfg.preprocess.patch))
@@ -80,7 +80,9 @@ def test_smollm2_models_are_adapters_on_the_packaged_lm():
 
     model, cfg = load_model(MODELS / "cofe-smollm2", device="cpu")
     assert cfg.decoder.lm == "smollm2-135m-instruct" and cfg.decoder.tune == "lora"
-    saved = torch.load(MODELS / "cofe-smollm2" / "model.pt", map_location="cpu", weights_only=False)["model"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(MODELS / "cofe-smollm2" / "model.safetensors"))
     assert any("lora_" in k for k in saved) and not any(k.endswith("embed_tokens.weight") for k in saved)
     doc, tok, mcfg, layers, _ = load_policy(MODELS / "dialogue-doctor-smollm2")
     assert mcfg.name == "smollm2-135m-instruct" and [bool(x["lora"]) for x in layers] == [True]

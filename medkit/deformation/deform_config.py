@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -57,3 +57,27 @@ class DeformConfig:
     bf16: bool = True  # autocast on CUDA only; CPU runs float32
     checkpoint_every: int = 100
     chunk: int = 65536  # points per forward pass when predicting dense fields
+
+
+@dataclass
+class DeformPipelineConfig:
+    """``pipeline: deform`` specs and ``medkit deform``: what to fit and where the series is.
+
+    ``input``: a 4D NIfTI, a folder of phase volumes (``phase_XX.nii.gz`` + ``times.json``)
+    or DICOM series with times. With ``generate_if_missing`` an absent ``input`` folder is
+    filled by the synthetic 4D CT generator (``synth``: :class:`medkit.synth.motion.Motion4DConfig`
+    fields) and its first patient is used.
+    """
+
+    name: str = "deform"
+    input: str = ""
+    reference: int = 0
+    labels: str | None = None  # a label map on the reference to propagate (contours)
+    predict_at: list[float] | None = None  # times to predict (None: every imaged time)
+    generate_if_missing: bool = False
+    synth: dict = field(default_factory=dict)
+    model: DeformConfig = field(default_factory=DeformConfig)
+
+    @property
+    def seed(self) -> int:
+        return self.model.seed

@@ -40,9 +40,12 @@ class Sequence:
 
 
 def scale_hu(x: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
-    """HU -> [0, 1] in ``window`` (lung..soft tissue), clipped, so NCC/MSE see comparable ranges."""
+    """HU -> [0, 1] in ``window`` (lung..soft tissue), clipped, so NCC/MSE see comparable ranges
+    (MONAI's ``ScaleIntensityRange``)."""
+    from monai.transforms import ScaleIntensityRange
+
     lo, hi = window
-    return ((x - lo) / (hi - lo)).clamp(0, 1)
+    return ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True, dtype=None)(x)
 
 
 def _autocast(device: torch.device, on: bool):

@@ -23,8 +23,9 @@ import numpy as np
 
 from ..config import load_config
 from ..io import MedkitInputError, load_volume, save_volume
-from ..runs import RunDir, pick_device, seed_everything, track
-from .deform_config import DeformConfig
+from ..progress import track
+from ..runs import RunDir, pick_device, seed_everything
+from .deform_config import DeformConfig, DeformPipelineConfig
 from .sequence import read_sequence
 
 
@@ -55,27 +56,67 @@ def predict_outputs(model, ref_img, t: float, affine, labels=None):
 
 def deform_cli(*, input: Path, output: Path, reference: int, predict_at: list[float] | None, labels: Path | None,
                device: str, resume: bool, overrides: list[str], log) -> dict:
-    """The body of ``medkit deform`` (see the module doc)."""
+    """The body of ``medkit deform`` (see the module doc): the flags become a
+    :class:`DeformPipelineConfig` (``overrides`` set its ``model`` fields) and run like a spec."""
+    model = load_config(None, DeformConfig, overrides)
+    cfg = DeformPipelineConfig(input=str(input), reference=reference, labels=str(labels) if labels else None,
+                               predict_at=predict_at, model=model)
+    _check_inputs(cfg)
+    dev = pick_device(device)
+    run = RunDir.create(output, config=cfg, seed=model.seed, device=str(dev), command=" ".join(sys.argv),
+                        resume=resume)
+    try:
+        summary = run_pipeline(cfg, run, device=device, resume=resume, log=log)
+    except BaseException:
+        run.finish("failed")
+        raise
+    run.write_summary(summary)
+    run.finish()
+    return summary
+
+
+def _synth_input(cfg: DeformPipelineConfig) -> Path:
+    """``cfg.input``, generated first when it is missing and ``generate_if_missing`` is set."""
+    inp = Path(cfg.input)
+    if not cfg.input:
+        raise MedkitInputError(None, "deform: no input given (--input, or `input:` in the spec)")
+    if not inp.exists() and cfg.generate_if_missing:
+        from ..synth.motion import Motion4DConfig, generate_4dct_dataset
+
+        root = inp.parent
+        generate_4dct_dataset(load_config(dict(cfg.synth), Motion4DConfig), root)
+    return inp
+
+
+def _check_inputs(cfg: DeformPipelineConfig) -> None:
+    if cfg.reference < 0:
+        raise MedkitInputError(cfg.input, f"--reference {cfg.reference} must be >= 0")
+
+
+def run_pipeline(cfg: DeformPipelineConfig, run: RunDir, *, device: str = "auto", resume: bool = False,
+                 log=lambda m: None) -> dict:
+    """Fit ST-NeRP to ``cfg.input`` and write every prediction into ``run`` (``medkit run deform_*``)."""
     import torch
 
     from ..viz.deformation import field_figure, loss_plot
     from .fit import Sequence, fit
 
-    cfg = load_config(None, DeformConfig, overrides)
+    input = _synth_input(cfg)
+    reference, predict_at, output = cfg.reference, cfg.predict_at, run.path
     seq_in = read_sequence(input)
     n = len(seq_in.frames)
     if not 0 <= reference < n:
         raise MedkitInputError(input, f"--reference {reference} out of range: the sequence has {n} time points")
     lab_ref = None
-    if labels is not None:
+    if cfg.labels:
+        labels = Path(cfg.labels)
         lab_vol = load_volume(labels)
         if tuple(lab_vol.shape[-3:]) != tuple(seq_in.frames[0].shape[-3:]):
             raise MedkitInputError(labels, f"label grid {tuple(lab_vol.shape[-3:])} differs from the images' "
                                    f"{tuple(seq_in.frames[0].shape[-3:])}")
         lab_ref = lab_vol[0].numpy()
     dev = pick_device(device)
-    seed_everything(cfg.seed)
-    run = RunDir.create(output, config=cfg, seed=cfg.seed, device=str(dev), command=" ".join(sys.argv), resume=resume)
+    seed_everything(cfg.model.seed)
     run.add_input(input)
     like = seq_in.frames[reference]
     affine = torch.as_tensor(np.asarray(like.affine), dtype=torch.float32)
@@ -85,7 +126,7 @@ def deform_cli(*, input: Path, output: Path, reference: int, predict_at: list[fl
     log(f"{n} time points ({seq_in.unit}): {', '.join(f'{t:g}' for t in seq_in.times)}; reference {reference}; "
         f"device {dev}{'; resuming' if state else ''}")
     t0 = time.perf_counter()
-    res = fit(seq, cfg, list(range(n)), dev, state=state,
+    res = fit(seq, cfg.model, list(range(n)), dev, state=state,
               save=lambda st: run.save_checkpoint(st, "last", config=cfg),
               progress=lambda it, desc: track(it, desc), log=log)
     run.record_time("fit", time.perf_counter() - t0)
@@ -114,7 +155,5 @@ def deform_cli(*, input: Path, output: Path, reference: int, predict_at: list[fl
                "fit_seconds": res["seconds"], "final_loss": res["losses"]["motion"][-1] if res["losses"]["motion"] else None,
                "predictions": rows}
     run.record_time("total", time.perf_counter() - t0)
-    run.write_summary(summary)
-    run.finish()
     log(f"wrote {len(rows)} time point(s) to {pred}")
     return summary

@@ -66,7 +66,7 @@ def shipped(smollm2: str, tiny: str) -> Path:
 # ------------------------------------------------------------------ abdominal CT + segmentation
 
 def synth_liver_ct(ctx: Context) -> dict:
-    from ..runs import track
+    from ..progress import track
     from ..synth import liver_ct
 
     lc = liver_ct.LiverCTConfig(n_cases=1, seed=ctx.study_seed, dicom=True, shape=tuple(ctx.cfg.liver_shape))
@@ -185,13 +185,16 @@ def synth_4dct(ctx: Context) -> dict:
 
 
 def _deform_overrides(extra: list[str]) -> list[str]:
-    """``pipelines/deform_synthetic.yaml``'s ``config:`` as overrides (when the spec ships), then ``extra``."""
+    """``pipelines/deform_synthetic.yaml``'s fit settings (``config.model:``) as overrides (when the
+    spec ships), then ``extra``."""
     import yaml
 
-    spec = ROOT / "pipelines" / "deform_synthetic.yaml"
+    from ..assets import asset_dir
+
+    spec = (asset_dir("pipelines") or ROOT / "pipelines") / "deform_synthetic.yaml"
     base = []
     if spec.exists():
-        conf = (yaml.safe_load(spec.read_text()) or {}).get("config") or {}
+        conf = ((yaml.safe_load(spec.read_text()) or {}).get("config") or {}).get("model") or {}
         base = [f"{k}={json.dumps(v)}" for k, v in conf.items()]
     return base + list(extra)
 
@@ -332,7 +335,7 @@ def dialogue(ctx: Context) -> dict:
     d_out = ctx.out / "dialogue"
     doctors = []
     for name in ctx.cfg.doctors:
-        if name == "model" and not (DOCTOR_MODEL / "policy.pt").exists():
+        if name == "model" and not (DOCTOR_MODEL / "model.safetensors").exists():
             ctx.log(f"[demo] no shipped doctor at {DOCTOR_MODEL}; skipping doctor 'model'")
             continue
         doc, desc = _doctor(name, kb, "cpu" if ctx.device == "cpu" else ctx.device)

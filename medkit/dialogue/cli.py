@@ -34,17 +34,17 @@ def _friendly(fn):
 @dialogue_app.command()
 @_friendly
 def train(
-    pipeline: Path = typer.Argument(..., help="pipelines/dialogue_*.yaml (pipeline: dialogue-train)."),
+    pipeline: str = typer.Argument(..., help="A spec path or shipped name, e.g. dialogue_tiny (pipeline: dialogue-train)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set sft.steps=50 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last completed stage / "
                                                       "checkpoint (only step counts may change)."),
 ) -> None:
     """Oracle demonstrations -> SFT -> SR-PPO and multi-turn GRPO; evaluates every stage."""
-    from .train import train_from_pipeline
+    from ..pipelines import run_spec
 
-    run = train_from_pipeline(pipeline, out=out, overrides=list(set_), resume=resume,
-                              log=lambda m: typer.echo(m, err=True))
+    run = run_spec(pipeline, out=out, overrides=list(set_), resume=resume, expect="dialogue-train",
+                   log=lambda m: typer.echo(m, err=True))
     typer.echo(f"run folder: {run}")
 
 
@@ -85,7 +85,8 @@ def chat(
     """Play the doctor (against a simulated patient) or the patient (against a doctor) in the terminal."""
     from ..config import ConfigError
     from .chat import chat as run_chat
-    from .train import DataConfig, load_cases
+    from .data import load_cases
+    from .train_config import DataConfig
 
     if role not in ("doctor", "patient"):
         raise ConfigError(f"--role {role!r} must be doctor or patient")

@@ -81,9 +81,10 @@ def eval_cli(*, model: str, n_cases: int, patient: str, max_turns: int, seed: in
     by free reasoning (``judge_mode="generate"``) or digit probabilities (``"scored"``)."""
     from ..config import ConfigError
     from ..io.atomic import write_json, write_jsonl
+    from .data import load_cases
     from .judge import make_judge
     from .oracle import OracleDoctor
-    from .train import DataConfig, load_cases
+    from .train_config import DataConfig
 
     if patient not in ("persona", "generic", "llm"):
         raise ConfigError(f"--patient {patient!r} must be persona, generic or llm")

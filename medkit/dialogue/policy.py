@@ -189,38 +189,45 @@ def apply_layer(model, layer: dict):
 
 
 def save_policy(path: str | Path, cfg: ModelConfig, vocab: list[str] | None, layers: list[dict], meta: dict) -> Path:
-    """Atomically write ``policy.pt`` (config, vocabulary, weight layers, meta)."""
-    import torch
-
-    from ..config import to_dict
-    from ..io.atomic import atomic_path
+    """Write a stage as a model folder (docs/contract.md): ``config.yaml`` (the
+    :class:`ModelConfig`), ``model.safetensors`` (layer ``i``'s tensors as ``layers.{i}.{name}``)
+    and ``assets.json`` (the vocabulary, each layer's LoRA options, ``meta``). ``path`` is
+    the folder (a trailing ``policy.pt`` from older callers is dropped)."""
+    from ..runs import save_model_folder
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"model": to_dict(cfg), "vocab": vocab, "layers": layers, "meta": meta}, tmp)
+    if path.suffix == ".pt":
+        path = path.parent
+    weights = {f"layers.{i}.{n}": v for i, layer in enumerate(layers) for n, v in layer["state"].items()}
+    assets = {"vocab": vocab, "meta": meta,
+              "layers": [{"lora": layer["lora"], "keys": sorted(layer["state"])} for layer in layers]}
+    save_model_folder(path, config=cfg, weights=weights, component="dialogue", assets=assets,
+                      metrics={"stage": meta.get("stage")})
     return path
 
 
 def load_policy(path: str | Path, *, device: str = "cpu"):
-    """``(model, tok, cfg, layers, vocab)`` from a ``policy.pt`` (or a folder holding one)."""
-    import torch
-
-    from ..config import from_dict
-    from ..io.errors import MedkitInputError
+    """``(model, tok, cfg, layers, vocab)`` from a stage's model folder (``policy.pt`` in the path
+    is accepted and means its folder). No pickle is executed."""
+    from ..runs import load_model_source, pick_device
 
     path = Path(path)
-    if path.is_dir():
-        path = path / "policy.pt"
-    if not path.exists():
-        raise MedkitInputError(path, "no policy.pt here (give a stage folder of `medkit dialogue train`)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = from_dict(ModelConfig, blob["model"], where=str(path))
-    model, tok = build_base(cfg, blob["vocab"], seed=blob["meta"].get("seed", 0), device="cpu")
-    for layer in blob["layers"]:
+    if path.name == "policy.pt":
+        path = path.parent
+    src = load_model_source(path, ModelConfig, component="dialogue")
+    layers = [{"lora": spec["lora"], "state": {k: src.weights[f"layers.{i}.{k}"] for k in spec["keys"]}}
+              for i, spec in enumerate(src.assets.get("layers", []))]
+    meta = src.assets.get("meta", {})
+    model, tok = build_base(src.cfg, src.assets.get("vocab"), seed=meta.get("seed", 0), device="cpu")
+    for layer in layers:
         model = apply_layer(model, layer)
-    from ..runs import pick_device
+    return model.to(pick_device(device)).eval(), tok, src.cfg, layers, src.assets.get("vocab")
 
-    return model.to(pick_device(device)).eval(), tok, cfg, blob["layers"], blob["vocab"]
+
+def load_model(folder: str | Path, *, device: str = "cpu"):
+    """The component contract's loader: ``(model, cfg)`` (see :func:`load_policy` for the tokenizer)."""
+    model, _, cfg, _, _ = load_policy(folder, device=device)
+    return model, cfg
 
 
 def system_of(cfg: ModelConfig) -> str | None:

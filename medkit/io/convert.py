@@ -74,10 +74,12 @@ def _row(case_id: str, vol, target: Path) -> dict:
     }
 
 
-def run_pipeline(cfg: ConvertConfig, run) -> dict:
+def run_pipeline(cfg: ConvertConfig, run, *, device: str = "auto", resume: bool = False, log=None) -> dict:
     """``medkit run`` entry: convert into ``run/predictions`` unless ``output`` is set."""
-    from ..runs import track
+    from ..progress import track
 
+    if not cfg.input:
+        raise VolumeError(None, "convert: no input given; use --set input=PATH (a DICOM folder, zip, NRRD/MHA)")
     if not cfg.output:
         cfg.output = str(run.path / "predictions")
     run.add_input(cfg.input)

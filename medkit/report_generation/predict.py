@@ -18,34 +18,33 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, from_dict
+from ..assets import shipped_model
+from ..config import ConfigError
 from ..io import write_jsonl
 from ..io.errors import EmptyInputError, MedkitInputError
-from ..runs import load_checkpoint, pick_device
+from ..runs import load_model_source, pick_device
 from .cofe_config import ReportConfig
 from .data import IMAGE_SUFFIXES, NIFTI_SUFFIXES, RASTER, dicom_case_id, image_kind, load_image
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cofe-synthetic"
+DEFAULT_MODEL = shipped_model("cofe-synthetic")  # None when installed without models
 
 
-def load_model(model_dir: str | Path, device: str = "auto"):
-    """``(CoFE model in eval mode, ReportConfig)`` from a run folder (``checkpoints/best.pt``), a
-    model folder (``models/<name>/model.pt``) or a ``.pt`` file."""
+def load_model(model_dir: str | Path | None = None, device: str = "auto"):
+    """``(CoFE model in eval mode, ReportConfig)`` from a model folder (``config.yaml`` +
+    ``model.safetensors`` + ``assets.json``) or a training run folder (``checkpoints/best.pt``);
+    ``None`` is the shipped model. No pickle is executed."""
     from .train import build_model
 
-    p = Path(model_dir)
-    ck_path = p if p.is_file() else next((c for c in (p / "checkpoints" / "best.pt", p / "model.pt") if c.exists()),
-                                         p / "checkpoints" / "best.pt")
-    if not ck_path.exists():
-        raise MedkitInputError(p, "not a report model: no checkpoints/best.pt (a `medkit train report` run) "
-                                  "or model.pt (a models/<name>/ folder)")
-    ck = load_checkpoint(ck_path)
-    if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
-        raise MedkitInputError(ck_path, "not a CoFE checkpoint (no config/model inside)")
-    cfg = from_dict(ReportConfig, ck["config"], where=str(ck_path))
-    model = build_model(cfg, ck.get("vocab"), int(ck["text_dim"]))
-    model.load_saved_state(ck["model"])
-    return model.to(pick_device(device)).eval(), cfg
+    if model_dir is None:
+        model_dir = DEFAULT_MODEL
+        if model_dir is None:
+            raise MedkitInputError(None, "no --model given and no shipped report model found")
+    src = load_model_source(model_dir, ReportConfig, component="report_generation")
+    if "text_dim" not in src.assets:
+        raise MedkitInputError(model_dir, "not a CoFE model: its assets lack text_dim")
+    model = build_model(src.cfg, src.assets.get("vocab"), int(src.assets["text_dim"]))
+    model.load_saved_state(src.weights)
+    return model.to(pick_device(device)).eval(), src.cfg
 
 
 def _case_id(path: Path) -> str:
@@ -103,11 +102,9 @@ def collect_inputs(input: Path, image_size: int, view: int = 0) -> list[tuple[st
 def report_cli(*, input: Path, output: Path, model: Path | None = None, device: str = "auto", beams: int = 1,
                max_new_tokens: int = 96, log: Callable[[str], None] = lambda m: None) -> Path:
     """Body of ``medkit report``; returns the path of ``reports.jsonl``."""
-    if model is None:
-        model = DEFAULT_MODEL
-        if not model.exists():
-            raise ConfigError(f"no --model given and no shipped model at {model}: pass --model RUN_DIR "
-                              "(a folder written by `medkit train report`)")
+    if model is None and DEFAULT_MODEL is None:
+        raise ConfigError("no --model given and no shipped report model found: pass --model RUN_DIR "
+                          "(a folder written by `medkit train report`)")
     if beams < 1 or max_new_tokens < 1:
         raise ConfigError(f"--beams ({beams}) and --max-new-tokens ({max_new_tokens}) must be >= 1")
     net, cfg = load_model(model, device)

@@ -1,4 +1,7 @@
-"""Train CoFE into a run folder (``medkit train report PIPELINE.yaml``).
+"""Train CoFE into a run folder (``medkit run report_synthetic``).
+
+Component contract (docs/contract.md): :class:`ReportConfig`, ``fit(cfg, data, *, run,
+device, resume)``, :func:`run_pipeline`, ``load_model`` in :mod:`.predict`.
 
 Reads top to bottom:
 
@@ -21,18 +24,19 @@ counterfactual set) and continues the count.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io import write_json, write_jsonl
+from ..io import write_jsonl
 from ..metrics.clinical import ce_metrics
 from ..metrics.text import nlg_metrics
-from ..runs import RunDir, open_training_run, pick_device, seed_everything, track
+from ..progress import track
+from ..runs import RunDir, pick_device, seed_everything
 from .cofe_config import ReportConfig
 from .counterfactual import (
     cosine_similarity,
@@ -121,9 +125,18 @@ def val_nll(model: CoFE, val: list[Study], dev, bs: int) -> float:
     return tot / n
 
 
-def fit(cfg: ReportConfig, train: list[Study], val: list[Study], *, run: RunDir | None = None, device: str = "auto",
+@dataclass
+class ReportData:
+    """What :func:`fit` trains on: studies of the train split, and val studies (validation NLL)."""
+
+    train: list[Study]
+    val: list[Study] = field(default_factory=list)
+
+
+def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, device: str = "auto",
         resume: bool = False, log: Callable[[str], None] = lambda m: None, progress=track) -> dict:
     """The training loop. Returns ``{"model", "history", "step", "seconds", "counterfactuals", "best"}``."""
+    train, val = data.train, data.val
     dev = pick_device(device)
     seed_everything(cfg.seed)
     reports = [s.report for s in train]
@@ -197,7 +210,7 @@ def fit(cfg: ReportConfig, train: list[Study], val: list[Study], *, run: RunDir 
             state = {"model": model.saved_state(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "step": step, "best": best, "history": history, "torch_rng": torch.get_rng_state(),
                      "cf_images": cf_images.cpu() if cf_images is not None else None, "cf_info": cf_info,
-                     "vocab": vocab, "text_dim": int(text_np.shape[1])}
+                     "assets": {"vocab": vocab, "text_dim": int(text_np.shape[1])}}
             score = rec["val_nll"] if math.isfinite(rec["val_nll"]) else float(rec.get("total", loss))
             if score < best:
                 best = state["best"] = score
@@ -225,44 +238,33 @@ def score_reports(refs: dict[str, str], hyps: dict[str, str]) -> dict:
     return {**nlg_metrics(refs, hyps, tokenize="none"), **ce_metrics(refs, hyps)}
 
 
-def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
-                        device: str = "auto", log: Callable[[str], None] | None = None) -> Path:
-    """Entry point of ``medkit train report``; returns the run folder."""
-    log = log or (lambda m: print(m, file=sys.stderr))
-    cfg, run = open_training_run(pipeline, "train-report", ReportConfig, out=out, overrides=overrides,
-                                 resume=resume, device=device)
+def run_pipeline(cfg: ReportConfig, run: RunDir, *, device: str = "auto", resume: bool = False,
+                 log: Callable[[str], None] = lambda m: None) -> dict:
+    """``medkit run`` body of ``pipeline: train-report``: fit, then the test split with the best
+    checkpoint (``predictions/reports.jsonl``, NLG + CE metrics). Returns the summary."""
     dev = pick_device(device)
-    t0 = time.perf_counter()
-    try:
-        studies = load_studies(cfg.data, progress=track)
-        run.add_input(Path(cfg.data.root) / "annotation.json")
-        train, val, test = studies.get("train", []), studies.get("val", []), studies.get("test", [])
-        log(f"{len(train)} train, {len(val)} val, {len(test)} test studies")
-        res = fit(cfg, train, val, run=run, device=device, resume=resume, log=log)
-        model = res["model"]
-        best = run.load_checkpoint("best")
-        if best is not None:
-            model.load_saved_state(best["model"])
-        summary = {"step": res["step"], "train_seconds": round(res["seconds"], 2), "history": res["history"],
-                   "counterfactuals": {"n": len(res["counterfactuals"]),
-                                       "shifted": sum(r["shifted"] for r in res["counterfactuals"]),
-                                       "mean_swapped": float(np.mean([r["n_swapped"] for r in res["counterfactuals"]]))
-                                       if res["counterfactuals"] else 0.0},
-                   "split": {k: len(v) for k, v in studies.items()}}
-        if test:
-            hyps, secs = generate_for(model, test, beams=cfg.generate.beams, max_new_tokens=cfg.generate.max_new_tokens,
-                                      device=dev)
-            write_jsonl(run.path / "predictions" / "reports.jsonl",
-                        [{"case_id": s.case_id, "report": h, "reference": s.report} for s, h in zip(test, hyps)])
-            scores = score_reports({s.case_id: s.report for s in test}, {s.case_id: h for s, h in zip(test, hyps)})
-            summary["test"] = {**scores, "reports_per_s": len(test) / max(secs, 1e-9)}
-            log(f"test: BLEU-4 {scores['BLEU_4']:.3f}, CIDEr {scores['CIDEr']:.3f}, "
-                f"CE micro-F1 {scores['micro_f1']:.3f}")
-        run.write_summary(summary)
-        write_json(run.path / "model.json", {"kind": "medkit-cofe", "checkpoint": "checkpoints/best.pt"})
-    except BaseException:
-        run.finish("failed")
-        raise
-    run.record_time("total", time.perf_counter() - t0)
-    run.finish()
-    return run.path
+    studies = load_studies(cfg.data, progress=track)
+    run.add_input(Path(cfg.data.root) / "annotation.json")
+    train, val, test = studies.get("train", []), studies.get("val", []), studies.get("test", [])
+    log(f"{len(train)} train, {len(val)} val, {len(test)} test studies")
+    res = fit(cfg, ReportData(train, val), run=run, device=device, resume=resume, log=log)
+    model = res["model"]
+    best = run.load_checkpoint("best")
+    if best is not None:
+        model.load_saved_state(best["model"])
+    summary = {"step": res["step"], "train_seconds": round(res["seconds"], 2), "history": res["history"],
+               "counterfactuals": {"n": len(res["counterfactuals"]),
+                                   "shifted": sum(r["shifted"] for r in res["counterfactuals"]),
+                                   "mean_swapped": float(np.mean([r["n_swapped"] for r in res["counterfactuals"]]))
+                                   if res["counterfactuals"] else 0.0},
+               "split": {k: len(v) for k, v in studies.items()}}
+    if test:
+        hyps, secs = generate_for(model, test, beams=cfg.generate.beams, max_new_tokens=cfg.generate.max_new_tokens,
+                                  device=dev)
+        write_jsonl(run.path / "predictions" / "reports.jsonl",
+                    [{"case_id": s.case_id, "report": h, "reference": s.report} for s, h in zip(test, hyps)])
+        scores = score_reports({s.case_id: s.report for s in test}, {s.case_id: h for s, h in zip(test, hyps)})
+        summary["test"] = {**scores, "reports_per_s": len(test) / max(secs, 1e-9)}
+        log(f"test: BLEU-4 {scores['BLEU_4']:.3f}, CIDEr {scores['CIDEr']:.3f}, "
+            f"CE micro-F1 {scores['micro_f1']:.3f}")
+    return summary

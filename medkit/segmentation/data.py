@@ -16,10 +16,8 @@ def list_cases(cfg: DataConfig) -> list[tuple[str, Path, Path | None]]:
     """``[(case_id, image_path, label_path or None)]`` sorted by id, for the configured layout."""
     root = Path(cfg.root)
     if cfg.layout == "nnunet":
-        if not root.exists() and cfg.generate_if_missing:
-            from ..synth.liver_ct import generate_dataset
-
-            generate_dataset(cfg.synth, root)
+        if not (root / "summary.json").exists() and cfg.generate_if_missing:
+            _generate_once(cfg, root)
         return [(c.case_id, c.images[0], c.label) for c in discover_cases(root) if c.split == "train"]
     if cfg.label_dir is None:
         raise VolumeError(root, f"layout {cfg.layout!r} needs data.label_dir (the Couinaud label folder)")
@@ -41,6 +39,28 @@ def list_cases(cfg: DataConfig) -> list[tuple[str, Path, Path | None]]:
     return [(cid, img, lab if lab is not None and lab.exists() else None) for cid, img, lab in pairs]
 
 
+def _generate_once(cfg: DataConfig, root: Path, timeout_s: float = 1800.0) -> None:
+    """Generate the synthetic set into ``root``: rank 0 writes it, other ranks of an
+    ``accelerate launch`` wait for its last file (``summary.json``)."""
+    import time
+
+    from ..runs import process_rank
+
+    if process_rank() == 0:
+        if root.exists() and any(root.iterdir()):
+            raise VolumeError(root, "exists but holds no finished synthetic set (no summary.json); remove it "
+                                    "or point data.root elsewhere")
+        from ..synth.liver_ct import generate_dataset
+
+        generate_dataset(cfg.synth, root)
+        return
+    t0 = time.monotonic()
+    while not (root / "summary.json").exists():
+        if time.monotonic() - t0 > timeout_s:
+            raise VolumeError(root, f"rank {process_rank()}: waited {timeout_s:.0f} s for rank 0 to generate the data")
+        time.sleep(1.0)
+
+
 def load_sample(case_id: str, image: Path, label: Path | None) -> dict:
     """Read one case (image in HU, label as float MetaTensor on the image grid)."""
     d = {"case_id": case_id, "image": load_volume(image, modality="CT")}
@@ -58,17 +78,17 @@ def preprocess_transforms(cfg: PreprocessConfig, with_label: bool = True):
         CropForegroundd,
         Orientationd,
         ResizeWithPadOrCropd,
+        ScaleIntensityRanged,
         Spacingd,
     )
-
-    from ..transforms import CTWindowd
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
     return Compose([
         Orientationd(keys, axcodes="RAS"),
         Spacingd(keys, pixdim=cfg.spacing_mm, mode=modes),
-        CTWindowd("image", *cfg.window_hu),
+        # The CT window: HU in window_hu -> [0, 1], clipped (abdomen soft tissue by default).
+        ScaleIntensityRanged("image", *cfg.window_hu, b_min=0.0, b_max=1.0, clip=True),
         # Body crop: windowed fat is ~0.15, air 0; a margin keeps the skin.
         CropForegroundd(keys, source_key="image", select_fn=lambda x: x > 0.05, margin=2, allow_smaller=True),
         ResizeWithPadOrCropd(keys, spatial_size=cfg.grid_shape),
@@ -85,6 +105,7 @@ def train_transforms(pre: PreprocessConfig, aug: AugmentConfig, batch: int, bank
         Compose,
         EnsureTyped,
         Rand3DElasticd,
+        RandCropByLabelClassesd,
         RandCropByPosNegLabeld,
         RandScaleIntensityd,
     )
@@ -101,10 +122,17 @@ def train_transforms(pre: PreprocessConfig, aug: AugmentConfig, batch: int, bank
         ts.append(Rand3DElasticd(["image", "label"], sigma_range=aug.elastic_sigma,
                                  magnitude_range=aug.elastic_magnitude, prob=aug.prob,
                                  mode=["bilinear", "nearest"], padding_mode="border"))
+    if pre.patch_sampling == "class_balanced":
+        # Classes absent from a case get no centres (MONAI warns and renormalises the ratios).
+        crop = RandCropByLabelClassesd(["image", "label"], "label", spatial_size=pre.patch, ratios=[1] * 9,
+                                       num_classes=9, num_samples=batch, allow_smaller=False,
+                                       warn=False)
+    else:
+        crop = RandCropByPosNegLabeld(["image", "label"], "label", spatial_size=pre.patch, pos=2, neg=1,
+                                      num_samples=batch, allow_smaller=False)
     ts += [
         RandScaleIntensityd("image", factors=0.1, prob=0.3),
-        RandCropByPosNegLabeld(["image", "label"], "label", spatial_size=pre.patch, pos=2, neg=1,
-                               num_samples=batch, allow_smaller=False),
+        crop,
         EnsureTyped(["image", "label"], track_meta=False),
     ]
     return Compose(ts)

@@ -1,7 +1,7 @@
 """Build the segmenter named by a :class:`~.train_config.ModelConfig`: LiverFormer or a MONAI peer.
 
-The peers are what a user would pick instead (MONAI's SwinUNETR and
-BasicUNet), built here so the benchmark and ``medkit train`` share one code path.
+The peers are what a user would pick instead (MONAI's DynUNet, the nnU-Net
+architecture; SwinUNETR; BasicUNet), built here so the benchmark and ``medkit train`` share one code path.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def build_model(cfg: ModelConfig, in_channels: int = 1, out_channels: int = 9) -
 
         return BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
                          features=tuple(cfg.basicunet_features))
+    if cfg.arch == "dynunet":
+        from monai.networks.nets import DynUNet
+
+        n = len(cfg.dynunet_filters)
+        return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+                       kernel_size=[3] * n, strides=[1] + [2] * (n - 1), upsample_kernel_size=[2] * (n - 1),
+                       filters=list(cfg.dynunet_filters), norm_name="instance", deep_supervision=False,
+                       res_block=False)
     raise ValueError(f"unknown arch {cfg.arch!r}")
 
 
@@ -39,4 +47,6 @@ def size_multiple(cfg: ModelConfig) -> int:
     """Every input axis of the model must be a multiple of this."""
     if cfg.arch == "liverformer":
         return 2 ** (len(cfg.liverformer.channels) - 1) * cfg.liverformer.patch_size
+    if cfg.arch == "dynunet":
+        return 2 ** (len(cfg.dynunet_filters) - 1)
     return 32 if cfg.arch == "swinunetr" else 16

@@ -120,7 +120,9 @@ class LiverFormer(nn.Module):
             blocks = [ResBlock(c_prev, c, stride=1 if i == 0 else 2)]
             blocks += [ResBlock(c, c) for _ in range(cfg.blocks_per_stage - 1)]
             self.enc.append(nn.Sequential(*blocks))
-        self.bottleneck = TransformerBottleneck(ch[-1], cfg)
+        # ``transformer=False`` keeps every convolution and drops only the global-context
+        # path: the ablation that asks whether the transformer earns its cost.
+        self.bottleneck = TransformerBottleneck(ch[-1], cfg) if cfg.transformer else nn.Identity()
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         self.heads = nn.ModuleList()

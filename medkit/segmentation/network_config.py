@@ -22,6 +22,7 @@ class LiverFormerConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.0
     deep_supervision: bool = False
+    transformer: bool = True  # False: the bottleneck is the identity (the mechanism ablation)
 
     @classmethod
     def tiny(cls) -> LiverFormerConfig:

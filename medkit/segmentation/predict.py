@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import load_config
+from ..assets import shipped_model
 from ..io import (
     DimensionalityError,
     MedkitInputError,
@@ -30,45 +30,36 @@ from ..io import (
     save_volume,
     write_text,
 )
-from ..runs import load_checkpoint, pick_device
+from ..runs import load_model_source, pick_device
 from . import COUINAUD_NAMES
 from .models import build_model
 from .train_config import TrainConfig
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "liverformer-synthetic"
+SHIPPED = "liverformer-synthetic"
+DEFAULT_MODEL = shipped_model(SHIPPED)  # None when medkit is installed without its models
 MIN_SLICES = 8  # fewer slices than this cannot hold a liver at any usual slice thickness
 ROI_MARGIN_MM = 20.0
 
 
-def load_model(model: Path | None):
-    """``(cfg, nn.Module)`` from a training run folder (``checkpoints/best.pt``, config inside)
-    or a model folder (``config.yaml`` + ``model.pt``). Errors name the folder and the fix."""
-    hint = ("train one with `medkit train segmentation pipelines/couinaud_synthetic.yaml --out runs/couinaud` "
-            "and pass --model runs/couinaud")
+def load_model(model: str | Path | None = None) -> tuple[torch.nn.Module, TrainConfig]:
+    """``(network in eval mode, TrainConfig)`` from a model folder (``config.yaml`` +
+    ``model.safetensors``) or a training run folder (``checkpoints/best.pt``); ``None`` is the
+    shipped model. Errors name the folder and the fix; no pickle is ever executed."""
+    hint = ("train one with `medkit run couinaud_synthetic --out runs/couinaud` and pass --model runs/couinaud")
     if model is None:
-        if not DEFAULT_MODEL.exists():
-            raise MedkitInputError(None, f"no --model given and no shipped model at {DEFAULT_MODEL}; {hint}")
         model = DEFAULT_MODEL
-    model = Path(model)
-    if not model.exists():
+        if model is None or not Path(model).exists():
+            raise MedkitInputError(None, f"no --model given and no shipped model models/{SHIPPED}; {hint}")
+    if not Path(model).exists():
         raise MedkitInputError(model, f"model folder not found; {hint}")
-    for name in ("best.pt", "last.pt"):
-        ck = model / "checkpoints" / name
-        if ck.exists():
-            state = load_checkpoint(ck)
-            cfg = load_config(state["config"], TrainConfig)
-            weights = state["model"]
-            break
-    else:
-        if (model / "config.yaml").exists() and (model / "model.pt").exists():
-            cfg = load_config(model / "config.yaml", TrainConfig)
-            weights = torch.load(model / "model.pt", map_location="cpu", weights_only=True)
-        else:
-            raise MedkitInputError(model, "not a model folder: expected checkpoints/best.pt (a training run) "
-                                          f"or config.yaml + model.pt (models/<name>/); {hint}")
-    net = build_model(cfg.model)
-    net.load_state_dict(weights)
-    return cfg, net.eval()
+    src = load_model_source(model, TrainConfig, component="segmentation")
+    net = build_model(src.cfg.model)
+    try:
+        net.load_state_dict(src.weights)
+    except RuntimeError as e:
+        raise MedkitInputError(model, f"weights do not fit the network its config.yaml describes ({str(e)[:200]})") \
+            from None
+    return net.eval(), src.cfg
 
 
 def resample_to_grid(vol: torch.Tensor, src_affine, dst_affine, dst_shape, mode: str = "bilinear",
@@ -118,12 +109,10 @@ def _liver_box(labels: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...] 
 def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False) -> np.ndarray:
     """Labels ``(X, Y, Z)`` uint8 on ``vol``'s own grid (``vol``: MetaTensor ``(1, X, Y, Z)`` HU)."""
     from monai.inferers import sliding_window_inference
-    from monai.transforms import Compose, Orientationd, Spacingd
-
-    from ..transforms import CTWindowd
+    from monai.transforms import Compose, Orientationd, ScaleIntensityRanged, Spacingd
 
     pre = Compose([Orientationd("image", axcodes="RAS"), Spacingd("image", pixdim=cfg.preprocess.spacing_mm),
-                   CTWindowd("image", *cfg.preprocess.window_hu)])
+                   ScaleIntensityRanged("image", *cfg.preprocess.window_hu, b_min=0.0, b_max=1.0, clip=True)])
     img = pre({"image": vol})["image"]
     x = img.as_tensor()[None].float().to(device)
 
@@ -183,7 +172,7 @@ def segment_cli(*, input: Path, output: Path, model: Path | None = None, device:
 
     from ..viz.overlay import save_overlay
 
-    cfg, net = load_model(model)
+    net, cfg = load_model(model)
     dev = pick_device(device)
     net = net.to(dev)
     cases = discover_cases(input)

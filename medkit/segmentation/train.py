@@ -1,4 +1,8 @@
-"""Train a Couinaud segmenter into a run folder (``medkit train segmentation PIPELINE.yaml``).
+"""Train a Couinaud segmenter into a run folder (``medkit run couinaud_synthetic``).
+
+The component contract (docs/contract.md): :class:`TrainConfig` (``train_config.py``);
+``fit(cfg, data, *, run, device, resume)``; :func:`run_pipeline` for ``medkit run``;
+``load_model`` in :mod:`.predict`.
 
 Reads top to bottom: cases -> preprocessing (cached in memory) -> optional
 registration field bank -> the loop (DiceCE, AdamW, bf16 autocast on CUDA,
@@ -11,9 +15,9 @@ run ends bitwise-equal to an uninterrupted one.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,8 @@ import torch.nn.functional as F
 from ..config import ConfigError
 from ..io import write_jsonl
 from ..metrics.segmentation import case_row, segment_scores, summarise
-from ..runs import RunDir, open_training_run, pick_device, seed_everything, track
+from ..progress import track
+from ..runs import RunDir, pick_device, seed_everything
 from . import COUINAUD_NAMES
 from .data import list_cases, load_sample, preprocess_transforms, train_transforms
 from .models import build_model
@@ -69,7 +74,11 @@ def build_field_bank(cfg: TrainConfig, atlases: list[dict], targets: list[dict],
     from ..transforms import FieldBank, register_pair
 
     bank = FieldBank(root)
-    pairs = [(a, t) for a in atlases for t in [t for t in targets if t["case_id"] != a["case_id"]][: cfg.augment.max_targets]]
+    # Unlabelled scans first: the paper's point is to borrow their anatomy; another labelled
+    # atlas as a target only adds a shape the labelled set already has.
+    ordered = sorted(targets, key=lambda t: not t.get("unlabelled", False))
+    pairs = [(a, t) for a in atlases
+             for t in [t for t in ordered if t["case_id"] != a["case_id"]][: cfg.augment.max_targets]]
     for a, t in progress(pairs, "registration"):
         ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration)
         bank.add(a["case_id"], t["case_id"], ddf, a["image"].affine, info)
@@ -100,6 +109,23 @@ def evaluate(model, samples: list[dict], cfg: TrainConfig, device) -> dict:
     return summarise(rows)
 
 
+def write_curve(history: list[dict], path: Path, name: str) -> None:
+    """``logs/curve.png``: validation Dice (and training loss) against steps."""
+    from ..viz.curves import plot_curves
+
+    steps = [h["step"] for h in history]
+    series = {"val Dice (mean I-VIII)": (steps, [h.get("dice_mean") for h in history])}
+    if any(h.get("dice_mean") is not None for h in history):
+        plot_curves(series, path, ylabel="Dice", title=f"{name}: validation Dice")
+
+
+def curve_plateau(history: list[dict]) -> dict:
+    """The plateau test (< 0.5 Dice points over the last quarter of the steps) on a run's history."""
+    from ..viz.curves import plateau
+
+    return plateau([h["step"] for h in history], [h.get("dice_mean") for h in history], frac=0.25, tol=0.005)
+
+
 def _randomizables(root) -> list:
     """Every MONAI ``Randomizable`` reachable from ``root`` (a Compose), in a fixed order:
     the objects whose ``R`` (``np.random.RandomState``) a resumed run must restore."""
@@ -123,18 +149,36 @@ def _randomizables(root) -> list:
     return out
 
 
-def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | None = None, bank=None,
-        device: str = "auto", resume: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
-    """The training loop. Returns ``{"model", "history", "best", "step", "s_per_step", "params"}``.
+@dataclass
+class SegmentationData:
+    """What :func:`fit` trains on: preprocessed samples (dicts with ``image``/``label``
+    MetaTensors ``(1, X, Y, Z)`` on one grid, ``case_id``).
 
-    ``train`` holds preprocessed labelled samples (the atlases when augmenting by registration).
+    Attributes:
+        train: labelled training samples (the atlases when augmenting by registration).
+        val: validation samples (Dice every ``optim.val_every`` steps; may be empty).
+        bank: the registration :class:`~medkit.transforms.FieldBank` (``augment.kind=registration``).
     """
+
+    train: list[dict]
+    val: list[dict] = field(default_factory=list)
+    bank: object = None
+
+
+def fit(cfg: TrainConfig, data: SegmentationData, *, run: RunDir | None = None, device: str = "auto",
+        resume: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
+    """The training loop. Returns ``{"model", "history", "best", "step", "s_per_step", "params"}``."""
+    train, val, bank = data.train, data.val, data.bank
     from accelerate import Accelerator
     from monai.losses import DiceCELoss
 
     dev = pick_device(device)
     seed_everything(cfg.seed)
-    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Without deep supervision the coarse heads get no gradient; DDP must be told (or it hangs).
+    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no",
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     model = build_model(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(cfg.optim.steps, 1)) ** 0.9)
@@ -156,12 +200,14 @@ def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | N
     if step and ck.get("np_rng") is not None:  # resume exactly where the checkpoint left off
         rng.bit_generator.state = ck["np_rng"]
         for t, st in zip(_randomizables(tr), ck["transform_rng"], strict=True):
-            t.R.set_state(st)
+            t.R.set_state((st[0], np.asarray(st[1], dtype=np.uint32), *st[2:]))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     model.train()
     t_loop, n_timed = 0.0, 0
+    drawn = []  # (step, case_id) this rank trained on: logs/rank{k}.json under several processes
     for _ in track(range(step, cfg.optim.steps), "train", total=cfg.optim.steps - step):
         sample = train[int(rng.integers(len(train)))]
+        drawn.append((step, sample["case_id"]))
         crops = tr(sample)
         x = torch.stack([c["image"] for c in crops]).to(acc.device)
         y = torch.stack([c["label"] for c in crops]).to(acc.device)
@@ -186,6 +232,7 @@ def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | N
                 rec.update({k: v["mean"] for k, v in agg.items() if k.startswith("dice")})
             history.append(rec)
             write_jsonl(run.path / "logs" / "metrics.jsonl", history)
+            write_curve(history, run.path / "logs" / "curve.png", cfg.name)
             state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "step": step, "best": best, "history": history,
                      "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state,
@@ -198,8 +245,26 @@ def fit(cfg: TrainConfig, train: list[dict], val: list[dict], *, run: RunDir | N
             log(f"step {step}: loss {rec['loss']:.4f}" + (f", val Dice {rec['dice_mean']:.3f}" if "dice_mean" in rec
                                                          and rec["dice_mean"] is not None else ""))
     model = acc.unwrap_model(model)
+    if acc.num_processes > 1 and run is not None:
+        _write_rank_log(run.path / "logs" / f"rank{acc.process_index}.json", drawn, model)
+        acc.wait_for_everyone()
     return {"model": model, "history": history, "best": best, "step": step,
             "s_per_step": t_loop / max(n_timed, 1), "params": sum(p.numel() for p in model.parameters())}
+
+
+def _write_rank_log(path: Path, drawn: list, model) -> None:
+    """What one rank of a multi-process run drew, and a digest of its final weights (DDP keeps
+    the ranks' weights identical; tests/segmentation/test_distributed.py checks both)."""
+    import hashlib
+
+    from ..io.atomic import write_json
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"drawn": drawn, "weights_sha256": h.hexdigest()})
 
 
 def split_cases(cfg: TrainConfig, cases: list) -> tuple[list, list, list]:
@@ -211,43 +276,34 @@ def split_cases(cfg: TrainConfig, cases: list) -> tuple[list, list, list]:
     return cases[: n - n_val - n_test], cases[n - n_val - n_test: n - n_val], cases[n - n_val:]
 
 
-def train_from_pipeline(pipeline: Path, *, out: Path | None = None, overrides: list[str] = (), resume: bool = False,
-                        device: str = "auto", log: Callable[[str], None] | None = None) -> Path:
-    """Entry point of ``medkit train segmentation``; returns the run folder."""
-    log = log or (lambda m: print(m, file=sys.stderr))
-    cfg, run = open_training_run(pipeline, "train-segmentation", TrainConfig, out=out, overrides=overrides,
-                                 resume=resume, device=device)
-    t0 = time.perf_counter()
-    try:
-        cases = list_cases(cfg.data)
-        train_c, test_c, val_c = split_cases(cfg, cases)
-        n_lab = cfg.data.n_labelled if cfg.data.n_labelled is not None else len(train_c)
-        labelled = [c for c in train_c if c[2] is not None][:n_lab]
-        if not labelled:
-            raise ConfigError(f"{cfg.data.root}: no labelled training case")
-        unlabelled = [(cid, img, None) for cid, img, _ in train_c if cid not in {c[0] for c in labelled}]
-        log(f"{len(labelled)} labelled + {len(unlabelled)} unlabelled training, {len(val_c)} val, {len(test_c)} test")
-        train_s = preprocess_cases(cfg, labelled)
-        val_s = preprocess_cases(cfg, val_c)
-        bank = None
-        if cfg.augment.kind == "registration":
-            others = preprocess_cases(cfg, unlabelled) if unlabelled else []
-            bank = build_field_bank(cfg, train_s, train_s + others, root=run.path / "fields")
-        res = fit(cfg, train_s, val_s, run=run, bank=bank, device=device, resume=resume, log=log)
-        summary = {"step": res["step"], "best_val_dice_mean": res["best"], "params": res["params"],
-                   "s_per_step": res["s_per_step"], "history": res["history"],
-                   "split": {"train": [c[0] for c in labelled], "unlabelled": [c[0] for c in unlabelled],
-                             "val": [c[0] for c in val_c], "test": [c[0] for c in test_c]}}
-        if test_c:
-            best = run.load_checkpoint("best")
-            model = build_model(cfg.model)
-            model.load_state_dict(best["model"])
-            summary["test"] = evaluate(model.to(pick_device(device)), preprocess_cases(cfg, test_c), cfg,
-                                       pick_device(device))
-        run.write_summary(summary)
-    except BaseException:
-        run.finish("failed")
-        raise
-    run.record_time("total", time.perf_counter() - t0)
-    run.finish()
-    return run.path
+def run_pipeline(cfg: TrainConfig, run: RunDir, *, device: str = "auto", resume: bool = False,
+                 log: Callable[[str], None] = lambda m: None) -> dict:
+    """``medkit run`` body of ``pipeline: train-segmentation``: split, preprocess, (register),
+    :func:`fit`, then the held-out test cases with the best checkpoint. Returns the summary."""
+    cases = list_cases(cfg.data)
+    train_c, test_c, val_c = split_cases(cfg, cases)
+    n_lab = cfg.data.n_labelled if cfg.data.n_labelled is not None else len(train_c)
+    labelled = [c for c in train_c if c[2] is not None][:n_lab]
+    if not labelled:
+        raise ConfigError(f"{cfg.data.root}: no labelled training case")
+    unlabelled = [(cid, img, None) for cid, img, _ in train_c if cid not in {c[0] for c in labelled}]
+    log(f"{len(labelled)} labelled + {len(unlabelled)} unlabelled training, {len(val_c)} val, {len(test_c)} test")
+    train_s = preprocess_cases(cfg, labelled)
+    val_s = preprocess_cases(cfg, val_c)
+    bank = None
+    if cfg.augment.kind == "registration":
+        others = preprocess_cases(cfg, unlabelled) if unlabelled else []
+        bank = build_field_bank(cfg, train_s, train_s + others, root=run.path / "fields")
+    res = fit(cfg, SegmentationData(train_s, val_s, bank), run=run, device=device, resume=resume, log=log)
+    summary = {"step": res["step"], "best_val_dice_mean": res["best"], "params": res["params"],
+               "s_per_step": res["s_per_step"], "history": res["history"],
+               "plateau": curve_plateau(res["history"]),
+               "split": {"train": [c[0] for c in labelled], "unlabelled": [c[0] for c in unlabelled],
+                         "val": [c[0] for c in val_c], "test": [c[0] for c in test_c]}}
+    if test_c:
+        best = run.load_checkpoint("best")
+        model = build_model(cfg.model)
+        model.load_state_dict(best["model"])
+        summary["test"] = evaluate(model.to(pick_device(device)), preprocess_cases(cfg, test_c), cfg,
+                                   pick_device(device))
+    return summary

@@ -35,6 +35,11 @@ class PreprocessConfig:
     window_hu: tuple[float, float] = (-160.0, 240.0)  # abdomen soft tissue: liver vs contrast vessels
     grid_shape: tuple[int, int, int] = (80, 64, 64)  # common grid (registration needs one)
     patch: tuple[int, int, int] = (64, 64, 32)  # training crop / sliding-window ROI
+    # Patch centres: ``class_balanced`` picks a class uniformly among background and the
+    # eight segments, then a voxel of it (nnU-Net's foreground oversampling, per class), so
+    # segment I, a few ml, is seen as often as segment VIII; ``pos_neg`` is MONAI's 2:1
+    # foreground/background draw, which almost never centres on segment I.
+    patch_sampling: Literal["class_balanced", "pos_neg"] = "class_balanced"
 
 
 @dataclass
@@ -51,10 +56,12 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["liverformer", "swinunetr", "basicunet"] = "liverformer"
+    arch: Literal["liverformer", "swinunetr", "basicunet", "dynunet"] = "liverformer"
     liverformer: LiverFormerConfig = field(default_factory=LiverFormerConfig)
     swin_feature_size: int = 12
     basicunet_features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)
+    # DynUNet (MONAI's nnU-Net architecture): one stage per filter count, stride 2 after the first.
+    dynunet_filters: tuple[int, ...] = (16, 32, 64, 128)
 
 
 @dataclass

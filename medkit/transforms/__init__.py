@@ -1,4 +1,7 @@
-"""MONAI-compatible transforms MONAI lacks: CT windows, registration-based augmentation.
+"""MONAI-compatible transforms MONAI lacks: registration-based augmentation.
+
+CT windowing is MONAI's own ``ScaleIntensityRange(d)`` (``a_min``/``a_max`` the window
+in HU, ``b_min=0``, ``b_max=1``, ``clip=True``); there is no copy of it here.
 
 Array transforms take channel-first ``(C, X, Y, Z)`` tensors; the ``...d``
 dictionary wrappers act on sample dicts (keys of the data contract). Random
@@ -7,13 +10,12 @@ fixes the output. One transform per file; torch is imported by those files,
 not here.
 """
 
-from .ct_window import CTWindow, CTWindowd
 from .field_bank import FieldBank, FieldRecord
 from .rand_registration_augment import RandRegistrationAugment, RandRegistrationAugmentd
 from .registration import RegistrationConfig, register_pair
 from .registration_augment import RegistrationAugment, RegistrationAugmentd
 
 __all__ = [
-    "CTWindow", "CTWindowd", "FieldBank", "FieldRecord", "RandRegistrationAugment", "RandRegistrationAugmentd",
+    "FieldBank", "FieldRecord", "RandRegistrationAugment", "RandRegistrationAugmentd",
     "RegistrationAugment", "RegistrationAugmentd", "RegistrationConfig", "register_pair",
 ]

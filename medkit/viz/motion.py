@@ -25,8 +25,11 @@ def colormap(v: np.ndarray) -> np.ndarray:
 
 
 def _window(hu: np.ndarray, lo: float = -1000.0, hi: float = 300.0) -> np.ndarray:
-    """HU -> grey [0, 1]; -1000..300 shows lung vessels and soft tissue at once."""
-    return np.clip((hu - lo) / (hi - lo), 0, 1)
+    """HU -> grey [0, 1] (MONAI's ``ScaleIntensityRange``); -1000..300 shows lung vessels and
+    soft tissue at once."""
+    from monai.transforms import ScaleIntensityRange
+
+    return np.asarray(ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True, dtype=np.float32)(np.asarray(hu)))
 
 
 def displacement_figure(case_dir: str | Path, out_png: str | Path, phase: int | None = None,

@@ -100,8 +100,12 @@ def _panels(vol: np.ndarray, idx: tuple[int, int, int]) -> list[tuple[str, np.nd
 
 
 def _window(img: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """HU -> uint8 grey through the display window (MONAI's ``ScaleIntensityRange``)."""
+    from monai.transforms import ScaleIntensityRange
+
     lo, hi = window
-    return (np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    grey = ScaleIntensityRange(lo, max(hi, lo + 1e-6), 0.0, 255.0, clip=True, dtype=np.float32)(img)
+    return np.asarray(grey).astype(np.uint8)
 
 
 def render_overlay(image, labels, *, spacing=None, label_names: dict | None = None,

@@ -50,14 +50,15 @@ def test_unknown_config_key_is_an_error(tiny_sequence, tmp_path):
 
 
 def test_config_spec_feeds_deform_overrides(tmp_path):
-    """`medkit deform --config pipelines/deform_*.yaml` turns the spec into typed overrides."""
+    """`medkit deform --config pipelines/deform_*.yaml` turns the spec's `model:` block into typed
+    overrides of the fit."""
     from medkit.cli import _spec_overrides
     from medkit.config import ConfigError, load_config
     from medkit.deformation.deform_config import DeformConfig
 
     ROOT = Path(__file__).resolve().parents[2]
     for spec in sorted((ROOT / "pipelines").glob("deform_*.yaml")):
-        cfg = load_config(None, DeformConfig, _spec_overrides(spec, "deform"))  # unknown keys would raise
+        cfg = load_config(None, DeformConfig, _spec_overrides(spec, "deform", "model"))  # unknown keys would raise
         assert isinstance(cfg.iters, int)
     bad = tmp_path / "x.yaml"
     bad.write_text("pipeline: convert\nconfig: {}\n")

@@ -40,7 +40,7 @@ def test_train_then_eval_and_reload(tmp_path):
     from medkit.dialogue.policy import load_policy
 
     m, tok, cfg, layers, _ = load_policy(out / "grpo")
-    m2, *_ = load_policy(out / "grpo" / "policy.pt")
+    m2, *_ = load_policy(out / "grpo" / "policy.pt")  # a path to the old file name means its folder
     x = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.allclose(m(x).logits, m2(x).logits)
@@ -51,13 +51,13 @@ def test_train_then_eval_and_reload(tmp_path):
     def steps_logged(stage):
         return [json.loads(x)["step"] for x in (out / stage / "loop" / "logs" / "metrics.jsonl").read_text().splitlines()]
 
-    kept = {st: (out / st / "policy.pt").stat().st_mtime_ns for st in ("base", "sft", "srppo")}
+    kept = {st: (out / st / "model.safetensors").stat().st_mtime_ns for st in ("base", "sft", "srppo")}
     sft_rows, ppo_rows = steps_logged("sft"), steps_logged("srppo")
     assert steps_logged("grpo") == [1]
     res = runner.invoke(app, args + ["--set", "grpo.steps=2", "--resume"])
     assert res.exit_code == 0, res.output
     assert "sft: completed earlier (3 steps)" in res.output and "srppo: completed earlier (1 steps)" in res.output
-    assert {st: (out / st / "policy.pt").stat().st_mtime_ns for st in kept} == kept       # not rewritten
+    assert {st: (out / st / "model.safetensors").stat().st_mtime_ns for st in kept} == kept       # not rewritten
     assert steps_logged("sft") == sft_rows == [1, 2, 3] and steps_logged("srppo") == ppo_rows == [1]
     # the GRPO step counter continues (1 -> 2), it does not restart at 1
     assert steps_logged("grpo") == [1, 2] and steps_logged("grpo_entropy") == [1, 2]
@@ -103,9 +103,9 @@ def test_eval_oracle_and_user_errors(tmp_path):
     res = runner.invoke(app, ["dialogue", "eval", "--judge", "vibes", "--output", str(tmp_path / "j")])
     assert res.exit_code == 2 and "--judge 'vibes'" in res.output
     res = runner.invoke(app, ["dialogue", "eval", "--model", str(tmp_path / "nothing"), "--output", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "no policy.pt" in res.output
+    assert res.exit_code == 2 and "model folder not found" in res.output
     res = runner.invoke(app, ["dialogue", "train", str(tmp_path / "missing.yaml")])
-    assert res.exit_code == 2 and "pipeline file not found" in res.output
+    assert res.exit_code == 2 and "no such pipeline spec" in res.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("pipeline: dialogue-train\nconfig: {grpo: {stepz: 3}}\n")
     res = runner.invoke(app, ["dialogue", "train", str(bad)])
@@ -115,7 +115,8 @@ def test_eval_oracle_and_user_errors(tmp_path):
 
 
 def test_chat_person_plays_doctor_with_clirunner():
-    from medkit.dialogue.train import DataConfig, load_cases
+    from medkit.dialogue.data import load_cases
+    from medkit.dialogue.train_config import DataConfig
 
     _, _, held = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=1, pool=120))
     truth = held[0]["diagnosis"]["name"]

@@ -64,17 +64,17 @@ def tiny_train_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A model folder (``config.yaml`` + ``model.pt``) holding an untrained tiny LiverFormer."""
+    """A model folder (``config.yaml`` + ``model.safetensors``) holding an untrained tiny LiverFormer."""
     import torch
 
-    from medkit.config import dump_config
     from medkit.segmentation.models import build_model
 
     d = tmp_path_factory.mktemp("tiny-model")
     cfg = tiny_train_cfg()
     torch.manual_seed(0)
-    torch.save(build_model(cfg.model).state_dict(), d / "model.pt")
-    (d / "config.yaml").write_text(dump_config(cfg))
+    from medkit.runs import save_model_folder
+
+    save_model_folder(d, config=cfg, weights=build_model(cfg.model).state_dict(), component="segmentation")
     return d
 
 

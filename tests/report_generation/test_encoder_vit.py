@@ -69,14 +69,14 @@ def test_vit_counterfactual_patch_swap():
 
 
 def test_tiny_cofe_training_with_vit(cxr_dir, tmp_path):
+    from medkit.pipelines import run_spec
     from medkit.report_generation.predict import load_model, report_cli
-    from medkit.report_generation.train import train_from_pipeline
     from medkit.runs import load_checkpoint
 
     ov = tiny_overrides(cxr_dir) + TINY_VIT + ["optim.steps=3", "optim.eval_every=3",
                                                "counterfactual.warmup_steps=2", "counterfactual.patch=16",
                                                "counterfactual.n_pictures=1"]
-    run = train_from_pipeline(PIPE, out=tmp_path / "run", overrides=ov, device="cpu")
+    run = run_spec(PIPE, expect="train-report", out=tmp_path / "run", overrides=ov, device="cpu")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["step"] == 5 and summary["counterfactuals"]["n"] > 0
     hist = [json.loads(x) for x in (run / "logs" / "metrics.jsonl").read_text().splitlines()]

@@ -20,14 +20,11 @@ from typer.testing import CliRunner
 from medkit.cli import app
 from medkit.io.cases import dicom_case_id
 from medkit.report_generation.data import load_image
-from medkit.report_generation.predict import DEFAULT_MODEL
 
 ENV = {"MEDKIT_NO_PROGRESS": "1"}
 DX_SOP = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 CR_SOP = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
 ENHANCED_CT_SOP = "1.2.840.10008.5.1.4.1.1.2.1"
-
-pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model.pt").is_file(), reason="shipped CoFE model missing")
 
 
 def _chest(size: int = 64, seed: int = 0) -> np.ndarray:

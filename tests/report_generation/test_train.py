@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from medkit.cli import app
 from medkit.config import ConfigError
 from medkit.io.errors import MedkitInputError, ReportDatasetError
+from medkit.pipelines import run_spec
 from medkit.report_generation.predict import report_cli
-from medkit.report_generation.train import train_from_pipeline
 
 from .conftest import tiny_overrides
 
@@ -23,7 +23,7 @@ ENV = {"MEDKIT_NO_PROGRESS": "1"}
 @pytest.fixture(scope="module")
 def run_dir(cxr_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "r1"
-    return train_from_pipeline(PIPE, out=out, overrides=tiny_overrides(cxr_dir), device="cpu")
+    return run_spec(PIPE, expect="train-report", out=out, overrides=tiny_overrides(cxr_dir), device="cpu")
 
 
 def test_run_folder(run_dir, cxr_dir):
@@ -41,7 +41,7 @@ def test_run_folder(run_dir, cxr_dir):
 
 
 def test_resume_continues_the_count(run_dir, cxr_dir):
-    out = train_from_pipeline(PIPE, out=run_dir, overrides=["optim.steps=9"], resume=True, device="cpu")
+    out = run_spec(PIPE, expect="train-report", out=run_dir, overrides=["optim.steps=9"], resume=True, device="cpu")
     hist = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in hist] == [7, 10, 13]
     assert json.loads((out / "summary.json").read_text())["step"] == 13
@@ -62,16 +62,16 @@ def test_report_cli_on_annotation_and_folder(run_dir, cxr_dir, tmp_path):
 def test_clear_errors(cxr_dir, tmp_path, monkeypatch):
     import medkit.report_generation.predict as P
 
-    monkeypatch.setattr(P, "DEFAULT_MODEL", tmp_path / "no-shipped-model")
+    monkeypatch.setattr(P, "DEFAULT_MODEL", None)
     with pytest.raises(ConfigError, match="--model"):
         report_cli(input=cxr_dir, output=tmp_path, model=None)
     monkeypatch.undo()
-    with pytest.raises(MedkitInputError, match="no checkpoints/best.pt"):
+    with pytest.raises(MedkitInputError, match="not a model folder"):
         report_cli(input=cxr_dir, output=tmp_path, model=tmp_path)
     with pytest.raises(ConfigError, match="unknown key"):
-        train_from_pipeline(PIPE, out=tmp_path / "x", overrides=["optim.stepz=3"])
+        run_spec(PIPE, expect="train-report", out=tmp_path / "x", overrides=["optim.stepz=3"])
     with pytest.raises(ReportDatasetError, match="annotation"):
-        train_from_pipeline(PIPE, out=tmp_path / "y", overrides=[f"data.root={tmp_path / 'none'}",
+        run_spec(PIPE, expect="train-report", out=tmp_path / "y", overrides=[f"data.root={tmp_path / 'none'}",
                                                                   "data.generate_if_missing=false"], device="cpu")
     r = CliRunner().invoke(app, ["report", "-i", str(tmp_path / "nope"), "-o", str(tmp_path / "o")], env=ENV)
     assert r.exit_code == 2 and "nope" in r.output and "no such file" in r.output

@@ -42,13 +42,13 @@ def tiny_samples():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A models/<name>/ folder (config.yaml + model.pt) with an untrained tiny LiverFormer."""
-    from medkit.config import dump_config
+    """A models/<name>/ folder (config.yaml + model.safetensors) with an untrained tiny LiverFormer."""
     from medkit.segmentation.models import build_model
 
     d = tmp_path_factory.mktemp("model")
     cfg = tiny_cfg()
     torch.manual_seed(0)
-    torch.save(build_model(cfg.model).state_dict(), d / "model.pt")
-    (d / "config.yaml").write_text(dump_config(cfg))
+    from medkit.runs import save_model_folder
+
+    save_model_folder(d, config=cfg, weights=build_model(cfg.model).state_dict(), component="segmentation")
     return d

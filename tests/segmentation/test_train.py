@@ -7,7 +7,7 @@ import torch
 
 from medkit.runs import RunDir
 from medkit.segmentation.models import build_model
-from medkit.segmentation.train import deep_supervision_loss, fit, split_cases
+from medkit.segmentation.train import SegmentationData, deep_supervision_loss, fit, split_cases
 
 from .conftest import tiny_cfg
 
@@ -39,7 +39,7 @@ def test_fit_smoke_checkpoint_and_resume(tiny_samples, tmp_path):
     run = RunDir.create(tmp_path / "run", config=cfg, seed=0)
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in build_model(cfg.model).state_dict().items()}
-    out = fit(cfg, tiny_samples[:1], tiny_samples[1:], run=run, device="cpu")
+    out = fit(cfg, SegmentationData(tiny_samples[:1], tiny_samples[1:]), run=run, device="cpu")
     assert out["step"] == 3
     after = out["model"].state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -54,32 +54,36 @@ def test_fit_smoke_checkpoint_and_resume(tiny_samples, tmp_path):
     assert all(torch.equal(reloaded.state_dict()[k], after[k]) for k in after)
     # Resume to 5 steps: the count continues from 3, not from 0.
     cfg.optim.steps = 5
-    out2 = fit(cfg, tiny_samples[:1], tiny_samples[1:], run=run, device="cpu", resume=True)
+    out2 = fit(cfg, SegmentationData(tiny_samples[:1], tiny_samples[1:]), run=run, device="cpu", resume=True)
     assert out2["step"] == 5 and run.load_checkpoint("last")["step"] == 5
     steps = [json.loads(line)["step"] for line in (run.path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 5]
 
 
 def test_export_model_folder_round_trips_through_segment_loader(tiny_samples, tmp_path):
-    """A run folder exports to models/<name>/ whose weights equal the best checkpoint's,
-    and `medkit segment`'s loader reads it back; a folder without best.pt is refused."""
+    """A run folder exports to models/<name>/ (safetensors, config.yaml) whose weights equal the
+    best checkpoint's, and `medkit segment`'s loader reads it back; a folder without a
+    checkpoint is refused."""
     from medkit.io import MedkitInputError
-    from medkit.segmentation.export import export_model
+    from medkit.pipelines import export_model
     from medkit.segmentation.predict import load_model
 
     cfg = tiny_cfg()
     run = RunDir.create(tmp_path / "run", config=cfg, seed=0)
-    fit(cfg, tiny_samples[:1], tiny_samples[1:], run=run, device="cpu")
+    fit(cfg, SegmentationData(tiny_samples[:1], tiny_samples[1:]), run=run, device="cpu")
     run.write_summary({"test": {"aggregate": {"dice_mean": {"mean": 0.5}}}, "step": 3})
-    out = export_model(run.path, tmp_path / "models" / "tiny-export", name="tiny-export")
+    out = export_model(run.path, tmp_path / "models" / "tiny-export", "segmentation", name="tiny-export")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "model.safetensors"]
     best = run.load_checkpoint("best")["model"]
-    got_cfg, net = load_model(out)
+    net, got_cfg = load_model(out)
     assert got_cfg.name == "tiny-export"
     assert all(torch.equal(net.state_dict()[k], best[k].float()) for k in best)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test"]["aggregate"]["dice_mean"]["mean"] == 0.5 and len(metrics["model_sha256"]) == 64
-    with pytest.raises(MedkitInputError, match="best.pt"):
-        export_model(tmp_path / "run-empty", tmp_path / "x")
+    assert metrics["test"]["aggregate"]["dice_mean"]["mean"] == 0.5 and len(metrics["weights_sha256"]) == 64
+    assert metrics["component"] == "segmentation"
+    (tmp_path / "run-empty").mkdir()
+    with pytest.raises(MedkitInputError, match="not a model folder"):
+        export_model(tmp_path / "run-empty", tmp_path / "x", "segmentation")
 
 
 def test_interrupted_then_resumed_training_is_bitwise_equal(tiny_samples, tmp_path, monkeypatch):
@@ -89,7 +93,7 @@ def test_interrupted_then_resumed_training_is_bitwise_equal(tiny_samples, tmp_pa
 
     cfg = tiny_cfg()
     cfg.optim.steps = 5
-    ref = fit(cfg, tiny_samples[:1], [], run=RunDir.create(tmp_path / "ref", config=cfg, seed=0), device="cpu")
+    ref = fit(cfg, SegmentationData(tiny_samples[:1]), run=RunDir.create(tmp_path / "ref", config=cfg, seed=0), device="cpu")
 
     def dying_track(it, *a, **k):
         for i, x in enumerate(it):
@@ -100,10 +104,10 @@ def test_interrupted_then_resumed_training_is_bitwise_equal(tiny_samples, tmp_pa
     run = RunDir.create(tmp_path / "run", config=cfg, seed=0)
     monkeypatch.setattr(T, "track", dying_track)
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tiny_samples[:1], [], run=run, device="cpu")
+        fit(cfg, SegmentationData(tiny_samples[:1]), run=run, device="cpu")
     assert run.load_checkpoint("last")["step"] == 3
     monkeypatch.undo()
-    out = fit(cfg, tiny_samples[:1], [], run=run, device="cpu", resume=True)
+    out = fit(cfg, SegmentationData(tiny_samples[:1]), run=run, device="cpu", resume=True)
     assert out["step"] == 5
     a, b = ref["model"].state_dict(), out["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]

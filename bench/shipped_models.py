@@ -5,7 +5,7 @@
 - ``models/cofe-synthetic`` and ``models/dialogue-doctor-synthetic``: the same recipes on a tiny
   random-init word-level LM (the CPU benchmarks' models; seconds to load).
 
-    OMP_NUM_THREADS=1 .venv/bin/python models/train_demo_models.py {NAME|cofe|dialogue|smollm2|all} \
+    OMP_NUM_THREADS=1 .venv/bin/python bench/shipped_models.py {NAME|cofe|dialogue|smollm2|all} \
         [--work runs/train-demo-models] [--from-run RUN]
 
 Each model is trained by its own public pipeline (``medkit train report`` /
@@ -52,7 +52,7 @@ NOT_CLINICAL = ("Trained on synthetic phantoms for demonstration only; **not for
 
 
 # The documented command (the work folder only holds the run folders and generated data).
-CMD = "OMP_NUM_THREADS=1 .venv/bin/python models/train_demo_models.py {what}"
+CMD = "OMP_NUM_THREADS=1 .venv/bin/python bench/shipped_models.py {what}"
 
 
 HEADLINES = {  # model kind -> (metric shown in the card, where its value is in metrics.json)
@@ -118,36 +118,30 @@ def check_run(run: Path, name: str) -> None:
 
 
 def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None = None) -> Path:
-    import torch
+    from dataclasses import replace
 
-    from medkit.io.atomic import atomic_path, write_json, write_text
-    from medkit.report_generation.train import train_from_pipeline
+    from medkit.io.atomic import write_text
+    from medkit.pipelines import run_spec
+    from medkit.report_generation.cofe_config import ReportConfig
+    from medkit.runs import load_model_source, save_model_folder
 
     _, pipeline, overrides_ = SPECS[name]
     run = from_run or work / name
     if from_run is None:
         overrides = [f"data.root={work / 'synth-cxr-64'}", *overrides_]
-        train_from_pipeline(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu")
+        run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu", expect="train-report")
     check_run(run, name)
-    ck = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
-    dst = MODELS / name
-    keep = {k: ck[k] for k in ("config", "model", "vocab", "text_dim", "step", "best") if k in ck}
+    src = load_model_source(run, ReportConfig)
     # the training data folder was a work folder of this machine: record the pipeline's own path
-    keep["config"] = {**keep["config"], "data": {**keep["config"]["data"], "root": PORTABLE_ROOT}}
-    with atomic_path(dst / "model.pt") as tmp:
-        torch.save(keep, tmp)
-    import yaml
-
-    conf = yaml.safe_load((run / "config.yaml").read_text())
-    conf["data"]["root"] = PORTABLE_ROOT
-    write_text(dst / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
+    cfg = replace(src.cfg, data=replace(src.cfg.data, root=Path(PORTABLE_ROOT)))
     summ = json.loads((run / "summary.json").read_text())
     test = summ.get("test", {})
     metrics = {"model": name, "pipeline": f"pipelines/{pipeline}", "split": summ.get("split"),
                "step": summ.get("step"), "train_seconds": summ.get("train_seconds"), "test": test,
                "overrides": overrides_}
     metrics = with_headline(metrics)
-    write_json(dst / "metrics.json", metrics)
+    dst = save_model_folder(MODELS / name, config=cfg, weights=src.weights, component="report_generation",
+                            assets=src.assets, metrics=metrics)
     write_text(dst / "MODEL_CARD.md", _cofe_card(metrics))
     return dst
 
@@ -260,24 +254,25 @@ applied to the generated and the reference report.
 def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run: Path | None = None) -> Path:
     import shutil
 
-    from medkit.dialogue.train import train_from_pipeline
-    from medkit.io.atomic import atomic_path, write_json, write_text
+    from medkit.io.atomic import write_json, write_text
+    from medkit.pipelines import run_spec
 
     _, pipeline, overrides = SPECS[name]
     run = from_run or work / name
     if from_run is None:
-        train_from_pipeline(ROOT / "pipelines" / pipeline, out=run, overrides=overrides,
-                            log=lambda s: print(s, file=sys.stderr))
+        run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, expect="dialogue-train",
+                 log=lambda s: print(s, file=sys.stderr))
     check_run(run, name)
     dst = MODELS / name
-    with atomic_path(dst / "policy.pt") as tmp:
-        shutil.copyfile(run / "sft" / "policy.pt", tmp)
-    write_text(dst / "config.yaml", (run / "config.yaml").read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("config.yaml", "model.safetensors", "assets.json"):  # the SFT stage is a model folder
+        shutil.copyfile(run / "sft" / f, dst / f)
     summ = json.loads((run / "summary.json").read_text())
     res = summ["results"]
-    metrics = {"model": name, "pipeline": f"pipelines/{pipeline}", "stage": "sft", "n_eval": summ["n_eval"],
-               "patient": summ["patient"], "test": res["sft"], "oracle": res["oracle"], "base": res["base"],
-               "overrides": overrides}
+    metrics = {"component": "dialogue", "format": "medkit-model/1", "model": name, "pipeline": f"pipelines/{pipeline}",
+               "stage": "sft", "n_eval": summ["n_eval"], "patient": summ["patient"], "test": res["sft"],
+               "oracle": res["oracle"], "base": res["base"], "overrides": overrides,
+               "training_config": json.loads(json.dumps(summ.get("config")))}
     metrics = with_headline(metrics)
     write_json(dst / "metrics.json", metrics)
     write_text(dst / "MODEL_CARD.md", _dialogue_card(metrics))
