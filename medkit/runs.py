@@ -352,7 +352,7 @@ def save_model_folder(path: str | Path, *, config: Any, weights: dict, component
         bad = sorted(k for k, v in weights.items() if not isinstance(v, torch.Tensor))[:5]
         raise TypeError(f"weights must be tensors; not tensors: {bad}")
     with atomic_path(path / "model.safetensors") as tmp:
-        save_file(flat, str(tmp), metadata={"format": "pt", "component": component})
+        save_file(flat, str(tmp), metadata={"format": "pt"})  # one key: a byte-reproducible header
     write_text(path / "config.yaml", dump_config(config))
     if assets:
         write_json(path / "assets.json", assets)
@@ -447,7 +447,7 @@ def export_model_folder(run_dir: str | Path, out_dir: str | Path, cls: type, *, 
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").exists() else {}
     out = {"test": summary.get("test"), "split": summary.get("split"), "steps": summary.get("step"),
-           "plateau": summary.get("plateau"),
+           "plateau": summary.get("plateau"), "history": summary.get("history"),
            "provenance": {k: manifest.get(k) for k in ("medkit_version", "git_sha", "seed", "device", "command",
                                                        "packages", "started_at", "finished_at")},
            **(metrics or {})}
