@@ -137,6 +137,17 @@ def render_card() -> Path:
     hist = m.get("history") or []
     smooth = plateau([h["step"] for h in hist], [h.get("dice_mean") for h in hist], smooth=3)
     fresh_txt = []
+    m["fresh_phantoms"] = {f"seed_{d['config']['seed']}": {
+        "results": f"bench/results/{name}", "n": d["config"]["n"],
+        "dice_mean": d["tables"]["aggregate"]["dice_mean"]["mean"],
+        "target": d["targets"]["shipped_model_fresh_phantoms"]} for name, d in fresh.items()}
+    first = fresh.get("segmentation_shipped-cpu.json")
+    if first is not None:
+        m["headline"] = {"metric": "mean Dice", "value": first["tables"]["aggregate"]["dice_mean"]["mean"],
+                         "path": f"fresh_phantoms.seed_{first['config']['seed']}.dice_mean"}
+    from medkit.io.atomic import write_json
+
+    write_json(folder / "metrics.json", m)
     for name, d in fresh.items():
         t = d["targets"]["shipped_model_fresh_phantoms"]
         fresh_txt.append(f"### {d['config']['n']} fresh phantoms, seed {d['config']['seed']} (`bench/results/{name}`)\n\n"
@@ -196,6 +207,8 @@ from a prediction scores Dice 0 and the image diagonal as HD95 and is averaged i
 {_table(m['test']['aggregate'], names)}
 
 ## Fresh phantoms through `medkit segment` (the issue-17 target)
+Headline: mean Dice **{m.get('headline', {}).get('value', float('nan')):.3f}** on {first['config']['n'] if first else '?'} fresh phantoms (seed {first['config']['seed'] if first else '?'}).
+
 `python bench/segmentation_shipped.py [--seed S]`: new phantoms at the generator's defaults with seeds
 no training set used, each segmented by the real command, scored on the phantom's own grid.
 
