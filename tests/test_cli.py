@@ -53,16 +53,23 @@ def test_inspect_dicom_file(make_series):
     assert "dicom" in r.output and f"({arr.shape[0]}, {arr.shape[1]}, 1)" in r.output and "CT" in r.output
 
 
-def test_inspect_two_series_lists_them(two_series):
+def test_inspect_two_series_lists_them_with_whole_uids(two_series):
+    """A folder of two studies lists its cases with their series UIDs whole (no '...' at any
+    width, piped), and no SeriesDescription (free text, may hold names)."""
     from medkit.io import MultipleSeriesError
 
     with pytest.raises(MultipleSeriesError) as ei:
         load_volume(two_series)
-    r = _invoke("inspect", two_series)
+    r = CliRunner().invoke(app, ["inspect", str(two_series)], env={"COLUMNS": "60", "MEDKIT_NO_PROGRESS": "1"})
     assert r.exit_code == 0, r.output
-    assert "2 image series" in r.output and "AX 5mm" in r.output and "AX 1mm" in r.output
+    assert "2 cases" in r.output and "AX 5mm" not in r.output and "..." not in r.output
     for uid, *_ in ei.value.series:
         assert uid in r.output
+
+
+def test_inspect_wrong_series_uid_is_an_error(two_series):
+    r = _invoke("inspect", two_series / "a", "--series-uid", "1.2.3.999")
+    _one_error_line(r, str(two_series / "a"), "series UID 1.2.3.999 not found")
 
 
 def test_convert_folder_to_nifti(make_series, tmp_path):
@@ -80,8 +87,11 @@ def test_convert_two_series_to_folder(two_series, tmp_path):
     r = _invoke("convert", two_series, out)
     assert r.exit_code == 0, r.output
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) == 2 and all(f.endswith("_0000.nii.gz") for f in files)
-    assert sorted(load_volume(out / f).shape[-1] for f in files) == [3, 4]
+    assert files == ["a_0000.nii.gz", "b_0000.nii.gz", "cases.csv"]  # ids: the study folders' names
+    assert sorted(load_volume(out / f).shape[-1] for f in files[:2]) == [3, 4]
+    # The same again is refused (nothing replaced silently); --overwrite replaces.
+    _one_error_line(_invoke("convert", two_series, out), "a_0000.nii.gz", "--overwrite")
+    assert _invoke("convert", two_series, out, "--overwrite").exit_code == 0
 
 
 def test_run_convert_pipeline(make_series, tmp_path):
@@ -98,9 +108,9 @@ def test_run_convert_pipeline(make_series, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["input"] == str(folder)
     s = json.loads((out / "summary.json").read_text())
     assert s["n_ok"] == 1 and s["n_error"] == 0
-    written = list((out / "predictions").iterdir())
-    assert len(written) == 1
-    np.testing.assert_allclose(np.asarray(load_volume(written[0]).affine), aff, atol=1e-4)
+    written = sorted((out / "predictions").iterdir())
+    assert [p.name for p in written] == ["cases.csv", "ct_0000.nii.gz"]
+    np.testing.assert_allclose(np.asarray(load_volume(written[1]).affine), aff, atol=1e-4)
     # The same --out again is refused (exit 2), not overwritten.
     again = _invoke("run", spec, "--out", out)
     assert again.exit_code == 2 and "not empty" in again.stderr

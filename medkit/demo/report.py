@@ -139,7 +139,8 @@ def _reports(st: dict) -> Section:
     for x in r["studies"]:
         s.heading(x["case_id"])
         if x["image"]:
-            s.image(x["image"], f"{x['case_id']} (frontal view)")
+            s.image(x["image"], f"{x['case_id']}: frontal view (the model reads it resized to its input size)",
+                    width=384)
         s.pre("Generated report", x["generated"])
         s.pre("Reference report", x["reference"])
         s.table(x["findings"], "labeler findings (1 positive, 0 negative, -1 uncertain)")

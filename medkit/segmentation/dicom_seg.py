@@ -30,6 +30,9 @@ IDENTITY_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientS
                        "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
 #: Type-3 free text highdicom copies from the source study, removed unless ``copy_identity``.
 IDENTITY_OPTIONAL = ("StudyDescription",)
+#: Exactly what ``copy_identity=True`` adds to the SEG (tests/segmentation/test_dicom_seg.py checks
+#: that no other source attribute value reaches it, and that these do).
+COPIED_WITH_IDENTITY = IDENTITY_ATTRIBUTES + IDENTITY_OPTIONAL
 #: Source-site attributes highdicom would copy into ContributingEquipmentSequence; never needed.
 SITE_ATTRIBUTES = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
                    "OperatorsName", "PerformingPhysicianName")
