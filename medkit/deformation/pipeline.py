@@ -115,7 +115,6 @@ def deform(input: str | Path, output: str | Path | None = None, *, reference: in
     dev = pick_device(device)
     cid = check_case_id(case_id) if case_id else file_case_id(Path(input))
     _check_inputs(cfg)
-    log(f"reading {input}")
     seq = check_sequence(cfg)  # everything about the input, before the output folder is touched
     if output is None:
         import tempfile

@@ -74,10 +74,17 @@ class OutputFolder:
     """
 
     def __init__(self, path: str | Path, command: str, *, overwrite: bool = False):
+        self.created = not Path(path).exists()
         self.path = check_writable(path)
         self.command = command
         self.overwrite = overwrite
         self._cases = self._read_cases()
+
+    def discard_if_unused(self) -> None:
+        """Remove the folder again when this run created it and wrote nothing into it (a run
+        that failed before its first case leaves no empty folder behind)."""
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     # ------------------------------------------------------------------ cases.csv
     def _read_cases(self) -> list[dict]:

@@ -146,14 +146,15 @@ def segment(input: str | Path, output: str | Path | None = None, *, model: str |
         folder = OutputFolder(output, "segment", overwrite=overwrite)
         for c in cases:
             folder.claim(c.case_id, _targets(folder.path, c.case_id, output_type).values(), c.source)
-        manifest = _start(folder, cfg, dev, model)
-    results, t_all = [], time.perf_counter()
+    results, t_all, manifest = [], time.perf_counter(), None
     try:
         for k, c in enumerate(cases, 1):
-            vol = load_case(c, modality="CT")
+            vol = load_case(c, modality="CT")  # the value checks (NaN, HU plausibility) need the voxels
             from .predict import check_volume
 
             check_volume(c.source or c.images[0], vol)
+            if folder is not None and manifest is None:  # nothing is written before a case passed every check
+                manifest = _start(folder, cfg, dev, model)
             res = _segment_one(c, vol, net, mcfg, dev, fast, folder, output_type, copy_identity,
                                f"{c.case_id} ({k}/{len(cases)})", log)
             if folder is not None:
@@ -164,11 +165,13 @@ def segment(input: str | Path, output: str | Path | None = None, *, model: str |
             results.append(res)
             del vol
     except BaseException as e:
-        if folder is not None:
+        if folder is not None and manifest is not None:
             manifest.update(status="failed", error=str(e)[:500], finished_at=_now())
             folder.write_manifest(manifest)
+        elif folder is not None:
+            folder.discard_if_unused()
         raise
-    if folder is not None:
+    if folder is not None and manifest is not None:
         manifest.update(status="completed", finished_at=_now(),
                         timings_s={"total": round(time.perf_counter() - t_all, 3)})
         folder.write_manifest(manifest)
@@ -214,9 +217,13 @@ def _check_case(case, header, output_type: str) -> None:
 
     where = case.source or case.images[0]
     if header.modality not in ("unknown", "CT"):
-        raise ModalityError(where, f"series {header.series_uid} is {header.modality}, not CT; Couinaud "
-                                   "segmentation reads CT" + (f" (choose the CT series with --series-uid)"
-                                                              if case.series_uid else ""))
+        files = [i.path for i in case.series.instances] if case.series is not None else []
+        if len(files) == 1:  # a stray slice: name the file itself, so it can be found and removed
+            where = files[0]
+        raise ModalityError(where, f"{header.modality} series {header.series_uid} ({len(files) or '?'} file(s)) "
+                                   f"is not CT; Couinaud segmentation reads CT"
+                                   + (" (remove it, or choose the CT series with --series-uid)" if case.series_uid
+                                      else ""))
     if header.shape is not None:
         check_volume(where, tuple(header.shape[:3]))
     if output_type != "nifti" and not (header.format == "dicom" and Path(case.images[0]).is_dir()):
