@@ -158,9 +158,12 @@ def inference_manifest(command: str, *, device: str | None, inputs: dict[str, st
     ``medkit.io.outputs.OutputFolder`` writes it beside the outputs."""
     from . import __version__
 
+    import uuid
+
     return {
-        "medkit_version": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
-        "platform": platform.platform(), "packages": package_versions(), "kind": "inference",
+        "run_id": uuid.uuid4().hex[:12], "medkit_version": __version__, "git_sha": git_sha(),
+        "python": sys.version.split()[0], "platform": platform.platform(), "packages": package_versions(),
+        "kind": "inference",
         "command": command, "argv": " ".join(sys.argv), "seed": seed, "device": device,
         "model": None if model is None else {"path": str(model), "sha256": sha256_path(model)},
         "inputs": {k: sha256_path(v) for k, v in (inputs or {}).items()},

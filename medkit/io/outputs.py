@@ -184,7 +184,7 @@ class OutputFolder:
         if f.exists():
             try:
                 old = json.loads(f.read_text(encoding="utf-8"))
-                if isinstance(old, dict) and old.get("started_at") != manifest.get("started_at"):
+                if isinstance(old, dict) and old.get("run_id") != manifest.get("run_id"):
                     previous = list(old.pop("previous_runs", []) or []) + [old]
                 elif isinstance(old, dict):
                     previous = list(old.get("previous_runs", []) or [])

@@ -106,7 +106,8 @@ def _n_windows(shape, roi, overlap: float) -> int | None:
         from monai.inferers.utils import _get_scan_interval
 
         size = tuple(max(int(s), int(r)) for s, r in zip(shape, roi))  # MONAI pads up to the window
-        return len(dense_patch_slices(size, tuple(roi), _get_scan_interval(size, tuple(roi), len(size), overlap)))
+        return len(dense_patch_slices(size, tuple(roi),
+                                      _get_scan_interval(size, tuple(roi), len(size), (overlap,) * len(size))))
     except Exception:  # noqa: BLE001 - progress only; never fail a segmentation over it
         return None
 
@@ -124,18 +125,21 @@ class _Counted(torch.nn.Module):
         return out
 
 
-def _ticker(total: int | None, description: str) -> Callable[[], None]:
-    """``tick()`` advancing a :func:`medkit.progress.track` display over ``total`` steps."""
+def _ticker(total: int | None, description: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(tick, done)`` driving a :func:`medkit.progress.track` display over ``total`` steps: ``tick()``
+    after each step, ``done()`` at the end (the last plain line is printed then)."""
     from ..progress import track
 
     if not total:
-        return lambda: None
+        return (lambda: None), (lambda: None)
     it = iter(track(range(total), description, total=total))
+    next(it, None)  # start the display; each later next() completes one step
 
-    def tick():
-        next(it, None)
+    def done():
+        for _ in it:
+            pass
 
-    return tick
+    return (lambda: next(it, None)), done
 
 
 @torch.no_grad()
@@ -159,10 +163,11 @@ def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False, *, de
 
     def run(t, overlap, what):
         n = _n_windows(t.shape[2:], roi, overlap)
-        tick = _ticker(-(-n // batch) if n else None, f"{description}: {what}")
+        tick, done = _ticker(-(-n // batch) if n else None, f"{description}: {what}")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return sliding_window_inference(t, roi, batch, _Counted(net, tick), overlap=overlap,
-                                            mode="gaussian").float()
+            out = sliding_window_inference(t, roi, batch, _Counted(net, tick), overlap=overlap, mode="gaussian")
+        done()
+        return out.float()
 
     coarse = run(x, 0.0, "find the liver").argmax(1)[0].cpu().numpy()
     box = _liver_box(coarse, np.ceil(ROI_MARGIN_MM / np.asarray(cfg.preprocess.spacing_mm)).astype(int))
