@@ -225,6 +225,29 @@ def _synth_input(cfg: DeformPipelineConfig) -> Path:
     return inp
 
 
+def label_names(labels: str | Path | None) -> dict[int, str]:
+    """Names of the label values, from a ``dataset.json`` beside the label file or one folder up
+    (Decathlon ``{"1": "liver"}`` or nnU-Net v2 ``{"liver": 1}``); ``{}`` when there is none."""
+    import json
+
+    if not labels:
+        return {}
+    for folder in (Path(labels).parent, Path(labels).parent.parent):
+        f = folder / "dataset.json"
+        try:
+            raw = json.loads(f.read_text(encoding="utf-8")).get("labels") if f.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            raw = None
+        if isinstance(raw, dict):
+            out = {}
+            for k, v in raw.items():
+                key, name = (k, v) if str(k).lstrip("-").isdigit() else (v, k)
+                if isinstance(key, (int, str)) and str(key).lstrip("-").isdigit() and int(key) > 0:
+                    out[int(key)] = str(name)
+            return out
+    return {}
+
+
 def _check_inputs(cfg: DeformPipelineConfig) -> None:
     if cfg.reference < 0:
         raise MedkitInputError(cfg.input, f"--reference {cfg.reference} must be >= 0")
@@ -270,6 +293,7 @@ def run_pipeline(cfg: DeformPipelineConfig, run: RunDir, *, device: str = "auto"
     loss_plot({"reference INR (MSE)": res["losses"]["reference"], "deformation INR (total)": res["losses"]["motion"]},
               output / "loss.png")
     times = predict_at if predict_at else list(seq_in.times)
+    names = label_names(cfg.labels)
     ref_np = images[reference].numpy()
     rows = []
     pred = output / "predictions"
@@ -282,7 +306,7 @@ def run_pipeline(cfg: DeformPipelineConfig, run: RunDir, *, device: str = "auto"
         if lab is not None:
             save_volume(lab.astype(np.int16)[None], pred / f"labels_{tag}.nii.gz", like=like, dtype=np.int16)
         field_figure(warped, u, pred / f"field_{tag}.png", labels=lab, ref_labels=lab_ref,
-                     title=f"t = {t:g} {seq_in.unit}", affine=np.asarray(like.affine))
+                     title=f"t = {t:g} {seq_in.unit}", affine=np.asarray(like.affine), label_names=names)
         mag = np.linalg.norm(u, axis=0)
         files = {"ddf": f"predictions/ddf_{tag}.nii.gz", "warped": f"predictions/warped_{tag}.nii.gz",
                  "jacdet": f"predictions/jacdet_{tag}.nii.gz", "figure": f"predictions/field_{tag}.png"}

@@ -94,32 +94,45 @@ def field_figure(image: np.ndarray, ddf_mm: np.ndarray, path: str | Path, *, lab
             rgb[_edges(sl == v)] = col or CONTOUR_COLOURS[(v - 1) % len(CONTOUR_COLOURS)]
             if col is None and int(v) not in shown:
                 shown.append(int(v))
-    mag_all = np.sqrt(np.sum(np.asarray(ddf_mm, dtype=np.float64) ** 2, axis=0))
-    top = float(mag_all.max()) or 1.0
-    cm = colormap(mag_all[:, y, :] / top)
+    ddf = np.asarray(ddf_mm, dtype=np.float32)
+    # The largest |u| over the volume, slab by slab (no full-size float copy of the field).
+    top = max(float(np.sqrt((ddf[..., k:k + 16] ** 2).sum(0)).max()) for k in range(0, ddf.shape[-1], 16)) or 1.0
+    cm = colormap(np.sqrt((ddf[:, :, y, :] ** 2).sum(0)) / top)
+
+    codes = _axis_letters(affine)
+    # Radiological convention, as medkit's overlays: the patient's right on the viewer's left.
+    flip_x = codes[0] == "R"
+    left_code, right_code = ((codes[0], _OPPOSITE[codes[0]]) if flip_x
+                             else (_OPPOSITE.get(codes[0], "?"), codes[0]))
 
     def up(a: np.ndarray) -> Image.Image:  # (x, z) -> rows z (high index on top), cols x
         a = np.flip(a.transpose(1, 0, 2), 0)
+        if flip_x:
+            a = a[:, ::-1]
         return Image.fromarray(np.ascontiguousarray(a)).resize((a.shape[1] * scale, a.shape[0] * scale),
                                                                Image.NEAREST)
 
     left, right = up(rgb), up(cm)
-    codes = _axis_letters(affine)
-    pad, head, bar_w, foot = 16, 32, 60, 34 if (shown or ref_labels is not None) else 8
+    names = {int(k): str(v) for k, v in (label_names or {}).items()}
+    keys = ([("reference contours", None)] if ref_labels is not None else []) + \
+        [(f"propagated: {names.get(v, f'label {v}')}", CONTOUR_COLOURS[(v - 1) % len(CONTOUR_COLOURS)]) for v in shown]
+    pad, head, bar_w = 16, 46, 60
     w = pad + left.width + 2 * pad + right.width + bar_w + pad
+    per_row = max(1, (w - pad) // 170)
+    foot = 8 + 16 * -(-len(keys) // per_row) if keys else 8
     h = head + left.height + pad + foot
     canvas = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(canvas)
     d.text((pad, 3), f"{title}   coronal slice y = {y}", fill="black")
-    d.text((pad, 17), "warped reference + contours", fill=(60, 60, 60))
+    d.text((pad, 18), "warped reference + contours", fill=(60, 60, 60))
     x_right = pad + left.width + 2 * pad
-    d.text((x_right, 17), "displacement |u| (mm)", fill=(60, 60, 60))
+    d.text((x_right, 18), "displacement |u| (mm)", fill=(60, 60, 60))
     for x0, im in ((pad, left), (x_right, right)):
         canvas.paste(im, (x0, head))
-        # Orientation: the index along x grows towards codes[0]; rows show z, high index on top.
-        d.text((x0 - 11, head + im.height // 2 - 5), _OPPOSITE.get(codes[0], "?"), fill="black")
-        d.text((x0 + im.width + 3, head + im.height // 2 - 5), codes[0], fill="black")
-        d.text((x0 + im.width // 2 - 3, head - 11 + 0), codes[2], fill=(0, 0, 160))
+        # Orientation letters on every edge: rows show z (high index on top), columns x.
+        d.text((x0 - 11, head + im.height // 2 - 5), left_code, fill=(0, 0, 160))
+        d.text((x0 + im.width + 3, head + im.height // 2 - 5), right_code, fill=(0, 0, 160))
+        d.text((x0 + im.width // 2 - 3, head - 12), codes[2], fill=(0, 0, 160))
         d.text((x0 + im.width // 2 - 3, head + im.height + 1), _OPPOSITE.get(codes[2], "?"), fill=(0, 0, 160))
     # Colour bar: 0 at the bottom, the volume's max |u| at the top.
     bx, by, bh = x_right + right.width + 14, head, right.height
@@ -129,19 +142,17 @@ def field_figure(image: np.ndarray, ddf_mm: np.ndarray, path: str | Path, *, lab
     d.text((bx + 15, by - 2), f"{top:.2f}", fill="black")
     d.text((bx + 15, by + bh // 2 - 5), f"{top / 2:.2f}", fill="black")
     d.text((bx + 15, by + bh - 10), "0 mm", fill="black")
-    # Key of the contours.
-    ky, kx = head + left.height + pad, pad
-    names = {int(k): str(v) for k, v in (label_names or {}).items()}
-    if ref_labels is not None:
-        d.line([kx, ky + 6, kx + 18, ky + 6], fill=(0, 0, 0), width=3)
-        d.line([kx, ky + 6, kx + 18, ky + 6], fill=(255, 255, 255), width=1)
-        d.text((kx + 22, ky), "reference contours", fill="black")
-        kx += 150
-    for v in shown:
-        d.line([kx, ky + 6, kx + 18, ky + 6], fill=CONTOUR_COLOURS[(v - 1) % len(CONTOUR_COLOURS)], width=3)
-        text = f"propagated: {names.get(v, f'label {v}')}"
-        d.text((kx + 22, ky), text, fill="black")
-        kx += 34 + 6 * len(text)
+    d.text((bx - 2, by + bh + 2), "max |u|", fill=(60, 60, 60))
+    # Key of the contours, wrapped to the figure's width.
+    for k, (text, colour) in enumerate(keys):
+        kx = pad + 170 * (k % per_row)
+        ky = head + left.height + pad + 16 * (k // per_row)
+        if colour is None:  # reference: white line with a black border
+            d.line([kx, ky + 6, kx + 18, ky + 6], fill=(0, 0, 0), width=4)
+            d.line([kx + 1, ky + 6, kx + 17, ky + 6], fill=(255, 255, 255), width=2)
+        else:
+            d.line([kx, ky + 6, kx + 18, ky + 6], fill=colour, width=3)
+        d.text((kx + 24, ky), text, fill="black")
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(path)
