@@ -31,7 +31,7 @@ _LAZY = {
     "save_volume": ("medkit.io.volume", "save_volume"),
     "discover_cases": ("medkit.io.cases", "discover_cases"),
 }
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "deform", "discover_cases", "load_volume", "report", "save_volume", "segment"]
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .deformation.pipeline import deform

@@ -156,9 +156,9 @@ def inference_manifest(command: str, *, device: str | None, inputs: dict[str, st
     :meth:`RunDir.create` records (versions, git SHA, packages, device, command line, start
     time), plus each input's sha256 (``inputs``: name -> path) and the model folder's.
     ``medkit.io.outputs.OutputFolder`` writes it beside the outputs."""
-    from . import __version__
-
     import uuid
+
+    from . import __version__
 
     return {
         "run_id": uuid.uuid4().hex[:12], "medkit_version": __version__, "git_sha": git_sha(),

@@ -88,3 +88,15 @@ def test_segment_and_report_from_a_fresh_script_outside_the_checkout(tmp_path):
 def test_deform_from_a_fresh_script_too(tmp_path):
     got = _run(tmp_path, "--deform")
     assert got["deform_times"] == [0.25] and got["ddf_shape"] == [3, 10, 8, 6]
+
+
+def test_lazy_api_names_resolve_to_the_cli_functions():
+    import medkit
+    from medkit.deformation.pipeline import deform
+    from medkit.report_generation.predict import report
+    from medkit.segmentation.segment import segment
+
+    assert sorted(medkit.__all__) == sorted(["__version__", *medkit._LAZY])
+    assert (medkit.segment, medkit.report, medkit.deform) == (segment, report, deform)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        medkit.nope  # noqa: B018

@@ -37,6 +37,7 @@ from .errors import (
     CorruptFileError,
     DimensionalityError,
     EmptyInputError,
+    GeometryError,
     ModalityError,
     SeriesNotFoundError,
     VolumeError,

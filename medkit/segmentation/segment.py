@@ -136,6 +136,12 @@ def segment(input: str | Path, output: str | Path | None = None, *, model: str |
     net, mcfg = load_model(model)
     net = net.to(dev)
     cases = _select(discover_cases(input, case_id=case_id), series_uid, Path(input))
+    seen: dict[str, object] = {}
+    for c in cases:  # ids must be unique across splits too: they name the output files
+        if c.case_id in seen:
+            raise MedkitInputError(c.images[0], f"case id {c.case_id} also names {seen[c.case_id]}; outputs would "
+                                                "collide (rename one, or segment the splits into separate folders)")
+        seen[c.case_id] = c.images[0]
     # Every header first: a bad case stops the run before any output is written.
     for c in cases:
         _check_case(c, case_header(c), output_type)

@@ -276,12 +276,9 @@ if __name__ == "__main__":  # the table for the closing note
     import tempfile
 
     sys.path.insert(0, str(HERE.parents[1]))
-    from tests.reliability.conftest import tiny_train_cfg
-
-    import torch
-
     from medkit.runs import save_model_folder
     from medkit.segmentation.models import build_model
+    from tests.reliability.conftest import tiny_train_cfg
 
     with tempfile.TemporaryDirectory() as d:
         model = Path(d) / "model"

@@ -221,3 +221,38 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(make, tmp_path):
     assert "Traceback" not in r.output
     assert not (out / "reports.jsonl").exists()
     assert not out.exists() or not any(out.iterdir())  # no temp file left behind either
+
+
+def test_references_write_metrics_and_reports_accumulate(tmp_path):
+    """--references: metrics.json (NLG + CE over every case of the folder with a reference); a later
+    run adds its cases; the same case again is refused unless --overwrite; a case without a
+    reference is an error before anything is written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        Image.fromarray((_chest(seed=seed) // 16).astype(np.uint8)).save(src / f"{name}.png")
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text("\n".join(json.dumps({"case_id": c, "report": t}) for c, t in (
+        ("a", "The heart is normal. No pleural effusion."), ("b", "Mild cardiomegaly. Small left effusion."))))
+    out = tmp_path / "out"
+
+    def run(*args):
+        return CliRunner().invoke(app, ["report", "-i", *map(str, args), "-o", str(out), "--device", "cpu",
+                                        "--max-new-tokens", "8", "--references", str(refs)], env=ENV)
+
+    r = run(src / "a.png")
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 1 and 0 <= m["BLEU_4"] <= 1 and 0 <= m["micro_f1"] <= 1 and "METEOR" in m["notes"]
+    assert _rows(out)[0]["reference"] == "The heart is normal. No pleural effusion."
+    assert run(src / "b.png").exit_code == 0
+    assert [x["case_id"] for x in _rows(out)] == ["a", "b"]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2  # over the folder's cases
+    again = run(src / "b.png")
+    assert again.exit_code == 2 and "case b is already listed" in again.output
+    assert run(src / "b.png", "--overwrite").exit_code == 0 and len(_rows(out)) == 2
+    refs.write_text(json.dumps({"case_id": "a", "report": "x"}) + "\n")
+    bad = CliRunner().invoke(app, ["report", "-i", str(src), "-o", str(tmp_path / "o2"), "--device", "cpu",
+                                   "--references", str(refs)], env=ENV)
+    assert bad.exit_code == 2 and "no reference for 1 case(s) (first: 'b')" in bad.output
+    assert not (tmp_path / "o2").exists()

@@ -225,3 +225,48 @@ def test_progress_lines_when_not_on_a_terminal(tmp_path, tiny_model_dir, monkeyp
     assert r.exit_code == 0, _text(r)
     assert "patient1: find the liver: 1/" in _text(r) and "patient1: segments:" in _text(r)
     assert "Warning" not in _text(r)  # third-party warnings are hidden without --verbose
+
+
+def _nii(path, arr, aff):
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, aff), str(path))
+
+
+def test_segment_a_task03_liver_folder(tmp_path, tiny_model_dir):
+    """A Decathlon Task03_Liver folder as released (imagesTr/liver_N.nii.gz, no _0000): every image
+    of imagesTr and imagesTs is a case named as the dataset names it."""
+    task = tmp_path / "Task03_Liver"
+    for k, (sub, n) in enumerate((("imagesTr", 0), ("imagesTr", 1), ("imagesTs", 132))):
+        c = render_small(k)
+        _nii(task / sub / f"liver_{n}.nii.gz", c.image.astype(np.int16), c.affine)
+        if sub == "imagesTr":
+            _nii(task / "labelsTr" / f"liver_{n}.nii.gz", c.labels.astype(np.uint8), c.affine)
+    code, text = _seg("-i", task, "-o", tmp_path / "out", "--model", tiny_model_dir)
+    assert code == 0, text
+    rows = list(csv.DictReader((tmp_path / "out" / "cases.csv").open()))
+    assert [r["case_id"] for r in rows] == ["liver_0", "liver_1", "liver_132"]
+    assert rows[2]["source"] == str(task / "imagesTs" / "liver_132.nii.gz")
+
+
+@pytest.mark.slow
+def test_segment_the_genuine_task08_listing(realformat, tmp_path, tiny_model_dir):
+    """`medkit segment -i Task08_HepaticVessel` over the genuine dataset.json (303 training + 139 test
+    images, small stand-in volumes at the listed paths): 442 cases, named hepaticvessel_XXX."""
+    import json
+    import shutil
+
+    task = tmp_path / "Task08_HepaticVessel"
+    task.mkdir()
+    shutil.copyfile(realformat / "msd" / "Task08_HepaticVessel_dataset.json", task / "dataset.json")
+    meta = json.loads((task / "dataset.json").read_text())
+    vol = render_small(0)
+    img = vol.image[::4, ::4, ::2].astype(np.int16)  # 12 x 12 x 12: at least 8 slices
+    aff = vol.affine @ np.diag([4, 4, 2, 1])
+    for rel in [e["image"] for e in meta["training"]] + meta["test"]:
+        _nii(task / rel, img, aff)
+    code, text = _seg("-i", task, "-o", tmp_path / "out", "--model", tiny_model_dir)
+    assert code == 0, text[-2000:]
+    ids = [r["case_id"] for r in csv.DictReader((tmp_path / "out" / "cases.csv").open())]
+    assert len(ids) == 442 and ids[0] == "hepaticvessel_001" and "hepaticvessel_003" in ids
