@@ -125,3 +125,20 @@ def test_slow_example_runs(name, line, sandbox, tmp_path, monkeypatch):
         _run_example(sandbox, tmp_path / "pre", monkeypatch, EXAMPLES["train segmentation"][0])
         shutil.copytree(tmp_path / "pre" / "work" / "runs", sandbox / "runs", dirs_exist_ok=True)
     _run_example(sandbox, tmp_path, monkeypatch, line)
+
+
+@pytest.mark.parametrize("line", [x for _, x in ALL])
+def test_every_example_parses(line):
+    """The slow examples too: every option exists and every value has its type (click parses the line,
+    nothing runs), so a renamed flag breaks the default suite, not only the slow one."""
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("medkit", shlex.split(line)[1:])
+    path = []
+    while hasattr(cmd, "resolve_command"):  # a group: descend to the subcommand
+        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        name, cmd, rest = cmd.resolve_command(ctx, rest)
+        path.append(name)
+        ctx = cmd.make_context(name, rest, parent=ctx)
+    assert " ".join(path) in EXAMPLES and not ctx.args  # reached the command; nothing left unparsed
