@@ -231,7 +231,14 @@ def _check_case(case, header, output_type: str) -> None:
                                    + (" (remove it, or choose the CT series with --series-uid)" if case.series_uid
                                       else ""))
     if header.shape is not None:
-        check_volume(where, tuple(header.shape[:3]))
+        try:
+            check_volume(where, tuple(header.shape[:3]))
+        except MedkitInputError as e:
+            if not case.series_uid:
+                raise
+            # A study's localizer or a thick-slab series: say which series, and how to skip it.
+            raise type(e)(where, f"case {case.case_id} (series {case.series_uid}): {e.problem}; choose the CT "
+                                 "volume with --series-uid") from None
     if output_type != "nifti" and not (header.format == "dicom" and Path(case.images[0]).is_dir()):
         raise MedkitInputError(case.images[0], f"--output-type {output_type} needs a DICOM folder input "
                                                f"(this is {header.format}); use --output-type nifti")
