@@ -85,15 +85,21 @@ def resample_to_grid(vol: torch.Tensor, src_affine, dst_affine, dst_shape, mode:
     return out
 
 
-def _liver_box(labels: np.ndarray, margin_vox: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box (+ margin) of the largest connected foreground component, or None."""
+def _liver_box(labels: np.ndarray, margin_vox: np.ndarray, min_voxels: int = 16) -> tuple[slice, ...] | None:
+    """Bounding box (+ margin) of the coarse pass's liver: every connected foreground component
+    of at least ``min_voxels`` (specks of noise left out), or None when nothing was found.
+
+    Not the largest component alone: the coarse pass (no window overlap) often splits the
+    left lateral segments (II, III) off the rest, and a box around the largest piece then cut
+    segment II away (Dice 0.33-0.45 on fresh phantoms, 0.85-0.89 with the whole liver kept)."""
     from scipy import ndimage
 
     comp, n = ndimage.label(labels > 0)
     if n == 0:
         return None
-    sizes = ndimage.sum(np.ones_like(comp), comp, index=range(1, n + 1))
-    idx = np.argwhere(comp == int(np.argmax(sizes)) + 1)
+    sizes = np.bincount(comp.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min(min_voxels, sizes.max())) + 1
+    idx = np.argwhere(np.isin(comp, keep))
     lo = np.maximum(idx.min(0) - margin_vox, 0)
     hi = np.minimum(idx.max(0) + margin_vox + 1, labels.shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
@@ -170,7 +176,9 @@ def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False, *, de
         return out.float()
 
     coarse = run(x, 0.0, "find the liver").argmax(1)[0].cpu().numpy()
-    box = _liver_box(coarse, np.ceil(ROI_MARGIN_MM / np.asarray(cfg.preprocess.spacing_mm)).astype(int))
+    spacing = np.asarray(cfg.preprocess.spacing_mm, dtype=float)
+    # components under 2 ml are specks, not liver
+    box = _liver_box(coarse, np.ceil(ROI_MARGIN_MM / spacing).astype(int), int(np.ceil(2000.0 / spacing.prod())))
     probs = torch.zeros((cfg.model.liverformer.out_channels, *x.shape[2:]))
     probs[0] = 1.0  # outside the liver box: background
     if box is not None:
