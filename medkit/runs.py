@@ -64,9 +64,19 @@ def pick_device(device: str = "auto"):
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    from .io.errors import DeviceError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(None, f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device auto or cpu")
+        raise DeviceError(None, f"--device {device}: CUDA is not available on this machine (torch "
+                                f"{torch.__version__}); use --device auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(None, f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(None, f"--device {device}: MPS is not available on this machine; use --device auto or cpu")
     return dev
 
 
@@ -138,6 +148,32 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def inference_manifest(command: str, *, device: str | None, inputs: dict[str, str | Path] | None = None,
+                       model: str | Path | None = None, seed: int | None = None) -> dict:
+    """The manifest of an inference run (``medkit segment``/``report``/``deform``): what
+    :meth:`RunDir.create` records (versions, git SHA, packages, device, command line, start
+    time), plus each input's sha256 (``inputs``: name -> path) and the model folder's.
+    ``medkit.io.outputs.OutputFolder`` writes it beside the outputs."""
+    import uuid
+
+    from . import __version__
+
+    return {
+        "run_id": uuid.uuid4().hex[:12], "medkit_version": __version__, "git_sha": git_sha(),
+        "python": sys.version.split()[0], "platform": platform.platform(), "packages": package_versions(),
+        "kind": "inference",
+        "command": command, "argv": " ".join(sys.argv), "seed": seed, "device": device,
+        "model": None if model is None else {"path": str(model), "sha256": sha256_path(model)},
+        "inputs": {k: sha256_path(v) for k, v in (inputs or {}).items()},
+        "started_at": _now(), "finished_at": None, "status": "running", "timings_s": {},
+    }
+
+
+def now_utc() -> str:
+    """The current UTC time as ISO 8601 (seconds), as manifests record it."""
+    return _now()
 
 
 @dataclass

@@ -53,16 +53,23 @@ def test_inspect_dicom_file(make_series):
     assert "dicom" in r.output and f"({arr.shape[0]}, {arr.shape[1]}, 1)" in r.output and "CT" in r.output
 
 
-def test_inspect_two_series_lists_them(two_series):
+def test_inspect_two_series_lists_them_with_whole_uids(two_series):
+    """A folder of two studies lists its cases with their series UIDs whole (no '...' at any
+    width, piped), and no SeriesDescription (free text, may hold names)."""
     from medkit.io import MultipleSeriesError
 
     with pytest.raises(MultipleSeriesError) as ei:
         load_volume(two_series)
-    r = _invoke("inspect", two_series)
+    r = CliRunner().invoke(app, ["inspect", str(two_series)], env={"COLUMNS": "60", "MEDKIT_NO_PROGRESS": "1"})
     assert r.exit_code == 0, r.output
-    assert "2 image series" in r.output and "AX 5mm" in r.output and "AX 1mm" in r.output
+    assert "2 cases" in r.output and "AX 5mm" not in r.output and "..." not in r.output
     for uid, *_ in ei.value.series:
         assert uid in r.output
+
+
+def test_inspect_wrong_series_uid_is_an_error(two_series):
+    r = _invoke("inspect", two_series / "a", "--series-uid", "1.2.3.999")
+    _one_error_line(r, str(two_series / "a"), "series UID 1.2.3.999 not found")
 
 
 def test_convert_folder_to_nifti(make_series, tmp_path):
@@ -80,8 +87,11 @@ def test_convert_two_series_to_folder(two_series, tmp_path):
     r = _invoke("convert", two_series, out)
     assert r.exit_code == 0, r.output
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) == 2 and all(f.endswith("_0000.nii.gz") for f in files)
-    assert sorted(load_volume(out / f).shape[-1] for f in files) == [3, 4]
+    assert files == ["a_0000.nii.gz", "b_0000.nii.gz", "cases.csv"]  # ids: the study folders' names
+    assert sorted(load_volume(out / f).shape[-1] for f in files[:2]) == [3, 4]
+    # The same again is refused (nothing replaced silently); --overwrite replaces.
+    _one_error_line(_invoke("convert", two_series, out), "a_0000.nii.gz", "--overwrite")
+    assert _invoke("convert", two_series, out, "--overwrite").exit_code == 0
 
 
 def test_run_convert_pipeline(make_series, tmp_path):
@@ -98,9 +108,9 @@ def test_run_convert_pipeline(make_series, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["input"] == str(folder)
     s = json.loads((out / "summary.json").read_text())
     assert s["n_ok"] == 1 and s["n_error"] == 0
-    written = list((out / "predictions").iterdir())
-    assert len(written) == 1
-    np.testing.assert_allclose(np.asarray(load_volume(written[0]).affine), aff, atol=1e-4)
+    written = sorted((out / "predictions").iterdir())
+    assert [p.name for p in written] == ["cases.csv", "ct_0000.nii.gz"]
+    np.testing.assert_allclose(np.asarray(load_volume(written[1]).affine), aff, atol=1e-4)
     # The same --out again is refused (exit 2), not overwritten.
     again = _invoke("run", spec, "--out", out)
     assert again.exit_code == 2 and "not empty" in again.stderr
@@ -146,3 +156,91 @@ def test_inspect_bad_file(tmp_path):
     p = tmp_path / "noise.dcm"
     p.write_bytes(b"\x42" * 300)
     _one_error_line(_invoke("inspect", p), str(p), "not a DICOM file")
+
+
+def test_info_lists_shipped_models_with_full_paths():
+    from medkit.assets import shipped_models
+
+    r = CliRunner().invoke(app, ["info"], env={"COLUMNS": "60"})
+    assert r.exit_code == 0, r.output
+    models = shipped_models()
+    assert models and all(m.name in r.output and str(m) in r.output for m in models)  # no "..." at 60 columns
+
+
+def test_inspect_reads_a_header_without_torch(tmp_path):
+    """`medkit inspect` answers without importing torch or MONAI (seconds, not the 6-7 s torch costs)."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.full((8, 8, 8), -200, np.int16), np.eye(4)), str(tmp_path / "ct.nii.gz"))
+    code = ("import sys; sys.argv = ['medkit', 'inspect', sys.argv[1]]\n"
+            "from medkit.cli import app\n"
+            "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "heavy = [m for m in ('torch', 'monai', 'transformers') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ct.nii.gz")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout and "shape (X, Y, Z)      (8, 8, 8)" in r.stdout
+
+
+def test_inspect_4d_nifti_and_dicom_seg(tmp_path, make_series):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((6, 5, 4, 3), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_zooms((2.0, 2.0, 3.0, 0.5))
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, str(tmp_path / "4d.nii.gz"))
+    r = _invoke("inspect", tmp_path / "4d.nii.gz")
+    assert r.exit_code == 0, r.output
+    assert "(6, 5, 4, 3)" in r.output and "3: 0, 0.5, 1 (sec)" in r.output
+
+    from medkit.segmentation import COUINAUD_NAMES
+    from medkit.segmentation.dicom_seg import write_dicom_seg
+
+    folder, arr, aff = make_series("ct", arr=np.full((12, 10, 6), 40.0))
+    vol = load_volume(folder)
+    labels = np.zeros(arr.shape, np.uint8)
+    labels[2:6, 2:6, 1:4] = 3
+    seg = write_dicom_seg(labels, np.asarray(vol.affine), folder, tmp_path / "x.seg.dcm", COUINAUD_NAMES)
+    r = _invoke("inspect", seg)
+    assert r.exit_code == 0, r.output
+    assert "DICOM Segmentation" in r.output and "Couinaud III" in r.output and vol.meta["series_uid"] in r.output
+
+
+def test_convert_formats_are_explicit_and_ct_is_int16(make_series, tmp_path):
+    import nibabel as nib
+
+    folder, arr, aff = make_series("ct")
+    assert _invoke("convert", folder, tmp_path / "ct.nii.gz").exit_code == 0
+    assert nib.load(str(tmp_path / "ct.nii.gz")).get_data_dtype() == np.int16  # whole HU: int16, lossless
+    np.testing.assert_array_equal(load_volume(tmp_path / "ct.nii.gz")[0].numpy(), arr.astype(np.float32))
+    assert _invoke("convert", folder, tmp_path / "ct.nrrd").exit_code == 0
+    nrrd = load_volume(tmp_path / "ct.nrrd")
+    np.testing.assert_allclose(np.asarray(nrrd.affine), aff, atol=1e-4)
+    np.testing.assert_array_equal(nrrd[0].numpy(), arr.astype(np.float32))
+    _one_error_line(_invoke("convert", folder, tmp_path / "ct.nrd"), "ct.nrd", "unknown output format")
+    assert not (tmp_path / "ct.nrd").exists()
+    _one_error_line(_invoke("convert", folder, tmp_path / "ct.nii.gz"), "ct.nii.gz", "exists", "--overwrite")
+    assert _invoke("convert", folder, tmp_path / "ct.nii.gz", "--overwrite").exit_code == 0
+
+
+def test_synth_refuses_a_used_folder_and_n_0(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.txt").write_text("x")
+    _one_error_line(_invoke("synth", "cases", "-o", tmp_path / "data", "--n", "3"), "data", "not empty", "--overwrite")
+    assert (tmp_path / "data" / "mine.txt").read_text() == "x"
+    _one_error_line(_invoke("synth", "cases", "-o", tmp_path / "new", "--n", "0"), "--n 0")
+    assert _invoke("synth", "cases", "-o", tmp_path / "data", "--n", "3", "--overwrite").exit_code == 0
+
+
+def test_python_m_medkit_from_another_folder(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "medkit", "run", "convert", "--dry-run"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "pipeline convert" in r.stdout

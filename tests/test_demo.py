@@ -82,8 +82,17 @@ def check_outputs(out: Path, summary: dict) -> None:
                   "Diagnostic dialogues", "Manifest"):
         assert title in html
     assert "not for clinical use" in html.lower() and "Dice" in html and "BLEU" in html
+    # Self-contained: every figure is embedded (the page alone can be moved or e-mailed) and decodes.
+    import base64
+    import io
+
+    from PIL import Image
+
     srcs = re.findall(r"<img src='([^']+)'", html)
-    assert len(srcs) >= 6 and all((out / s).is_file() for s in srcs)
+    assert len(srcs) >= 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for s in srcs:
+        Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))).load()
+    assert (out / seg["cases_csv"]).exists()
     assert not list(out.rglob(".*.tmp-*")) and not list(out.rglob("*.tmp")), "a temp file was left behind"
 
 

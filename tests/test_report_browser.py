@@ -85,10 +85,14 @@ def test_report_html_in_headless_chromium(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     td = _test_demo()
     td.run_demo_cli(out, td.FAST)
-    report = out / "report.html"
+    # The page alone, away from the run folder (as when it is e-mailed): every image is inside it.
+    alone = tmp_path / "mailed"
+    alone.mkdir()
+    report = alone / "report.html"
+    shutil.copyfile(out / "report.html", report)
     n_img = len(re.findall(r"<img ", report.read_text()))
 
-    probe = out / "_probe.html"
+    probe = alone / "_probe.html"
     probe.write_text(PROBE)
     res = headless(browser, "--virtual-time-budget=15000", "--dump-dom", probe.as_uri())
     m = re.search(r'<pre id="result">(.*?)</pre>', res.stdout, re.S)

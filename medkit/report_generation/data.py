@@ -74,6 +74,9 @@ def load_image(path: str | Path, size: int):
             raise CorruptFileError(path, f"cannot read image ({type(e).__name__}: {e})") from None
     if arr.ndim != 2 or min(arr.shape) < 8:
         raise DimensionalityError(path, f"expected a 2D radiograph, got an image of shape {arr.shape}")
+    from ..io.checks import check_values
+
+    check_values(path, arr, "pixel")  # the 3D reader's check: NaN/inf pixels would become a NaN image
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     img = Image.fromarray(arr.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)

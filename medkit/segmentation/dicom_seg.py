@@ -7,13 +7,15 @@ labels live on and gather the label there. This works for any slice order,
 orientation or flip the series came with, and fails loudly if the grids disagree.
 
 Privacy: the SEG must reference the source Study/Series/SOP Instance UIDs (that is
-how viewers overlay it). Patient and study identifiers (name, ID, birth date, sex,
-accession number, study date/time/ID, referring physician) are type 2 in the
-standard (present, may be empty): by default they are written empty, so the SEG
-carries no patient identity beyond the UIDs. ``copy_identity=True`` keeps the
-values highdicom copies from the source (needed by some PACS that match SEG to
-patient by ID). StudyDescription (free text) is dropped unless ``copy_identity``; private
-tags and the source site (institution, department, station, operators) are never copied.
+how viewers overlay it). highdicom copies much more from the source images it is given
+(patient age, size, weight, birth time, comments, history, occupation, the source
+equipment), so it is given copies of the source headers that hold only a whitelist
+(:data:`SOURCE_KEEP`: UIDs, geometry, pixel format) plus the patient and study
+identifiers the standard makes type 2 (present, may be empty): those are written empty
+by default, so the SEG carries no patient identity beyond the UIDs. ``copy_identity=True``
+copies exactly :data:`COPIED_WITH_IDENTITY` (needed by some PACS that match a SEG to its
+patient by ID); nothing else of the source header ever reaches the SEG
+(tests/segmentation/test_dicom_seg.py plants a marker in every identifying attribute).
 """
 
 from __future__ import annotations
@@ -25,19 +27,27 @@ import numpy as np
 from ..io import MedkitInputError, VolumeError
 from ..io.atomic import atomic_path
 
-#: Type-2 patient/study attributes highdicom copies from the source, blanked by default.
+#: Type-2 patient/study attributes (present in a SEG, may be empty): blank by default.
 IDENTITY_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
                        "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
-#: Type-3 free text highdicom copies from the source study, removed unless ``copy_identity``.
+#: Type-3 free text of the source study, only with ``copy_identity``.
 IDENTITY_OPTIONAL = ("StudyDescription",)
-#: Source-site attributes highdicom would copy into ContributingEquipmentSequence; never needed.
-SITE_ATTRIBUTES = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
-                   "OperatorsName", "PerformingPhysicianName")
+#: Exactly what ``copy_identity=True`` adds to the SEG (tests/segmentation/test_dicom_seg.py checks
+#: that no other source attribute value reaches it, and that these do); the --copy-identity help lists it.
+COPIED_WITH_IDENTITY = IDENTITY_ATTRIBUTES + IDENTITY_OPTIONAL
+#: What the SEG needs of each source header: UIDs, geometry and pixel format.
+SOURCE_KEEP = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
+               "Modality", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+               "SpacingBetweenSlices", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
+               "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "InstanceNumber", "SeriesNumber",
+               "PositionReferenceIndicator", "NumberOfFrames", "SpecificCharacterSet")
 
 
-def source_datasets(folder: Path, series_uid: str | None):
-    """The source series' headers (pydicom datasets, no pixel data) in file order."""
+def source_datasets(folder: Path, series_uid: str | None, *, copy_identity: bool = False):
+    """Whitelisted copies of the source series' headers (pydicom datasets, no pixel data) in file
+    order: :data:`SOURCE_KEEP`, and :data:`COPIED_WITH_IDENTITY` (empty unless ``copy_identity``)."""
     import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
 
     from ..io.dicom import choose_series, scan_folder, validate_series
 
@@ -46,13 +56,19 @@ def source_datasets(folder: Path, series_uid: str | None):
     geom = validate_series(chosen)
     out = []
     for p in geom.files:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-        for name in IDENTITY_ATTRIBUTES:  # type 2: exports that omit them are common; highdicom needs them present
-            if name not in ds:
-                setattr(ds, name, "")
-        for name in SITE_ATTRIBUTES:
-            if name in ds:
-                delattr(ds, name)
+        src = pydicom.dcmread(p, stop_before_pixels=True)
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset(src.file_meta) if hasattr(src, "file_meta") else FileMetaDataset()
+        for name in SOURCE_KEEP:
+            if name in src:
+                setattr(ds, name, src.data_element(name).value)
+        for name in IDENTITY_ATTRIBUTES:  # type 2: present, empty unless copied
+            setattr(ds, name, src.get(name, "") if copy_identity else "")
+        if copy_identity:
+            for name in IDENTITY_OPTIONAL:
+                if name in src:
+                    setattr(ds, name, src.data_element(name).value)
+        ds.filename = str(p)
         out.append(ds)
     return out
 
@@ -89,7 +105,7 @@ def write_dicom_seg(labels: np.ndarray, affine_ras: np.ndarray, source_folder: P
 
     from .. import __version__
 
-    src = source_datasets(source_folder, series_uid)
+    src = source_datasets(source_folder, series_uid, copy_identity=copy_identity)
     frames = labels_on_source_slices(labels, affine_ras, src)
     present = sorted(int(v) for v in np.unique(frames) if v != 0)
     if not present:
@@ -110,13 +126,6 @@ def write_dicom_seg(labels: np.ndarray, affine_ras: np.ndarray, source_folder: P
         segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="medkit", manufacturer_model_name=model_name, software_versions=__version__,
         device_serial_number="none", series_description="Couinaud segments (medkit)", omit_empty_frames=True)
-    if not copy_identity:
-        for name in IDENTITY_ATTRIBUTES:
-            if name in seg:
-                setattr(seg, name, "")
-        for name in IDENTITY_OPTIONAL:
-            if name in seg:
-                delattr(seg, name)
     with atomic_path(Path(out_path)) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return Path(out_path)

@@ -1,4 +1,7 @@
-"""``medkit segment``: Couinaud segments I-VIII on CT, in the input's geometry.
+"""Couinaud segments I-VIII on CT, in the input's geometry: the model and one volume.
+
+The command and the Python call (``medkit segment``, :func:`medkit.segment`) live in
+:mod:`medkit.segmentation.segment`; this module holds what they run per case.
 
 Per case: load (DICOM folder / zip / NIfTI, CT in HU) -> refuse what is not a
 3D volume -> reorient to RAS and resample to the model's spacing -> HU window
@@ -12,8 +15,6 @@ atomically, so a failure never leaves a half-written output under its final name
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,15 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..assets import shipped_model
-from ..io import (
-    DimensionalityError,
-    MedkitInputError,
-    discover_cases,
-    load_volume,
-    save_volume,
-    write_text,
-)
-from ..runs import load_model_source, pick_device
+from ..io import DimensionalityError, MedkitInputError
+from ..runs import load_model_source
 from . import COUINAUD_NAMES
 from .models import build_model
 from .train_config import TrainConfig
@@ -111,22 +105,77 @@ def _liver_box(labels: np.ndarray, margin_vox: np.ndarray, min_voxels: int = 16)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
+def _n_windows(shape, roi, overlap: float) -> int | None:
+    """How many windows MONAI's sliding window visits on ``shape`` (None if MONAI's helpers moved)."""
+    try:
+        from monai.data.utils import dense_patch_slices
+        from monai.inferers.utils import _get_scan_interval
+
+        size = tuple(max(int(s), int(r)) for s, r in zip(shape, roi))  # MONAI pads up to the window
+        return len(dense_patch_slices(size, tuple(roi),
+                                      _get_scan_interval(size, tuple(roi), len(size), (overlap,) * len(size))))
+    except Exception:  # noqa: BLE001 - progress only; never fail a segmentation over it
+        return None
+
+
+class _Counted(torch.nn.Module):
+    """The network, ticking ``tick`` once per window batch (for the progress display)."""
+
+    def __init__(self, net, tick: Callable[[], None]):
+        super().__init__()
+        self.net, self.tick = net, tick
+
+    def forward(self, x):
+        out = self.net(x)
+        self.tick()
+        return out
+
+
+def _ticker(total: int | None, description: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(tick, done)`` driving a :func:`medkit.progress.track` display over ``total`` steps: ``tick()``
+    after each step, ``done()`` at the end (the last plain line is printed then)."""
+    from ..progress import track
+
+    if not total:
+        return (lambda: None), (lambda: None)
+    it = iter(track(range(total), description, total=total))
+    next(it, None)  # start the display; each later next() completes one step
+
+    def done():
+        for _ in it:
+            pass
+
+    return (lambda: next(it, None)), done
+
+
 @torch.no_grad()
-def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False) -> np.ndarray:
-    """Labels ``(X, Y, Z)`` uint8 on ``vol``'s own grid (``vol``: MetaTensor ``(1, X, Y, Z)`` HU)."""
+def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False, *, description: str = "segment") \
+        -> np.ndarray:
+    """Labels ``(X, Y, Z)`` uint8 on ``vol``'s own grid (``vol``: MetaTensor ``(1, X, Y, Z)`` HU).
+
+    Progress: the coarse and the fine sliding-window passes tick a :func:`medkit.progress.track`
+    display (a bar on a terminal, plain lines in a log) labelled ``description``.
+    """
     from monai.inferers import sliding_window_inference
     from monai.transforms import Compose, Orientationd, ScaleIntensityRanged, Spacingd
 
-    pre = Compose([Orientationd("image", axcodes="RAS"), Spacingd("image", pixdim=cfg.preprocess.spacing_mm),
+    # labels= spelled out (MONAI's historical default, what training used): silences its FutureWarning.
+    pre = Compose([Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+                   Spacingd("image", pixdim=cfg.preprocess.spacing_mm),
                    ScaleIntensityRanged("image", *cfg.preprocess.window_hu, b_min=0.0, b_max=1.0, clip=True)])
     img = pre({"image": vol})["image"]
     x = img.as_tensor()[None].float().to(device)
+    roi, batch = tuple(cfg.preprocess.patch), 2
 
-    def run(t, overlap):
+    def run(t, overlap, what):
+        n = _n_windows(t.shape[2:], roi, overlap)
+        tick, done = _ticker(-(-n // batch) if n else None, f"{description}: {what}")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return sliding_window_inference(t, cfg.preprocess.patch, 2, net, overlap=overlap, mode="gaussian").float()
+            out = sliding_window_inference(t, roi, batch, _Counted(net, tick), overlap=overlap, mode="gaussian")
+        done()
+        return out.float()
 
-    coarse = run(x, 0.0).argmax(1)[0].cpu().numpy()
+    coarse = run(x, 0.0, "find the liver").argmax(1)[0].cpu().numpy()
     spacing = np.asarray(cfg.preprocess.spacing_mm, dtype=float)
     # components under 2 ml are specks, not liver
     box = _liver_box(coarse, np.ceil(ROI_MARGIN_MM / spacing).astype(int), int(np.ceil(2000.0 / spacing.prod())))
@@ -134,14 +183,14 @@ def predict_volume(net, cfg: TrainConfig, vol, device, fast: bool = False) -> np
     probs[0] = 1.0  # outside the liver box: background
     if box is not None:
         sub = x[(slice(None), slice(None), *box)]
-        probs[(slice(None), *box)] = torch.softmax(run(sub, 0.25 if fast else 0.5), 1)[0].cpu()
+        probs[(slice(None), *box)] = torch.softmax(run(sub, 0.25 if fast else 0.5, "segments"), 1)[0].cpu()
     return resample_to_grid(probs, np.asarray(img.affine), np.asarray(vol.affine), tuple(vol.shape[1:]),
                             argmax=True).numpy()
 
 
 def check_volume(path, vol) -> None:
-    """Refuse inputs that are not a 3D CT volume, naming the file."""
-    shape = tuple(int(s) for s in vol.shape[1:])
+    """Refuse inputs that are not a 3D CT volume, naming the file (``vol``: a volume or its shape)."""
+    shape = tuple(int(s) for s in (vol if isinstance(vol, tuple) else vol.shape[1:]))
     if min(shape) == 1:
         raise DimensionalityError(path, f"a single slice ({'x'.join(map(str, shape))}); "
                                         "Couinaud segmentation needs a 3D volume")
@@ -161,65 +210,3 @@ def segment_statistics(case_id: str, vol, labels: np.ndarray) -> list[dict]:
         rows.append({"case_id": case_id, "segment": name, "label": lab, "voxels": n,
                      "volume_ml": round(n * voxel_ml, 3), "mean_hu": round(float(hu[m].mean()), 2) if n else ""})
     return rows
-
-
-OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
-
-
-def segment_cli(*, input: Path, output: Path, model: Path | None = None, device: str = "auto", fast: bool = False,
-                series_uid: str | None = None, output_type: str = "nifti", copy_identity: bool = False,
-                log: Callable[[str], None] = print) -> list[Path]:
-    """Entry point of ``medkit segment``; returns the label files written.
-
-    ``output_type``: ``nifti`` (labels in the input geometry), ``dicom-seg`` (a DICOM
-    Segmentation referencing the source series; DICOM folder inputs only) or ``both``.
-    ``statistics.csv`` and the overlays are written in every case."""
-    if output_type not in OUTPUT_TYPES:
-        raise MedkitInputError(None, f"--output-type {output_type!r}: expected one of {', '.join(OUTPUT_TYPES)}")
-    from monai.data import MetaTensor
-
-    from ..viz.overlay import save_overlay
-
-    net, cfg = load_model(model)
-    dev = pick_device(device)
-    net = net.to(dev)
-    cases = discover_cases(input)
-    if series_uid is not None:
-        cases = [c for c in cases if c.series_uid in (None, series_uid)]
-    # Load and check every case before writing anything, so bad input leaves no partial output.
-    vols = []
-    for c in cases:
-        vol = load_volume(c.images[0], series_uid=c.series_uid or series_uid, modality="CT")
-        check_volume(c.images[0], vol)
-        if output_type != "nifti" and not (vol.meta.get("format") == "dicom" and Path(c.images[0]).is_dir()):
-            raise MedkitInputError(c.images[0], f"--output-type {output_type} needs a DICOM folder input "
-                                                f"(this is {vol.meta.get('format')}); use --output-type nifti")
-        vols.append((c.case_id, vol, c))
-    output = Path(output)
-    written, stats = [], []
-    for case_id, vol, case in vols:
-        log(f"{case_id}: {tuple(vol.shape[1:])} voxels, spacing {tuple(round(s, 2) for s in vol.meta['original_spacing'])} mm")
-        labels = predict_volume(net, cfg, vol, dev, fast)
-        if output_type in ("nifti", "both"):
-            target = save_volume(MetaTensor(torch.from_numpy(labels)[None], affine=vol.affine),
-                                 output / f"{case_id}.nii.gz", like=vol)
-        if output_type in ("dicom-seg", "both"):
-            from .dicom_seg import write_dicom_seg
-
-            target = write_dicom_seg(labels, np.asarray(vol.affine), Path(case.images[0]), output / f"{case_id}.seg.dcm",
-                                     COUINAUD_NAMES, series_uid=vol.meta.get("series_uid"), model_name=cfg.name,
-                                     copy_identity=copy_identity)
-        rows = segment_statistics(case_id, vol, labels)
-        stats += rows
-        save_overlay(vol, labels, output / "overlays" / f"{case_id}.png", label_names=COUINAUD_NAMES,
-                     title=f"{case_id}: Couinaud segments (model: {cfg.name})")
-        total = sum(r["volume_ml"] for r in rows)
-        log(f"{case_id}: liver {total:.0f} ml -> {target}")
-        written.append(target)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["case_id", "segment", "label", "voxels", "volume_ml", "mean_hu"])
-    w.writeheader()
-    w.writerows(stats)
-    write_text(output / "statistics.csv", buf.getvalue())
-    log(f"statistics: {output / 'statistics.csv'}")
-    return written

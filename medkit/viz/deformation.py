@@ -48,40 +48,111 @@ def _edges(lab: np.ndarray) -> np.ndarray:
     return e & (lab > 0)
 
 
+#: Colours of propagated labels 1, 2, 3, ... (reference contours are white).
+CONTOUR_COLOURS = [(255, 80, 80), (80, 220, 80), (80, 160, 255), (255, 200, 0), (230, 80, 230), (0, 220, 220)]
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def _axis_letters(affine) -> tuple[str, str, str]:
+    """Axis codes (direction each voxel index grows towards, e.g. ``("R", "A", "S")``)."""
+    import nibabel as nib
+
+    if affine is None:
+        return ("?", "?", "?")
+    return tuple(nib.orientations.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+
+
 def field_figure(image: np.ndarray, ddf_mm: np.ndarray, path: str | Path, *, labels: np.ndarray | None = None,
                  ref_labels: np.ndarray | None = None, y_index: int | None = None, scale: int = 4,
-                 title: str = "") -> Path:
-    """Coronal PNG: image (HU) with propagated contours (colour) and reference contours
-    (white) | displacement magnitude (mm, colour bar max in the title).
+                 title: str = "", affine=None, label_names: dict[int, str] | None = None) -> Path:
+    """Coronal PNG, labelled and keyed: the image (HU) with propagated contours (colour) and
+    reference contours (white) | displacement magnitude ``|u|`` (mm) with its colour bar.
+
+    Every edge carries its anatomical direction (from ``affine``'s axis codes: the side the
+    voxel index grows towards, e.g. R/L, S/I), the colour bar runs from 0 to the largest
+    ``|u|`` over the whole volume (the ``max_displacement_mm`` of ``summary.json``, so the
+    figure and the table agree), and a key below names the contour colours.
 
     Args:
         image: ``(X, Y, Z)`` HU, e.g. the reference warped to time t.
         ddf_mm: ``(3, X, Y, Z)`` mm.
         labels, ref_labels: ``(X, Y, Z)`` integer maps (optional).
+        affine: the voxel -> RAS mm affine (orientation letters; ``?`` without it).
+        label_names: label value -> name for the key (default ``label k``).
     """
     from PIL import Image, ImageDraw
 
     y = image.shape[1] // 2 if y_index is None else y_index
-    # coronal slice (x, z), shown with superior up
-    grey = (_window(image[:, y, :]) * 255).astype(np.uint8)
+    grey = (_window(image[:, y, :]) * 255).astype(np.uint8)  # coronal slice (x, z)
     rgb = np.repeat(grey[..., None], 3, -1)
+    shown: list[int] = []
     for lab, col in ((ref_labels, (255, 255, 255)), (labels, None)):
         if lab is None:
             continue
         sl = lab[:, y, :].astype(int)
         for v in np.unique(sl[sl > 0]):
-            e = _edges(sl == v)
-            rgb[e] = col or [(255, 80, 80), (80, 220, 80), (80, 160, 255), (255, 200, 0)][(v - 1) % 4]
-    mag = np.linalg.norm(ddf_mm[:, :, y, :], axis=0)
-    top = float(np.percentile(mag, 99.5)) or 1.0
-    cm = colormap(mag / top)
-    panel = np.concatenate([rgb, np.full((2, rgb.shape[1], 3), 255, np.uint8), cm], axis=0)  # side by side
-    panel = np.flip(panel.transpose(1, 0, 2), 0)  # rows = z (superior up), cols = x
-    im = Image.fromarray(np.ascontiguousarray(panel)).resize((panel.shape[1] * scale, panel.shape[0] * scale),
-                                                            Image.NEAREST)
-    canvas = Image.new("RGB", (im.width, im.height + 18), "white")
-    canvas.paste(im, (0, 18))
-    ImageDraw.Draw(canvas).text((4, 3), f"{title}  |u| max colour {top:.1f} mm (coronal y={y})", fill="black")
+            rgb[_edges(sl == v)] = col or CONTOUR_COLOURS[(v - 1) % len(CONTOUR_COLOURS)]
+            if col is None and int(v) not in shown:
+                shown.append(int(v))
+    ddf = np.asarray(ddf_mm, dtype=np.float32)
+    # The largest |u| over the volume, slab by slab (no full-size float copy of the field).
+    top = max(float(np.sqrt((ddf[..., k:k + 16] ** 2).sum(0)).max()) for k in range(0, ddf.shape[-1], 16)) or 1.0
+    cm = colormap(np.sqrt((ddf[:, :, y, :] ** 2).sum(0)) / top)
+
+    codes = _axis_letters(affine)
+    # Radiological convention, as medkit's overlays: the patient's right on the viewer's left.
+    flip_x = codes[0] == "R"
+    left_code, right_code = ((codes[0], _OPPOSITE[codes[0]]) if flip_x
+                             else (_OPPOSITE.get(codes[0], "?"), codes[0]))
+
+    def up(a: np.ndarray) -> Image.Image:  # (x, z) -> rows z (high index on top), cols x
+        a = np.flip(a.transpose(1, 0, 2), 0)
+        if flip_x:
+            a = a[:, ::-1]
+        return Image.fromarray(np.ascontiguousarray(a)).resize((a.shape[1] * scale, a.shape[0] * scale),
+                                                               Image.NEAREST)
+
+    left, right = up(rgb), up(cm)
+    names = {int(k): str(v) for k, v in (label_names or {}).items()}
+    keys = ([("reference contours", None)] if ref_labels is not None else []) + \
+        [(f"propagated: {names.get(v, f'label {v}')}", CONTOUR_COLOURS[(v - 1) % len(CONTOUR_COLOURS)]) for v in shown]
+    pad, head, bar_w = 16, 46, 60
+    w = pad + left.width + 2 * pad + right.width + bar_w + pad
+    per_row = max(1, (w - pad) // 170)
+    foot = 8 + 16 * -(-len(keys) // per_row) if keys else 8
+    h = head + left.height + pad + foot
+    canvas = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(canvas)
+    d.text((pad, 3), f"{title}   coronal slice y = {y}", fill="black")
+    d.text((pad, 18), "warped reference + contours", fill=(60, 60, 60))
+    x_right = pad + left.width + 2 * pad
+    d.text((x_right, 18), "displacement |u| (mm)", fill=(60, 60, 60))
+    for x0, im in ((pad, left), (x_right, right)):
+        canvas.paste(im, (x0, head))
+        # Orientation letters on every edge: rows show z (high index on top), columns x.
+        d.text((x0 - 11, head + im.height // 2 - 5), left_code, fill=(0, 0, 160))
+        d.text((x0 + im.width + 3, head + im.height // 2 - 5), right_code, fill=(0, 0, 160))
+        d.text((x0 + im.width // 2 - 3, head - 12), codes[2], fill=(0, 0, 160))
+        d.text((x0 + im.width // 2 - 3, head + im.height + 1), _OPPOSITE.get(codes[2], "?"), fill=(0, 0, 160))
+    # Colour bar: 0 at the bottom, the volume's max |u| at the top.
+    bx, by, bh = x_right + right.width + 14, head, right.height
+    ramp = colormap(np.linspace(1, 0, max(bh, 2))[:, None].repeat(12, 1))
+    canvas.paste(Image.fromarray(np.ascontiguousarray(ramp)), (bx, by))
+    d.rectangle([bx, by, bx + 11, by + bh - 1], outline="black")
+    d.text((bx + 15, by - 2), f"{top:.2f}", fill="black")
+    d.text((bx + 15, by + bh // 2 - 5), f"{top / 2:.2f}", fill="black")
+    d.text((bx + 15, by + bh - 10), "0 mm", fill="black")
+    d.text((bx - 2, by + bh + 2), "max |u|", fill=(60, 60, 60))
+    # Key of the contours, wrapped to the figure's width.
+    for k, (text, colour) in enumerate(keys):
+        kx = pad + 170 * (k % per_row)
+        ky = head + left.height + pad + 16 * (k // per_row)
+        if colour is None:  # reference: white line with a black border
+            d.line([kx, ky + 6, kx + 18, ky + 6], fill=(0, 0, 0), width=4)
+            d.line([kx + 1, ky + 6, kx + 17, ky + 6], fill=(255, 255, 255), width=2)
+        else:
+            d.line([kx, ky + 6, kx + 18, ky + 6], fill=colour, width=3)
+        d.text((kx + 24, ky), text, fill="black")
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(path)

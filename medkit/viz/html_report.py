@@ -1,11 +1,12 @@
 """A self-contained HTML run report (``report.html``) from plain data.
 
 A report is a title, a manifest table and a list of :class:`Section`; a section
-holds blocks: paragraphs, tables (list of dict rows), images (paths inside the run
-folder, linked relatively so the folder can be zipped and moved), preformatted
-text (transcripts, generated reports) and metric definitions. Every string is
-HTML-escaped; no script, no external resource (fonts, CSS, JS) is referenced, so
-the page opens offline, in any browser, with nothing to block.
+holds blocks: paragraphs, tables (list of dict rows), images (PNG files embedded in
+the page as ``data:`` URIs, so the one file can be moved, e-mailed or archived and
+still shows every figure), preformatted text (transcripts, generated reports) and
+metric definitions. Every string is HTML-escaped; no script, no external resource
+(fonts, CSS, JS, images) is referenced, so the page opens offline, in any browser,
+with nothing to block.
 
     from medkit.viz.html_report import Section, write_report
     write_report(run / "report.html", "medkit demo", sections, manifest=manifest)
@@ -13,8 +14,8 @@ the page opens offline, in any browser, with nothing to block.
 
 from __future__ import annotations
 
+import base64
 import html
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ margin-top:2.2rem}h3{font-size:1.05rem;margin-bottom:.3rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}th,td{border:1px solid #d5dbe3;padding:.25rem .55rem;
 text-align:left;vertical-align:top}th{background:#f1f4f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:.8rem 0}figure img{max-width:100%;border:1px solid #d5dbe3}figcaption{font-size:.85rem;color:#4a5568}
+img.upscaled{image-rendering:pixelated;height:auto}
 pre{background:#f6f8fa;border:1px solid #e1e6ec;padding:.6rem;white-space:pre-wrap;font-size:.85rem}
 .note{background:#fff8e1;border-left:4px solid #f0b429;padding:.4rem .8rem}
 dl{font-size:.9rem}dt{font-weight:600}dd{margin:0 0 .4rem 1.2rem}
@@ -40,7 +42,7 @@ nav a{margin-right:.8rem}
 class Section:
     """One part of the report. ``blocks`` are ``(kind, payload)`` pairs, kinds:
     ``text`` (str), ``note`` (str, highlighted), ``table`` (list of dict rows),
-    ``image`` ((path, caption)), ``pre`` ((title, text)), ``definitions`` (dict name -> text),
+    ``image`` ((path, caption, width)), ``pre`` ((title, text)), ``definitions`` (dict name -> text),
     ``heading`` (str, a sub-heading inside the section)."""
 
     title: str
@@ -62,8 +64,10 @@ class Section:
         self.blocks.append(("table", (rows, caption)))
         return self
 
-    def image(self, path: str | Path, caption: str = "") -> Section:
-        self.blocks.append(("image", (Path(path), caption)))
+    def image(self, path: str | Path, caption: str = "", width: int | None = None) -> Section:
+        """A PNG/JPEG, embedded. ``width``: display width in CSS pixels (a small radiograph is
+        shown larger, pixels kept sharp), default the image's own."""
+        self.blocks.append(("image", (Path(path), caption, width)))
         return self
 
     def pre(self, title: str, text: str) -> Section:
@@ -103,11 +107,28 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in s.lower()).strip("-") or "section"
 
 
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
+
+
+def _figure(base: Path, path: Path, caption: str, width: int | None = None) -> str:
+    """``<figure>`` with the image file embedded as a base64 ``data:`` URI."""
+    full = path if path.is_absolute() else base / path
+    if not full.exists():
+        raise FileNotFoundError(f"report image missing: {full}")
+    mime = _MIME.get(full.suffix.lower())
+    if mime is None:
+        raise ValueError(f"{full}: report images are PNG, JPEG or GIF")
+    data = base64.b64encode(full.read_bytes()).decode("ascii")
+    size = f" class='upscaled' style='width:{int(width)}px'" if width else ""
+    return (f"<figure><img src='data:{mime};base64,{data}' alt='{_e(caption or full.name)}'{size}>"
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
 def render_report(title: str, sections: list[Section], *, base: Path, manifest: dict | None = None,
                   subtitle: str = "") -> str:
-    """The HTML text. Image paths are made relative to ``base`` (the report's folder);
-    an image that does not exist raises ``FileNotFoundError`` (a report never shows a
-    broken image)."""
+    """The HTML text. Images are read from disk (relative paths from ``base``, the report's
+    folder) and embedded; an image that does not exist raises ``FileNotFoundError`` (a report
+    never shows a broken image)."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
              f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1>"]
@@ -127,13 +148,7 @@ def render_report(title: str, sections: list[Section], *, base: Path, manifest: 
             elif kind == "table":
                 parts.append(_table(*p))
             elif kind == "image":
-                path, cap = p
-                full = path if path.is_absolute() else base / path
-                if not full.exists():
-                    raise FileNotFoundError(f"report image missing: {full}")
-                rel = Path(os.path.relpath(full, base)).as_posix()
-                parts.append(f"<figure><img src='{_e(rel)}' alt='{_e(cap or rel)}'>"
-                             f"<figcaption>{_e(cap)}</figcaption></figure>")
+                parts.append(_figure(base, *p))
             elif kind == "pre":
                 t, text = p
                 parts.append(f"<h3>{_e(t)}</h3><pre>{_e(text)}</pre>")

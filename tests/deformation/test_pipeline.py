@@ -64,3 +64,29 @@ def test_config_spec_feeds_deform_overrides(tmp_path):
     bad.write_text("pipeline: convert\nconfig: {}\n")
     with pytest.raises(ConfigError, match="expected deform"):
         _spec_overrides(bad, "deform")
+
+
+def test_cases_csv_and_overwrite_only_the_same_case(tiny_sequence, tmp_path, monkeypatch):
+    """A deform run folder lists its case in cases.csv; running again is refused, --overwrite replaces
+    a run of the same case, and never a folder holding another case's run."""
+    import csv
+    import shutil
+
+    monkeypatch.setenv("MEDKIT_NO_PROGRESS", "1")
+    out = tmp_path / "run"
+    args = ["deform", "-i", str(tiny_sequence), "-o", str(out), "--device", "cpu", *SET]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (row,) = list(csv.DictReader((out / "cases.csv").open()))
+    assert row["case_id"] == tiny_sequence.name and row["source"] == str(tiny_sequence)
+    assert "predictions/ddf_t0.nii.gz" in row["outputs"].split(";")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "not empty" in again.output and "--overwrite" in again.output
+    first = (out / "summary.json").stat().st_mtime_ns
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert (out / "summary.json").stat().st_mtime_ns != first
+    other = tmp_path / "other-patient"
+    shutil.copytree(tiny_sequence, other)
+    r = CliRunner().invoke(app, ["deform", "-i", str(other), "-o", str(out), "--device", "cpu", "--overwrite", *SET])
+    assert r.exit_code == 2 and f"holds the deform run of case '{tiny_sequence.name}'" in r.output
+    assert (out / "summary.json").exists()

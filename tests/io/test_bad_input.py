@@ -18,6 +18,7 @@ from medkit.io import (
     MultipleSeriesError,
     NoDicomError,
     NonImageError,
+    SeriesNotFoundError,
     SliceSpacingError,
     UnsupportedTransferSyntaxError,
     load_volume,
@@ -77,12 +78,16 @@ def test_two_series_need_a_choice(tmp_path):
     write_dicom_series(arr, study / "a", affine=AXIAL, series_description="AX T1", uid_seed=1, series_number=1)
     write_dicom_series(arr[:, :, :3], study / "b", affine=AXIAL, series_description="COR STIR", uid_seed=2,
                        series_number=2)
-    e = _raises(MultipleSeriesError, study, "2 image series", "AX T1", "COR STIR", "4 slices", "3 slices")
+    e = _raises(MultipleSeriesError, study, "2 image series", "series 1, 4 slices, in a", "series 2, 3 slices, in b")
+    assert "AX T1" not in str(e) and "COR STIR" not in str(e)  # free text (may hold names) is not echoed
     uids = {desc: uid for uid, desc, _, _ in e.series}
     assert len(e.series) == 2 and uids["AX T1"] != uids["COR STIR"]
     vol = load_volume(study, series_uid=uids["COR STIR"])
     assert vol.shape == (1, 6, 5, 3) and vol.meta["series_uid"] == uids["COR STIR"]
-    _raises(MultipleSeriesError, study, "not found", series_uid="1.2.3.4")
+    # A wrong UID is its own error (inspect/segment must refuse it, not list the series and exit 0),
+    # and the message lists every series with its UID whole.
+    e = _raises(SeriesNotFoundError, study, "series UID 1.2.3.4 not found", series_uid="1.2.3.4")
+    assert not isinstance(e, MultipleSeriesError) and all(uid in str(e) for uid in uids.values())
 
 
 def test_missing_slice(make_series):

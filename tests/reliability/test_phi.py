@@ -13,9 +13,10 @@ Checked for every PHI string (case-insensitive; UTF-8 and UTF-16): every output 
 decompressed), every output file and folder name, stdout/stderr of every command
 (log lines), exception messages, and the loaded volume's ``meta``.
 
-Scope, stated in docs/privacy.md: header values never appear anywhere. Folder and file
-names inside the input never appear in outputs; an error message may name the
-offending input file by its path (it must, to be fixable), and nothing else of it.
+Scope, stated in docs/privacy.md: header values never appear anywhere. A case is named
+after the path the user typed (or the entry directly under a typed folder); names deeper
+inside the input (series folders, slice files) never appear in outputs; an error message
+may name the offending input file by its path (it must, to be fixable), and nothing else of it.
 """
 
 from __future__ import annotations
@@ -168,7 +169,11 @@ def test_no_phi_in_outputs_logs_or_errors(phi_input, tmp_path, capfd, tiny_model
     from medkit.io import load_volume
 
     root, series = phi_input
-    first_file = sorted(series.iterdir())[0]
+    # A single file is named by the user when typed: its own name becomes the case id (docs/privacy.md),
+    # so the typed copy has a neutral name; the header inside is the PHI one.
+    first_file = tmp_path / "typed" / "slice1.dcm"
+    first_file.parent.mkdir()
+    first_file.write_bytes(sorted(series.iterdir())[0].read_bytes())
     out = tmp_path / "outputs"
     hits: list[str] = []
     checked: dict[str, int] = {}
@@ -206,10 +211,9 @@ def test_no_phi_in_outputs_logs_or_errors(phi_input, tmp_path, capfd, tiny_model
     }
     for name, args in errors.items():
         code, text = _invoke(args, capfd)
-        # inspect answers an unknown --series-uid with the table of series (exit 0)
-        assert code == (0 if name.startswith("inspect") else 2), f"{name}: exit {code}: {text[-1500:]}"
+        assert code == 2, f"{name}: exit {code}: {text[-1500:]}"  # an unknown --series-uid too
         logs[name] = text
-    inputs = (*bad.rglob("*"), *mr.parent.parent.rglob("*"), *root.rglob("*"))
+    inputs = (*bad.rglob("*"), *mr.parent.parent.rglob("*"), *root.rglob("*"), first_file)
     every_input = tuple(str(p) for p in inputs) + tuple(p.name for p in inputs)
     for name, text in logs.items():
         # A message may name an input file by its path (an error must, to be fixable; inspect
@@ -285,24 +289,41 @@ def test_no_phi_in_exception_messages(tmp_path):
 
 
 def test_no_phi_in_generated_reports(phi_input, tmp_path, capfd):
-    """``medkit report`` on DICOM images whose file names and headers hold PHI (the shipped
-    CoFE model): reports.jsonl is keyed by header-derived ids, and no output or log line
-    carries the PHI."""
+    """``medkit report`` on DICOM images whose headers hold PHI (the shipped CoFE model):
+    reports.jsonl is keyed by the file names, and no output or log line carries the PHI."""
     root, _ = phi_input
     flat = tmp_path / "cxr"
     flat.mkdir()
     import pydicom
 
-    for f in sorted(root.rglob("*.dcm"))[:2]:
+    for k, f in enumerate(sorted(root.rglob("*.dcm"))[:2]):
         ds = pydicom.dcmread(f)                # a CT slice is refused: relabel it a radiograph,
-        ds.Modality = "DX"                     # keeping every PHI element of the header
-        ds.save_as(flat / f.name)              # names like ZZDOE_JOHNATHAN_MRN88442211_0000.dcm
+        ds.Modality = "DX"                     # keeping every PHI element of the header;
+        ds.save_as(flat / f"cxr{k}.dcm")       # the user names the files (they name the cases)
     out = tmp_path / "reports"
     code, text = _invoke(["report", "-i", str(flat), "-o", str(out), "--device", "cpu", "--max-new-tokens", "8"], capfd)
     assert code == 0, text[-1500:]
     rows = [json.loads(line) for line in (out / "reports.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and len({r["case_id"] for r in rows}) == 2  # one key per image
+    assert [r["case_id"] for r in rows] == ["cxr0", "cxr1"]  # one key per image, from its file name
     hits, kinds = scan_outputs(out)
     hits += find_phi(text, "log of `report`", (str(flat),))
     assert kinds.get(".jsonl") == 1
     assert not hits, "PHI found:\n" + "\n".join(hits)
+
+
+def test_a_typed_file_names_its_case_and_case_id_overrides_it(phi_input, tmp_path, capfd):
+    """The rule as the user sees it: typing a PHI-named slice names the output after it (the name
+    was the user's choice, as nnU-Net and TotalSegmentator do); ``--case-id`` replaces it, and then
+    no PHI at all reaches the outputs, header values included."""
+    _root, series = phi_input
+    f = sorted(series.iterdir())[0]
+    code, text = _invoke(["convert", str(f), str(tmp_path / "named")], capfd)
+    assert code == 0, text
+    assert [p.name for p in sorted((tmp_path / "named").iterdir())] == ["ZZDOE_JOHNATHAN_MRN88442211_0001_0000.nii.gz",
+                                                                         "cases.csv"]
+    code, text = _invoke(["convert", str(f), str(tmp_path / "pseudo"), "--case-id", "case-0007"], capfd)
+    assert code == 0, text
+    hits, kinds = scan_outputs(tmp_path / "pseudo")
+    hits = [h for h in hits if not h.startswith("cases.csv")]  # cases.csv maps the case to its source path
+    assert kinds.get(".nii.gz") == 1 and not hits, hits
+    assert (tmp_path / "pseudo" / "case-0007_0000.nii.gz").exists()

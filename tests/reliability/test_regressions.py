@@ -134,20 +134,24 @@ def test_first_slice_emptied_by_a_broken_copy_is_corrupt(make_series, keep):
         load_volume(folder)
 
 
-def test_single_dicom_file_case_id_is_not_its_file_name(make_series, tmp_path):
-    # PHI: `medkit convert DOE_JOHN_MRN123.dcm out/` wrote out/DOE_JOHN_MRN123_0000.nii.gz, and
-    # `medkit segment -i DOE_JOHN_MRN123.dcm` named its outputs after the file.
+def test_case_ids_come_from_typed_names_never_from_header_text(make_series, tmp_path):
+    # PHI: a SeriesDescription such as "CT ABD PHIMARK" named the case (medkit-CT-ABD-PHIMARK-1a2b3c4d),
+    # so it reached file names, CSV rows, stdout and overlay titles. Ids now come from the names
+    # the user typed: the file, or the folder (and never the slice files inside it).
     from medkit.io.convert import ConvertConfig, convert
 
-    folder, _, _ = make_series("s", file_pattern="DOE_JOHN_MRN123_{index:04d}.dcm")
+    folder, _, _ = make_series("scan07", file_pattern="DOE_JOHN_MRN123_{index:04d}.dcm",
+                               series_description="CT ABD PHIMARK")
     f = sorted(folder.iterdir())[0]
     (case,) = discover_cases(f)
-    assert "DOE" not in case.case_id and case.case_id.startswith("medkit-synthetic-")
-    rows = convert(ConvertConfig(str(f), str(tmp_path / "out")))
-    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{case.case_id}_0000.nii.gz"]
-    assert rows[0]["case_id"] == case.case_id
-    # With --series-uid the output was named after the input folder (here a patient name).
-    named = folder.rename(tmp_path / "DOE_JOHN")
-    uid = load_volume(named).meta["series_uid"]
-    convert(ConvertConfig(str(named), str(tmp_path / "out2"), series_uid=uid))
-    assert [p.name for p in (tmp_path / "out2").iterdir()] == [f"{case.case_id}_0000.nii.gz"]
+    assert case.case_id == "DOE_JOHN_MRN123_0001" and "PHIMARK" not in case.case_id  # the typed file's name
+    (case,) = discover_cases(folder)
+    assert case.case_id == "scan07"
+    rows = convert(ConvertConfig(str(folder), str(tmp_path / "out")))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cases.csv", "scan07_0000.nii.gz"]
+    assert rows[0]["case_id"] == "scan07"
+    uid = load_volume(folder).meta["series_uid"]
+    convert(ConvertConfig(str(folder), str(tmp_path / "out2"), series_uid=uid))
+    assert (tmp_path / "out2" / "scan07_0000.nii.gz").exists()
+    text = (tmp_path / "out2" / "cases.csv").read_text()
+    assert "PHIMARK" not in text and "DOE_JOHN" not in text and uid in text

@@ -9,16 +9,15 @@ and leave no reports.jsonl.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from medkit.cli import app
-from medkit.io.cases import dicom_case_id
 from medkit.report_generation.data import load_image
 
 ENV = {"MEDKIT_NO_PROGRESS": "1"}
@@ -99,25 +98,26 @@ def test_monochrome1_is_inverted(tmp_path):
 
 
 def test_report_on_a_dicom_folder(tmp_path):
+    """Case ids are the file names given (a UID-named file keeps its whole UID), never header text."""
     src = tmp_path / "in"
     src.mkdir()
     px = _chest()
-    u2 = write_dicom(src / "DOE_JOHN_MRN0001_pa.dcm", px)
-    u1 = write_dicom(src / "DOE_JOHN_MRN0001_cr.dcm", (4095 - px).astype(np.uint16), modality="CR",
-                     photometric="MONOCHROME1", sop_class=CR_SOP, description="")
-    u3 = write_dicom(src / "1.2.826.0.1.3680043.8.498.1", _chest(seed=1))  # UID-named, no suffix
+    write_dicom(src / "pa.dcm", px)
+    write_dicom(src / "cr.dcm", (4095 - px).astype(np.uint16), modality="CR", photometric="MONOCHROME1",
+                sop_class=CR_SOP, description="")
+    write_dicom(src / "1.2.826.0.1.3680043.8.498.1", _chest(seed=1))  # UID-named, no suffix
     (src / "notes.txt").write_text("not an image")  # skipped
     r = _report(src, tmp_path / "out")
     assert r.exit_code == 0, r.output
     rows = _rows(tmp_path / "out")
-    ids = {r["case_id"] for r in rows}
-    assert ids == {dicom_case_id("CHEST PA", "DX", u2), dicom_case_id("", "CR", u1),
-                   dicom_case_id("CHEST PA", "DX", u3)}
-    assert {i.split("-")[0] for i in ids} == {"CHEST", "CR"}  # from the header, never the file name
-    assert all(isinstance(r["report"], str) and r["report"] for r in rows)
+    assert [r["case_id"] for r in rows] == ["1.2.826.0.1.3680043.8.498.1", "cr", "pa"]
+    assert not any("CHEST" in r["case_id"] for r in rows)  # SeriesDescription never names a case
+    assert all(isinstance(r["report"], str) and r["report"] and isinstance(r["findings"], dict) for r in rows)
     by_id = {r["case_id"]: r["report"] for r in rows}
     # MONOCHROME1 inverted: the CR is the same picture as the DX, so the same (greedy) report
-    assert by_id[dicom_case_id("", "CR", u1)] == by_id[dicom_case_id("CHEST PA", "DX", u2)]
+    assert by_id["cr"] == by_id["pa"]
+    listed = (tmp_path / "out" / "cases.csv").read_text()
+    assert str(src / "pa.dcm") in listed and (tmp_path / "out" / "manifest.json").exists()
 
 
 # ----------------------------------------------------------------------------- NIfTI
@@ -192,14 +192,23 @@ def _only_other_files(d: Path) -> tuple[Path, str]:
     return d, "no radiographs"
 
 
-def _duplicate_instance(d: Path) -> tuple[Path, str]:
+def _same_name(d: Path) -> tuple[Path, str]:
     write_dicom(d / "a.dcm", _chest())
-    shutil.copy(d / "a.dcm", d / "b.dcm")  # the same SOPInstanceUID twice
-    return d / "b.dcm", "same case id"
+    Image.fromarray((_chest() // 16).astype(np.uint8)).save(d / "a.png")  # two images, one case id "a"
+    return d / "a.png", "same case id"
+
+
+def _nan_pixels(d: Path) -> tuple[Path, str]:
+    write_nifti(d / "good.nii.gz", _chest().T)
+    arr = _chest().T.astype(np.float32)
+    arr[3, 4] = np.nan
+    write_nifti(d / "nan.nii.gz", arr)
+    return d / "nan.nii.gz", "1 pixel(s) are NaN or infinite"
 
 
 @pytest.mark.parametrize("make", [_truncated, _garbage, _ct_multiframe, _dx_multiframe, _ct_slice, _nifti_volume,
-                                  _empty, _only_other_files, _duplicate_instance], ids=lambda f: f.__name__.strip("_"))
+                                  _empty, _only_other_files, _same_name, _nan_pixels],
+                         ids=lambda f: f.__name__.strip("_"))
 def test_bad_input_is_a_clear_error_and_writes_nothing(make, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -212,3 +221,38 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(make, tmp_path):
     assert "Traceback" not in r.output
     assert not (out / "reports.jsonl").exists()
     assert not out.exists() or not any(out.iterdir())  # no temp file left behind either
+
+
+def test_references_write_metrics_and_reports_accumulate(tmp_path):
+    """--references: metrics.json (NLG + CE over every case of the folder with a reference); a later
+    run adds its cases; the same case again is refused unless --overwrite; a case without a
+    reference is an error before anything is written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        Image.fromarray((_chest(seed=seed) // 16).astype(np.uint8)).save(src / f"{name}.png")
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text("\n".join(json.dumps({"case_id": c, "report": t}) for c, t in (
+        ("a", "The heart is normal. No pleural effusion."), ("b", "Mild cardiomegaly. Small left effusion."))))
+    out = tmp_path / "out"
+
+    def run(*args):
+        return CliRunner().invoke(app, ["report", "-i", *map(str, args), "-o", str(out), "--device", "cpu",
+                                        "--max-new-tokens", "8", "--references", str(refs)], env=ENV)
+
+    r = run(src / "a.png")
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 1 and 0 <= m["BLEU_4"] <= 1 and 0 <= m["micro_f1"] <= 1 and "METEOR" in m["notes"]
+    assert _rows(out)[0]["reference"] == "The heart is normal. No pleural effusion."
+    assert run(src / "b.png").exit_code == 0
+    assert [x["case_id"] for x in _rows(out)] == ["a", "b"]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2  # over the folder's cases
+    again = run(src / "b.png")
+    assert again.exit_code == 2 and "case b is already listed" in again.output
+    assert run(src / "b.png", "--overwrite").exit_code == 0 and len(_rows(out)) == 2
+    refs.write_text(json.dumps({"case_id": "a", "report": "x"}) + "\n")
+    bad = CliRunner().invoke(app, ["report", "-i", str(src), "-o", str(tmp_path / "o2"), "--device", "cpu",
+                                   "--references", str(refs)], env=ENV)
+    assert bad.exit_code == 2 and "no reference for 1 case(s) (first: 'b')" in bad.output
+    assert not (tmp_path / "o2").exists()

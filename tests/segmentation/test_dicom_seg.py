@@ -93,3 +93,45 @@ def test_dicom_seg_refuses_nifti_input_before_writing(tmp_path, tiny_model_dir):
     assert r.exit_code == 2
     assert "needs a DICOM folder" in r.output and "ct.nii.gz" in r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_copy_identity_copies_exactly_what_its_help_lists(tmp_path):
+    """Every identifying attribute of the source gets a unique marker; with --copy-identity the SEG
+    carries exactly the markers of COPIED_WITH_IDENTITY (the list the help prints), without it none."""
+    from medkit.io import load_volume
+    from medkit.io.dicom_write import write_dicom_series
+    from medkit.segmentation.dicom_seg import COPIED_WITH_IDENTITY
+
+    markers = {"PatientName": "ZZNAME^QQ", "PatientID": "IDQ81723", "PatientBirthDate": "19011231",
+               "PatientSex": "O", "AccessionNumber": "ACCQ5531", "StudyID": "SIDQ9912", "StudyDate": "19020304",
+               "StudyTime": "010203.456", "ReferringPhysicianName": "REFQ^DOC", "StudyDescription": "STUDYDESCQ77",
+               "PatientAge": "077Y", "PatientWeight": "71.3", "PatientAddress": "ADDRQ 12",
+               "OtherPatientIDs": "OPIDQ44", "InstitutionName": "INSTQ", "InstitutionAddress": "INSTADDRQ",
+               "InstitutionalDepartmentName": "DEPTQ", "StationName": "STATIONQ", "OperatorsName": "OPQ^ONE",
+               "PerformingPhysicianName": "PERFQ^DOC", "RequestingPhysician": "REQQ^DOC",
+               "ImageComments": "COMMENTQ 55", "PatientSize": "1.77", "EthnicGroup": "ETHQ",
+               "PatientComments": "PCOMMENTQ", "AdditionalPatientHistory": "HISTQ", "Occupation": "OCCQ",
+               "PatientBirthTime": "040506", "PatientMotherBirthName": "MOTHERQ", "MilitaryRank": "RANKQ",
+               "PatientTelephoneNumbers": "5550177", "SeriesDescription": "SERIESDESCQ", "ProtocolName": "PROTQ",
+               "BodyPartExamined": "ABDOMENQ", "PerformedProcedureStepDescription": "PPSQ",
+               "RequestedProcedureDescription": "RPDQ", "DeviceSerialNumber": "SERIALQ", "Manufacturer": "MANUQ"}
+    patient = {k: v for k, v in markers.items() if k.startswith(("Patient", "OtherPatient"))}
+    extra = {k: v for k, v in markers.items() if k not in patient}
+    case = render_small(0)
+    write_dicom_series(case.image.astype(np.float64), tmp_path / "ct", affine=case.affine, patient=patient, extra=extra)
+    vol = load_volume(tmp_path / "ct")
+    labels = np.zeros(vol.shape[1:], np.uint8)
+    labels[10:20, 10:20, 5:10] = 4
+    found = {}
+    for copy in (False, True):
+        out = write_dicom_seg(labels, np.asarray(vol.affine), tmp_path / "ct", tmp_path / f"{copy}.seg.dcm",
+                              COUINAUD_NAMES, copy_identity=copy)
+        ds = pydicom.dcmread(out)
+        raw = out.read_bytes()
+        found[copy] = {k for k, v in markers.items()
+                       if (len(v) > 2 and v.encode() in raw) or str(ds.get(k, "") or "") == v}
+    assert found[False] == set()
+    assert found[True] == set(COPIED_WITH_IDENTITY)
+    help_text = CliRunner().invoke(app, ["segment", "--help"], env={"COLUMNS": "400"}).output
+    flat = " ".join(help_text.replace("│", " ").split())
+    assert ("copy these source attributes into the SEG: " + ", ".join(COPIED_WITH_IDENTITY)) in flat

@@ -1,4 +1,5 @@
-"""The HTML run report: escaped text, relative image links, refused broken images."""
+"""The HTML run report: escaped text, embedded images (a moved or e-mailed page keeps them),
+refused broken images."""
 
 import pytest
 from PIL import Image
@@ -6,7 +7,7 @@ from PIL import Image
 from medkit.viz.html_report import Section, render_report, write_report
 
 
-def test_report_escapes_text_links_images_relatively_and_writes_atomically(tmp_path):
+def test_report_escapes_text_embeds_images_and_writes_atomically(tmp_path):
     (tmp_path / "overlays").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "overlays" / "a.png")
     s = (Section("Segmentation <CT>")
@@ -19,7 +20,16 @@ def test_report_escapes_text_links_images_relatively_and_writes_atomically(tmp_p
     text = out.read_text()
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "Segmentation &lt;CT&gt;" in text and "Dice &amp; HD95" in text
-    assert "src='overlays/a.png'" in text  # relative: the run folder can be moved
+    import base64
+
+    png = base64.b64encode((tmp_path / "overlays" / "a.png").read_bytes()).decode()
+    assert f"src='data:image/png;base64,{png}'" in text  # embedded: the page alone shows the figure
+    assert "overlays/a.png" not in text
+    # The page still shows the image after the run folder's files are gone (moved, e-mailed).
+    moved = tmp_path / "elsewhere.html"
+    out.rename(moved)
+    (tmp_path / "overlays" / "a.png").unlink()
+    assert png in moved.read_text()
     assert ">0.8123<" in text and "<th>extra</th>" in text  # columns united across rows
     assert "http" not in text  # nothing external to load
     assert not list(tmp_path.glob("*.tmp*"))
