@@ -70,7 +70,7 @@ def test_vit_counterfactual_patch_swap():
 
 def test_tiny_cofe_training_with_vit(cxr_dir, tmp_path):
     from medkit.pipelines import run_spec
-    from medkit.report_generation.predict import load_model, report_cli
+    from medkit.report_generation.predict import load_model, report
     from medkit.runs import load_checkpoint
 
     ov = tiny_overrides(cxr_dir) + TINY_VIT + ["optim.steps=3", "optim.eval_every=3",
@@ -86,8 +86,8 @@ def test_tiny_cofe_training_with_vit(cxr_dir, tmp_path):
     assert any(k.startswith("encoder.trunk.blocks.0.attn") for k in ck["model"])
     net, cfg = load_model(run, "cpu")
     assert net.encoder.is_vit and net.encoder.token_grid == (4, 4) and net.encoder.channels == 32
-    out = report_cli(input=cxr_dir / "images" / "CXR0001", output=tmp_path / "rep", model=run, device="cpu",
-                     max_new_tokens=4)
+    out = report(cxr_dir / "images" / "CXR0001", tmp_path / "rep", model=run, device="cpu",
+                 max_new_tokens=4).paths["reports"]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 1 and isinstance(rows[0]["report"], str)
 

@@ -12,7 +12,7 @@ from medkit.cli import app
 from medkit.config import ConfigError
 from medkit.io.errors import MedkitInputError, ReportDatasetError
 from medkit.pipelines import run_spec
-from medkit.report_generation.predict import report_cli
+from medkit.report_generation.predict import report
 
 from .conftest import tiny_overrides
 
@@ -48,8 +48,8 @@ def test_resume_continues_the_count(run_dir, cxr_dir):
 
 
 def test_report_cli_on_annotation_and_folder(run_dir, cxr_dir, tmp_path):
-    path = report_cli(input=cxr_dir / "annotation.json", output=tmp_path / "a", model=run_dir, device="cpu",
-                      beams=2, max_new_tokens=8)
+    path = report(cxr_dir / "annotation.json", tmp_path / "a", model=run_dir, device="cpu",
+                  beams=2, max_new_tokens=8).paths["reports"]
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(rows) == 16 and {"case_id", "report", "reference"} <= set(rows[0])
     r = CliRunner().invoke(app, ["report", "-i", str(cxr_dir / "images" / "CXR0001"), "-o", str(tmp_path / "b"),
@@ -64,10 +64,10 @@ def test_clear_errors(cxr_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(P, "DEFAULT_MODEL", None)
     with pytest.raises(ConfigError, match="--model"):
-        report_cli(input=cxr_dir, output=tmp_path, model=None)
+        report(cxr_dir, tmp_path, model=None)
     monkeypatch.undo()
     with pytest.raises(MedkitInputError, match="not a model folder"):
-        report_cli(input=cxr_dir, output=tmp_path, model=tmp_path)
+        report(cxr_dir, tmp_path, model=tmp_path)
     with pytest.raises(ConfigError, match="unknown key"):
         run_spec(PIPE, expect="train-report", out=tmp_path / "x", overrides=["optim.stepz=3"])
     with pytest.raises(ReportDatasetError, match="annotation"):
