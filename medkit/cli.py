@@ -287,14 +287,14 @@ def _synth(module: str, cfg_cls: str, fn: str, out: Path, n: Optional[int], seed
 
     if n is not None and n < 1:
         raise MedkitInputError(None, f"--n {n}: the number of cases must be at least 1")
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(out, "folder exists and is not empty; pass --overwrite to write into it (files of the "
-                               "same names are replaced), or choose another --out")
     mod = importlib.import_module(module)
     base = {"seed": seed, **fixed}
     if n is not None:
         base["n_cases"] = n
-    cfg = load_config(base, getattr(mod, cfg_cls), overrides)
+    cfg = load_config(base, getattr(mod, cfg_cls), overrides)  # a typo in --set first: it is the user's line
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(out, "folder exists and is not empty; pass --overwrite to write into it (files of the "
+                               "same names are replaced), or choose another --out")
     check_writable(out)
     t0 = time.perf_counter()
     summary = getattr(mod, fn)(cfg, out, progress=lambda xs, d="generating": track(xs, d))
