@@ -256,14 +256,27 @@ def _versions() -> dict:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not STATS:
         return
+    sys.path.insert(0, str(REPO))
+    from bench.cells import provenance, target
+
+    crashes = sum(len(v.crashes) for v in STATS.values())
+    hangs = sum(len(v.hangs) for v in STATS.values())
+    stray = sum(len(v.stray_files) for v in STATS.values())
+    cfg = {"MEDKIT_FUZZ_N": os.environ.get("MEDKIT_FUZZ_N"), "per_input_limit_s": PER_INPUT_S,
+           "derandomized": not LONG_RUN}
+    prov = provenance(cfg, "cpu")
     report = {
+        "git_sha": prov["git_sha"], "command": prov["command"], "config": cfg, "provenance": prov,
+        # The readers' contract (issue 10): a correct value or one MedkitInputError naming the file.
+        "targets": {"no_crashes": target(crashes, 0, "<="), "no_hangs": target(hangs, 0, "<="),
+                    "no_stray_files": target(stray, 0, "<=")},
         "what": "medkit fuzz run (tests/reliability/fuzz): inputs tried and outcomes per target",
         "long_run": LONG_RUN, "derandomized": not LONG_RUN,
         "inputs_per_target_requested": os.environ.get("MEDKIT_FUZZ_N", "per-target default"),
         "per_input_limit_s": PER_INPUT_S,
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()},
         "versions": _versions(),
-        "targets": {k: v.as_dict() for k, v in sorted(STATS.items())},
+        "fuzz_targets": {k: v.as_dict() for k, v in sorted(STATS.items())},
     }
     default_out = REPO / "bench" / "results" / "fuzz.json" if LONG_RUN else \
         Path(str(config._tmp_path_factory.getbasetemp())) / "fuzz.json"  # noqa: SLF001
