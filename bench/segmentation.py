@@ -150,7 +150,7 @@ def load_cases(s: dict, smoke: bool) -> list[dict]:
         d = pre({"case_id": c.case_id, "image": MetaTensor(torch.from_numpy(c.image[None].astype(np.float32)), affine=aff),
                  "label": MetaTensor(torch.from_numpy(c.labels[None].astype(np.float32)), affine=aff)})
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp.npz")
+        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")
         np.savez_compressed(tmp, case_id=c.case_id, image=d["image"].numpy(), label=d["label"].numpy(),
                             affine=np.asarray(d["image"].affine, dtype=np.float64))
         tmp.replace(f)
