@@ -95,7 +95,7 @@ def settings(smoke: bool = False) -> dict:
                                         patch_sampling="class_balanced"),
                 "optim": OptimConfig(lr=2e-3, steps=1500, batch_size=2, val_every=100),
                 "augment": AugmentConfig(kind="none", prob=0.6, scale_range=(0.5, 1.0), compose_prob=0.25,
-                                         max_targets=12, elastic_sigma=(4.0, 6.0), elastic_magnitude=(40.0, 80.0),
+                                         max_targets=12, elastic_sigma=(4.0, 6.0), elastic_magnitude=(100.0, 200.0),
                                          registration=RegistrationConfig(device="cpu"))},
         "gate_min_gain": 0.05,  # warped-atlas Dice must beat no warp by 5 points on average
         "timing_rounds": 8,
@@ -272,17 +272,21 @@ def field_bank(s: dict, train: list[dict], smoke: bool, log=print):
     pool, targets = train[:f["pool"]], train[f["pool"]:f["pool"] + f["n_unlabelled"]]
     cfg = few_cfg(s, "registration", 0)
     root = CACHE / ("smoke" if smoke else "cpu") / "bank"
-    bank = FieldBank(root)
     want = {(a["case_id"], t["case_id"]) for a in pool for t in targets}
-    if {(r.atlas_id, r.target_id) for r in bank.records} >= want:
-        return bank
-    log(f"registering {len(pool)} atlases to {len(targets)} unlabelled targets")
+    import fcntl
     import shutil
 
-    shutil.rmtree(root, ignore_errors=True)
-    t0 = time.perf_counter()
-    bank = build_field_bank(cfg, pool, [dict(t, unlabelled=True) for t in targets], root=root)
-    log(f"{len(bank)} fields in {time.perf_counter() - t0:.0f} s")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / "bank.lock", "w") as lock:  # two queued jobs: one builds, the other waits
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        bank = FieldBank(root)
+        if {(r.atlas_id, r.target_id) for r in bank.records} >= want:
+            return bank
+        log(f"registering {len(pool)} atlases to {len(targets)} unlabelled targets")
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        bank = build_field_bank(cfg, pool, [dict(t, unlabelled=True) for t in targets], root=root)
+        log(f"{len(bank)} fields in {time.perf_counter() - t0:.0f} s")
     return bank
 
 

@@ -80,9 +80,38 @@ def build_field_bank(cfg: TrainConfig, atlases: list[dict], targets: list[dict],
     pairs = [(a, t) for a in atlases
              for t in [t for t in ordered if t["case_id"] != a["case_id"]][: cfg.augment.max_targets]]
     for a, t in progress(pairs, "registration"):
-        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration)
+        # The atlas liver weights the similarity: its vessels carry the Couinaud boundaries.
+        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration,
+                                  moving_mask=a["label"])
         bank.add(a["case_id"], t["case_id"], ddf, a["image"].affine, info)
     return bank
+
+
+def check_registration(cfg: TrainConfig, labelled: list[dict], log: Callable[[str], None] = print) -> dict | None:
+    """The gate of a registration-augmented run: register up to 3 labelled atlases each to
+    another labelled case (for the check only; training targets have no labels to compare
+    with) and require :func:`registration_quality`'s gain. Raises ``ConfigError`` when the
+    registration carries no anatomy; returns None (logged) with fewer than 2 labelled cases."""
+    from ..transforms import FieldBank, register_pair
+
+    gate = cfg.augment.gate_min_gain
+    if gate is None:
+        return None
+    if len(labelled) < 2:
+        log("registration quality: one labelled case, no labelled target to check the fields against")
+        return None
+    bank = FieldBank(None)
+    for i, a in enumerate(labelled[:3]):
+        t = labelled[(i + 1) % len(labelled)]
+        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration,
+                                  moving_mask=a["label"])
+        bank.add(a["case_id"], t["case_id"], ddf, a["image"].affine, info)
+    by_id = {c["case_id"]: c for c in labelled}
+    q = registration_quality(bank, by_id, by_id, min_gain=gate, log=log)
+    if not q["gate"]["held"]:
+        raise ConfigError(f"registration quality gate failed (Couinaud Dice gain {q['gain']:+.3f} < {gate}): the "
+                          "fields would not carry anatomy; tune augment.registration or set augment.kind")
+    return q
 
 
 def registration_quality(bank, atlases: dict[str, dict], targets: dict[str, dict], *, min_gain: float = 0.05,
@@ -358,13 +387,16 @@ def run_pipeline(cfg: TrainConfig, run: RunDir, *, device: str = "auto", resume:
     train_s = preprocess_cases(cfg, labelled)
     val_s = preprocess_cases(cfg, val_c)
     bank = None
+    quality = None
     if cfg.augment.kind == "registration":
+        quality = check_registration(cfg, train_s, log)
         others = preprocess_cases(cfg, unlabelled) if unlabelled else []
         bank = build_field_bank(cfg, train_s, train_s + others, root=run.path / "fields")
     res = fit(cfg, SegmentationData(train_s, val_s, bank), run=run, device=device, resume=resume, log=log)
     summary = {"step": res["step"], "best_val_dice_mean": res["best"], "params": res["params"],
                "s_per_step": res["s_per_step"], "history": res["history"],
                "plateau": curve_plateau(res["history"]),
+               "registration_quality": None if quality is None else {k: v for k, v in quality.items() if k != "fields"},
                "split": {"train": [c[0] for c in labelled], "unlabelled": [c[0] for c in unlabelled],
                          "val": [c[0] for c in val_c], "test": [c[0] for c in test_c]}}
     if test_c:
