@@ -14,8 +14,10 @@ from .network_config import LiverFormerConfig
 @dataclass
 class DataConfig:
     """Where cases come from. ``layout``: ``nnunet`` (imagesTr/{case}_0000 + labelsTr, what
-    ``medkit synth liver-ct`` writes), ``msd`` (imagesTr/hepaticvessel_XXX.nii.gz; Couinaud
-    labels of the same name in ``label_dir``), ``lits`` (volume-N.nii; labels in ``label_dir``)."""
+    ``medkit synth liver-ct`` writes), ``msd`` (a Decathlon task folder as released, e.g.
+    Task08_HepaticVessel ``imagesTr/hepaticvessel_001.nii.gz`` or Task03_Liver
+    ``imagesTr/liver_0.nii.gz``, ``dataset.json`` read when present; Couinaud labels of the
+    same file name in ``label_dir``), ``lits`` (volume-N.nii; labels in ``label_dir``)."""
 
     root: Path = Path("data/liver-ct")
     layout: Literal["nnunet", "msd", "lits"] = "nnunet"
