@@ -429,7 +429,6 @@ def main() -> None:
     if args._mem:
         _mem_child(*args._mem)
         return
-    os.environ.setdefault("MEDKIT_NO_PROGRESS", "1")
     from bench.segmentation_tables import assemble
     from medkit.config import to_dict
 
