@@ -1,30 +1,48 @@
-"""Couinaud segmentation benchmark: LiverFormer vs MONAI SwinUNETR and BasicUNet, and
-registration augmentation vs none vs random elastic in the 4-label regime.
+"""Couinaud segmentation benchmark (issue 17), as resumable cells.
 
-    python bench/segmentation.py              # CPU-sized default (< 30 min on 2 cores)
-    python bench/segmentation.py --full       # GPU-sized (bigger grid, networks, steps)
+    python bench/segmentation.py --part table1 --nets liverformer dynunet --seeds 0
+    python bench/segmentation.py --part quality        # registration bank + quality gate
+    python bench/segmentation.py --part few --n-labels 1 2 --seeds 0 1 2 3 4
+    python bench/segmentation.py --part timing         # params, s/step, s/case, memory, one run
+    python bench/segmentation.py --assemble            # tables + targets from the finished cells
+    python bench/segmentation.py                       # every cell in priority order, then assemble
 
-Same synthetic cases (``medkit.synth.liver_ct``, seed 0), same split, same
-preprocessing and training transforms, same optimiser, steps and batch for every
-network. Table 1: every network on all training labels, no augmentation.
-Table 2: LiverFormer on 4 labelled cases (the other training scans serve as
-unlabelled registration targets) with none / elastic / registration augmentation,
-3 seeds each. Test metrics: per-segment Dice and HD95 (mm) on held-out cases
-(misses count as Dice 0 and the image diagonal). CPU timings are only
-meaningful as ratios within one run; on a shared machine use the interleaved speed
-table (``--only timing``), which times the networks round-robin so load drift
-hits them alike. Peak memory: a fresh subprocess per network
-runs one training step; we report its RSS growth over the idle model, sampled
-during the step (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
-Writes bench/results/segmentation-<device>.json.
+Every (part, network or arm, budget, seed) is a cell (``bench/cells.py``): it writes
+``bench/results/segmentation-cpu/cells/<cell>.json`` when it finishes and is skipped
+afterwards, so a run can stop anywhere and a later run does the rest. Every command
+ends by assembling ``bench/results/segmentation-cpu.json`` from whatever cells exist.
+
+Data: synthetic phantoms (``medkit.synth.liver_ct``, default settings, seed 0), split by
+index: train 0-19, validation 20-23, test 24-35 (12 cases). The same preprocessing for
+every arm (RAS, 6 mm isotropic, HU window -160..240, body crop, 64 x 40 x 48 grid).
+
+Table 1: every network on the 20 training cases, no augmentation; one loss (Dice + CE),
+one optimiser and LR schedule (AdamW 2e-3, poly 0.9 to 0 over the budget), no deep
+supervision for anyone, class-balanced patch centres (background and I..VIII drawn
+equally), 64 x 32 x 32 patches (the smallest SwinUNETR trains on: its 1/32 bottleneck
+needs more than one voxel), batch 2 (on CPU, PyTorch runs batch-1 3D convolutions on its
+slow non-oneDNN path: a batch of 2 costs half the time of two batches of 1). Validation Dice every ``val_every`` steps gives
+the learning curve; each cell reports the test cases at the budget and at its own
+plateau (the first check after which smoothed validation Dice gains < 0.5 points).
+
+Few-label (registration augmentation, Zhao et al. CVPR 2019 / LiverFormer): LiverFormer
+on n = 1, 2, 4 labelled cases (seed s draws them from the first 8 training cases; the
+n=1 set lies inside n=2 inside n=4), the 12 other training cases serve only as
+unlabelled registration targets; none vs random elastic vs registration, paired seeds.
+The field bank (every pool case registered to the 12 targets) is gated by a printed
+check: warped-atlas Couinaud Dice against the target (whose labels training never
+sees) must clearly beat no warp.
+
+Paired comparisons: ``medkit.metrics.stats.paired_diff`` over test cases (rows of one
+case across seeds are averaged first). Timing and memory: one process, networks
+interleaved round-robin so load drift on a shared machine hits them alike; memory
+in a fresh subprocess per network.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
+import os
 import sys
 import time
 from dataclasses import replace
@@ -36,7 +54,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medkit.config import to_dict  # noqa: E402
+from bench.cells import Bench  # noqa: E402
 from medkit.segmentation import COUINAUD_NAMES  # noqa: E402
 from medkit.segmentation.network_config import LiverFormerConfig  # noqa: E402
 from medkit.segmentation.train_config import (  # noqa: E402
@@ -47,116 +65,323 @@ from medkit.segmentation.train_config import (  # noqa: E402
     PreprocessConfig,
     TrainConfig,
 )
+from medkit.transforms.registration import RegistrationConfig  # noqa: E402
 
-SEEDS = (0, 1, 2)
-
-
-def settings(full: bool) -> dict:
-    if full:
-        return {"n_train": 16, "n_test": 8, "steps": 3000, "steps_aug": 2000, "batch": 2,
-                "synth": {"shape": (192, 192, 160), "spacing_xy_mm": (1.7, 1.9), "spacing_z_mm": (1.25, 2.0)},
-                "pre": PreprocessConfig(spacing_mm=(2.0, 2.0, 2.0), grid_shape=(160, 128, 128), patch=(96, 96, 96)),
-                "pre_aug": PreprocessConfig(spacing_mm=(2.0, 2.0, 2.0), grid_shape=(160, 128, 128), patch=(96, 96, 96)),
-                "lf": LiverFormerConfig(channels=(24, 48, 96, 192, 320), blocks_per_stage=2, embed_dim=320, depth=6,
-                                        heads=8, mlp_ratio=4.0, deep_supervision=True),
-                "swin": 24, "unet": (32, 32, 64, 128, 256, 32), "max_targets": 12}
-    import os
-    small = os.environ.get("MEDKIT_BENCH_SMOKE")
-    if small:  # a seconds-long run that only checks the script works
-        return {"n_train": 5, "n_test": 1, "steps": 2, "steps_aug": 2, "batch": 1, "synth": {},
-                "pre": PreprocessConfig(spacing_mm=(8.0, 8.0, 8.0), grid_shape=(64, 32, 32), patch=(64, 32, 32)),
-                "pre_aug": PreprocessConfig(spacing_mm=(8.0, 8.0, 8.0), grid_shape=(64, 32, 32), patch=(32, 32, 32)),
-                "lf": LiverFormerConfig(channels=(4, 8), embed_dim=8, depth=1, heads=2, deep_supervision=True),
-                "swin": 12, "unet": (4, 4, 8, 8, 8, 4), "max_targets": 1}
-    # 2 shared CPU cores: SwinUNETR needs >= 64x32x32 patches (its 1/32 bottleneck must hold more
-    # than one voxel for instance norm), so table 1 uses that patch at batch 1; table 2 (LiverFormer
-    # only) uses 32^3 patches so 9 runs fit.
-    # Budget measured here: 300 steps x batch 2 take LiverFormer from Dice 0 to ~0.46 on this grid.
-    return {"n_train": 10, "n_test": 3, "steps": 300, "steps_aug": 250, "batch": 2, "synth": {},
-            "pre": PreprocessConfig(spacing_mm=(5.0, 5.0, 5.0), grid_shape=(64, 48, 56), patch=(64, 32, 32)),
-            "pre_aug": PreprocessConfig(spacing_mm=(5.0, 5.0, 5.0), grid_shape=(64, 48, 56), patch=(32, 32, 32)),
-            "lf": LiverFormerConfig(channels=(8, 16, 32, 64), embed_dim=64, depth=2, heads=4, deep_supervision=True),
-            "swin": 12, "unet": (8, 8, 16, 32, 64, 8), "max_targets": 4}
+NAMES = list(COUINAUD_NAMES.values())
+NETS = ("liverformer", "dynunet", "basicunet", "liverformer_notr", "swinunetr")
+AUGS = ("registration", "none", "elastic")
+CACHE = Path(os.environ.get("MEDKIT_BENCH_CACHE", Path.home() / ".cache" / "medkit" / "bench-segmentation"))
 
 
-def make_cfg(s: dict, arch: str, aug: str, seed: int, steps: int, pre_key: str = "pre") -> TrainConfig:
-    return TrainConfig(
-        name=f"bench-{arch}-{aug}-{seed}", seed=seed, data=DataConfig(n_val=0),
-        preprocess=s[pre_key], augment=AugmentConfig(kind=aug, max_targets=s["max_targets"]),
-        model=ModelConfig(arch=arch, liverformer=s["lf"], swin_feature_size=s["swin"], basicunet_features=s["unet"]),
-        optim=OptimConfig(steps=steps, batch_size=s["batch"], val_every=10**9))
+def settings(smoke: bool = False) -> dict:
+    """The benchmark's sizes. ``smoke``: seconds-long, only checks that the script works."""
+    lf = LiverFormerConfig(channels=(8, 16, 32, 64), embed_dim=64, depth=2, heads=4)
+    s = {
+        "synth": {"n_cases": 36, "seed": 0}, "n_train": 20, "n_val": 4, "n_test": 12,
+        "pre": PreprocessConfig(spacing_mm=(6.0, 6.0, 6.0), grid_shape=(64, 40, 48), patch=(64, 32, 32),
+                                patch_sampling="class_balanced"),
+        "optim": OptimConfig(lr=2e-3, steps=3000, batch_size=2, val_every=150),
+        "models": {
+            "liverformer": ModelConfig(arch="liverformer", liverformer=lf),
+            "liverformer_notr": ModelConfig(arch="liverformer", liverformer=replace(lf, transformer=False)),
+            "dynunet": ModelConfig(arch="dynunet", dynunet_filters=(8, 16, 32, 64)),
+            "basicunet": ModelConfig(arch="basicunet", basicunet_features=(8, 8, 16, 32, 64, 8)),
+            "swinunetr": ModelConfig(arch="swinunetr", swin_feature_size=12),
+        },
+        "seeds": {"liverformer": (0, 1, 2), "liverformer_notr": (0, 1, 2), "dynunet": (0, 1, 2),
+                  "basicunet": (0, 1, 2), "swinunetr": (0,)},
+        "few": {"pool": 8, "n_unlabelled": 12, "n_labels": (1, 2, 4), "seeds": (0, 1, 2, 3, 4),
+                "pre": PreprocessConfig(spacing_mm=(6.0, 6.0, 6.0), grid_shape=(64, 40, 48), patch=(32, 32, 32),
+                                        patch_sampling="class_balanced"),
+                "optim": OptimConfig(lr=2e-3, steps=1500, batch_size=2, val_every=100),
+                "augment": AugmentConfig(kind="none", prob=0.6, scale_range=(0.5, 1.0), compose_prob=0.25,
+                                         max_targets=12, elastic_sigma=(4.0, 6.0), elastic_magnitude=(100.0, 200.0),
+                                         registration=RegistrationConfig(device="cpu"))},
+        "gate_min_gain": 0.05,  # warped-atlas Dice must beat no warp by 5 points on average
+        "timing_rounds": 8,
+    }
+    if smoke:
+        tiny = LiverFormerConfig(channels=(4, 8), embed_dim=8, depth=1, heads=2)
+        s.update({"synth": {"n_cases": 7, "seed": 0, "shape": (48, 48, 24), "spacing_xy_mm": (7.0, 7.5),
+                            "spacing_z_mm": (9.0, 10.0), "fine_xy": 1, "fine_z_max_mm": 5.0, "max_tumours": 0},
+                  "n_train": 4, "n_val": 1, "n_test": 2,
+                  "pre": PreprocessConfig(spacing_mm=(10.0, 10.0, 10.0), grid_shape=(64, 32, 32), patch=(64, 32, 32)),
+                  "optim": OptimConfig(lr=2e-3, steps=4, batch_size=1, val_every=2), "timing_rounds": 1,
+                  "models": {"liverformer": ModelConfig(arch="liverformer", liverformer=tiny),
+                             "liverformer_notr": ModelConfig(arch="liverformer",
+                                                             liverformer=replace(tiny, transformer=False)),
+                             "dynunet": ModelConfig(arch="dynunet", dynunet_filters=(4, 8, 8)),
+                             "basicunet": ModelConfig(arch="basicunet", basicunet_features=(4, 4, 4, 4, 8, 4)),
+                             "swinunetr": ModelConfig(arch="swinunetr", swin_feature_size=12)},
+                  "seeds": {n: (0,) for n in NETS}, "gate_min_gain": -1.0})
+        s["few"] = {**s["few"], "pool": 2, "n_unlabelled": 2, "n_labels": (1,), "seeds": (0,),
+                    "pre": PreprocessConfig(spacing_mm=(10.0, 10.0, 10.0), grid_shape=(64, 32, 32),
+                                            patch=(16, 16, 16)),
+                    "optim": OptimConfig(lr=2e-3, steps=4, batch_size=1, val_every=2),
+                    "augment": replace(s["few"]["augment"], max_targets=2,
+                                       registration=RegistrationConfig(affine_iters=2, deform_iters=2, device="cpu"))}
+        s["models"]["liverformer"] = ModelConfig(arch="liverformer", liverformer=tiny)
+    return s
 
 
-def load_cases(s: dict, n: int) -> list[dict]:
+# ----------------------------------------------------------------------------- data
+
+
+def load_cases(s: dict, smoke: bool) -> list[dict]:
+    """Render and preprocess the phantoms (cached as .npz: a re-run skips the rendering)."""
     from monai.data import MetaTensor
 
-    from medkit.progress import track
     from medkit.segmentation.data import preprocess_transforms
     from medkit.synth.liver_ct import LiverCTConfig, render_case
 
-    scfg = LiverCTConfig(n_cases=n, seed=0, **s["synth"])
+    key = "smoke" if smoke else "cpu"
     pre = preprocess_transforms(s["pre"])
     out = []
-    for i in track(range(n), "render"):
-        c = render_case(scfg, i)
+    for i in range(s["synth"]["n_cases"]):
+        f = CACHE / key / f"case{i:03d}.npz"
+        if f.exists():
+            z = np.load(f)
+            aff = torch.from_numpy(z["affine"])
+            out.append({"case_id": str(z["case_id"]), "image": MetaTensor(torch.from_numpy(z["image"]), affine=aff),
+                        "label": MetaTensor(torch.from_numpy(z["label"]), affine=aff)})
+            continue
+        c = render_case(LiverCTConfig(**s["synth"]), i)
         aff = torch.as_tensor(c.affine)
-        out.append(pre({"case_id": c.case_id, "image": MetaTensor(torch.from_numpy(c.image[None].astype(np.float32)), affine=aff),
-                        "label": MetaTensor(torch.from_numpy(c.labels[None].astype(np.float32)), affine=aff)}))
+        d = pre({"case_id": c.case_id, "image": MetaTensor(torch.from_numpy(c.image[None].astype(np.float32)), affine=aff),
+                 "label": MetaTensor(torch.from_numpy(c.labels[None].astype(np.float32)), affine=aff)})
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, case_id=c.case_id, image=d["image"].numpy(), label=d["label"].numpy(),
+                            affine=np.asarray(d["image"].affine, dtype=np.float64))
+        tmp.replace(f)
+        out.append({"case_id": d["case_id"], "image": d["image"], "label": d["label"]})
     return out
 
 
+def split(s: dict, cases: list[dict]) -> tuple[list, list, list]:
+    n_tr, n_val = s["n_train"], s["n_val"]
+    return cases[:n_tr], cases[n_tr:n_tr + n_val], cases[n_tr + n_val:n_tr + n_val + s["n_test"]]
+
+
+def few_labelled(s: dict, train: list[dict], n: int, seed: int) -> list[dict]:
+    """The ``n`` labelled cases of seed ``seed``: a fixed permutation of the pool per seed, first ``n``
+    (so the 1-label set lies inside the 2-label set inside the 4-label set)."""
+    perm = np.random.default_rng(1000 + seed).permutation(s["few"]["pool"])
+    return [train[int(i)] for i in perm[:n]]
+
+
+# ----------------------------------------------------------------------------- training cells
+
+
 @torch.no_grad()
-def test_model(model, cfg: TrainConfig, test: list[dict], device) -> dict:
-    from medkit.metrics.segmentation import case_row, segment_scores, summarise
+def test_cases(model, cfg: TrainConfig, cases: list[dict], device) -> dict:
+    """Per-case Dice/HD95 on the test cases (sliding window, the cfg's overlap) and seconds per case."""
+    from medkit.metrics.segmentation import case_row, segment_scores
     from medkit.segmentation.train import _sliding
 
     model.eval()
     rows, times = [], []
-    for s in test:
-        x = s["image"].as_tensor()[None].to(device)
+    for c in cases:
+        x = c["image"].as_tensor()[None].to(device)
         t0 = time.perf_counter()
         pred = _sliding(model, x, cfg).argmax(1)[0].cpu().numpy()
         times.append(time.perf_counter() - t0)
-        sp = np.linalg.norm(np.asarray(s["image"].affine)[:3, :3], axis=0)
-        rows.append(case_row(s["case_id"], segment_scores(pred, s["label"][0].numpy().astype(int), list(COUINAUD_NAMES), sp),
-                             COUINAUD_NAMES))
-    summ = summarise(rows)
-    summ["infer_s_per_case"] = float(np.mean(times))
-    return summ
+        sp = np.linalg.norm(np.asarray(c["image"].affine)[:3, :3], axis=0)
+        row = case_row(c["case_id"], segment_scores(pred, c["label"][0].numpy().astype(int), list(COUINAUD_NAMES),
+                                                    sp), COUINAUD_NAMES)
+        rows.append({k: v for k, v in row.items() if not k.startswith("assd")})
+    return {"cases": rows, "dice_mean": float(np.mean([r["dice_mean"] for r in rows])),
+            "hd95_mean": float(np.mean([r["hd95_mean"] for r in rows])),
+            "dice": {n: float(np.mean([r[f"dice_{n}"] for r in rows])) for n in NAMES},
+            "infer_s_per_case": float(np.mean(times))}
 
 
-def peak_memory_mb(arch: str, full: bool) -> float:
-    """One training step of ``arch`` in a fresh process; peak memory growth (MB)."""
-    r = subprocess.run([sys.executable, __file__, "--_mem", arch] + (["--full"] if full else []),
-                       capture_output=True, text=True, timeout=900)
-    try:
-        return float(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        print(r.stderr[-2000:], file=sys.stderr)
-        return float("nan")
+def own_plateau_step(history: list[dict], tol: float = 0.005, smooth: int = 3) -> int | None:
+    """The first check after which the smoothed validation Dice never gains ``tol`` or more.
+
+    Smoothing: trailing mean over ``smooth`` checks (4 validation cases are noisy).
+    Worked example: smoothed [0.5, 0.8, 0.85, 0.852, 0.851] -> step of the 0.85 check
+    (later values exceed it by only 0.002 < 0.005)."""
+    pts = [(h["step"], h.get("dice_mean")) for h in history if h.get("dice_mean") is not None]
+    if not pts:
+        return None
+    v = np.array([p[1] for p in pts], dtype=float)
+    v = np.array([v[max(0, i - smooth + 1): i + 1].mean() for i in range(len(v))])
+    for i in range(len(v)):
+        if v[i:].max() - v[i] < tol:
+            return int(pts[i][0])
+    return int(pts[-1][0])
 
 
-def _mem_child(arch: str, full: bool) -> None:
+def train_cell(s: dict, cfg: TrainConfig, train: list[dict], val: list[dict], test: list[dict], bank=None) -> dict:
+    """Train ``cfg`` (validation curve in the history), test at the budget and at its own plateau."""
+    from medkit.segmentation.train import SegmentationData, curve_plateau, fit
+
+    snaps: dict[int, dict] = {}
+
+    def keep(step, model, rec):
+        snaps[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    dev = torch.device("cpu")
+    out = fit(cfg, SegmentationData(train, val, bank), device="cpu", on_check=keep)
+    model = out["model"]
+    res = {"steps": cfg.optim.steps, "seed": cfg.seed, "params": out["params"], "train_s_per_step": out["s_per_step"],
+           "history": [{k: v for k, v in h.items() if k in ("step", "loss", "dice_mean") or k.startswith("dice_")}
+                       for h in out["history"]],
+           "plateau": curve_plateau(out["history"])}
+    res["test"] = test_cases(model, cfg, test, dev)
+    own = own_plateau_step(out["history"])
+    res["own_plateau_step"] = own
+    if own is not None and own != out["step"] and own in snaps:
+        model.load_state_dict(snaps[own])
+        res["test_own_plateau"] = test_cases(model, cfg, test, dev)
+    else:
+        res["test_own_plateau"] = res["test"]
+    return res
+
+
+def table1_cfg(s: dict, net: str, seed: int) -> TrainConfig:
+    return TrainConfig(name=f"bench-{net}", seed=seed, data=DataConfig(n_val=0), preprocess=s["pre"],
+                       augment=AugmentConfig(kind="none"), model=s["models"][net], optim=s["optim"])
+
+
+def table1_key(s: dict, net: str, seed: int) -> str:
+    return f"table1/{net}/steps{s['optim'].steps}/seed{seed}"
+
+
+def few_cfg(s: dict, aug: str, seed: int) -> TrainConfig:
+    f = s["few"]
+    return TrainConfig(name=f"bench-few-{aug}", seed=seed, data=DataConfig(n_val=0), preprocess=f["pre"],
+                       augment=replace(f["augment"], kind=aug), model=s["models"]["liverformer"], optim=f["optim"])
+
+
+def few_key(s: dict, n: int, aug: str, seed: int) -> str:
+    return f"few/n{n}/{aug}/steps{s['few']['optim'].steps}/seed{seed}"
+
+
+# ----------------------------------------------------------------------------- registration bank + gate
+
+
+def field_bank(s: dict, train: list[dict], smoke: bool, log=print):
+    """Every pool case registered to the unlabelled targets (cached on disk: registration is
+    deterministic, and every few-label cell shares the bank)."""
+    from medkit.segmentation.train import build_field_bank
+    from medkit.transforms import FieldBank
+
+    f = s["few"]
+    pool, targets = train[:f["pool"]], train[f["pool"]:f["pool"] + f["n_unlabelled"]]
+    cfg = few_cfg(s, "registration", 0)
+    root = CACHE / ("smoke" if smoke else "cpu") / "bank"
+    want = {(a["case_id"], t["case_id"]) for a in pool for t in targets}
+    import fcntl
+    import shutil
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / "bank.lock", "w") as lock:  # two queued jobs: one builds, the other waits
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        bank = FieldBank(root)
+        if {(r.atlas_id, r.target_id) for r in bank.records} >= want:
+            return bank
+        log(f"registering {len(pool)} atlases to {len(targets)} unlabelled targets")
+        shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        bank = build_field_bank(cfg, pool, [dict(t, unlabelled=True) for t in targets], root=root)
+        log(f"{len(bank)} fields in {time.perf_counter() - t0:.0f} s")
+    return bank
+
+
+def quality_cell(s: dict, train: list[dict], smoke: bool) -> dict:
+    """The registration-quality check of the bank (printed; the few-label registration arm
+    refuses to run when it fails)."""
+    from medkit.segmentation.train import registration_quality
+
+    bank = field_bank(s, train, smoke)
+    by_id = {c["case_id"]: c for c in train}
+    q = registration_quality(bank, by_id, by_id, min_gain=s["gate_min_gain"])
+    q["registration_config"] = {k: v for k, v in vars(few_cfg(s, "registration", 0).augment.registration).items()}
+    return q
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def timing_cell(s: dict, test: list[dict], rounds: int) -> dict:
+    """Train s/step and inference s/case per network, interleaved round-robin in one process
+    (medians over rounds, the first dropped), then peak memory per network in a fresh process."""
+    from monai.losses import DiceCELoss
+
     from medkit.segmentation.models import build_model
+    from medkit.segmentation.train import _sliding
 
-    s = settings(full)
-    cfg = make_cfg(s, arch, "none", 0, 1)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg.model).to(dev).train()
-    x = torch.randn(s["batch"], 1, *s["pre"].patch, device=dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        out = model(x)
-        out = out[0] if isinstance(out, list) else out
-        out.float().mean().backward()
-        print(torch.cuda.max_memory_allocated() / 2**20)
-        return
-    # CPU: the RSS high-water mark (ru_maxrss) is usually set by the imports, not by one step,
-    # so sample the current RSS from a thread during the step and report the growth over it.
+    nets, opts, cfgs = {}, {}, {}
+    for n in NETS:
+        cfgs[n] = table1_cfg(s, n, 0)
+        torch.manual_seed(0)
+        nets[n] = build_model(cfgs[n].model)
+        opts[n] = torch.optim.AdamW(nets[n].parameters(), lr=1e-4)
+    b, patch = s["optim"].batch_size, s["pre"].patch
+    x = torch.rand(b, 1, *patch)
+    y = torch.randint(0, 9, (b, 1, *patch)).float()
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    img = test[0]["image"].as_tensor()[None]
+    t_train = {n: [] for n in NETS}
+    t_inf = {n: [] for n in NETS}
+    for r in range(rounds + 1):
+        for n in NETS[r % len(NETS):] + NETS[: r % len(NETS)]:
+            net = nets[n].train()
+            t0 = time.perf_counter()
+            loss = loss_fn(net(x), y)
+            opts[n].zero_grad()
+            loss.backward()
+            opts[n].step()
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                _sliding(net.eval(), img, cfgs[n])
+            t2 = time.perf_counter()
+            if r:
+                t_train[n].append(t1 - t0)
+                t_inf[n].append(t2 - t1)
+    out = {}
+    for n in NETS:
+        out[n] = {"params": sum(p.numel() for p in nets[n].parameters()),
+                  "train_s_per_step": float(np.median(t_train[n])), "infer_s_per_case": float(np.median(t_inf[n])),
+                  **peak_memory_mb(n), "rounds": rounds}
+    out["_grid"] = list(img.shape[2:])
+    return out
+
+
+def peak_memory_mb(net: str) -> dict:
+    """RSS growth (MB) over the idle model during one training step and one sliding-window
+    inference, each in a fresh process (the process high-water mark is set by the imports)."""
+    import json
+    import subprocess
+
+    res = {}
+    for what in ("train", "infer"):
+        r = subprocess.run([sys.executable, __file__, "--_mem", net, what] + (["--smoke"] if SMOKE else []),
+                           capture_output=True, text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            res[f"{what}_mem_mb"] = float(json.loads(r.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            print(r.stderr[-2000:], file=sys.stderr)
+            res[f"{what}_mem_mb"] = None
+    return res
+
+
+def _mem_child(net: str, what: str) -> None:
     import threading
 
     import psutil
 
+    from medkit.segmentation.models import build_model
+    from medkit.segmentation.train import _sliding
+
+    s = settings(SMOKE)
+    cfg = table1_cfg(s, net, 0)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    x = torch.rand(s["optim"].batch_size, 1, *s["pre"].patch)
+    img = torch.rand(1, 1, *s["pre"].grid_shape)
     proc = psutil.Process()
     base = proc.memory_info().rss
     peak = [base]
@@ -169,243 +394,91 @@ def _mem_child(arch: str, full: bool) -> None:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    out = model(x)
-    out = out[0] if isinstance(out, list) else out
-    out.float().mean().backward()
+    if what == "train":
+        model.train()
+        model(x).float().mean().backward()
+    else:
+        with torch.no_grad():
+            _sliding(model.eval(), img, cfg)
     done.set()
     th.join()
     print((max(peak[0], proc.memory_info().rss) - base) / 2**20)
 
 
-def interleaved_timing(s: dict, dev, rounds: int, test: list[dict]) -> dict:
-    """Train s/step and inference s/case for every network, measured round-robin.
-
-    Table 1 times each network during its own training, minutes apart; on a shared
-    machine the load changes between them. Here each round runs one training step
-    (forward, backward, AdamW) and one sliding-window inference per network back to
-    back, the order rotating every round, so load drift hits all networks alike.
-    Medians over rounds (the first round is a warm-up and dropped)."""
-    from medkit.segmentation.models import build_model
-    from medkit.segmentation.train import _sliding
-
-    archs = ["liverformer", "swinunetr", "basicunet"]
-    nets, opts, cfgs = {}, {}, {}
-    for a in archs:
-        cfgs[a] = make_cfg(s, a, "none", 0, 1)
-        torch.manual_seed(0)
-        nets[a] = build_model(cfgs[a].model).to(dev)
-        opts[a] = torch.optim.AdamW(nets[a].parameters(), lr=1e-4)
-    x = torch.randn(s["batch"], 1, *s["pre"].patch, device=dev)
-    y = torch.randint(0, 9, (s["batch"], 1, *s["pre"].patch), device=dev).float()
-    from monai.losses import DiceCELoss
-
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    img = test[0]["image"].as_tensor()[None].to(dev)
-    t_train = {a: [] for a in archs}
-    t_inf = {a: [] for a in archs}
-    for r in range(rounds + 1):
-        for a in archs[r % 3:] + archs[: r % 3]:
-            net = nets[a].train()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = net(x)
-            loss = loss_fn(out[0] if isinstance(out, list) else out, y)
-            opts[a].zero_grad()
-            loss.backward()
-            opts[a].step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t1 = time.perf_counter()
-            with torch.no_grad():
-                _sliding(net.eval(), img, cfgs[a])
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t2 = time.perf_counter()
-            if r:
-                t_train[a].append(t1 - t0)
-                t_inf[a].append(t2 - t1)
-    return {a: {"train_s_per_step": float(np.median(t_train[a])), "infer_s_per_case": float(np.median(t_inf[a])),
-                "rounds": rounds} for a in archs}
+# ----------------------------------------------------------------------------- main
 
 
-def _clean(obj):
-    """JSON-safe copy: NaN (e.g. a std of one value) becomes null."""
-    return json.loads(json.dumps(obj, default=str).replace("NaN", "null"))
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b and np.isfinite(a) and np.isfinite(b) else "n/a"
-
-
-def fmt_row(cells, widths):
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+SMOKE = bool(os.environ.get("MEDKIT_BENCH_SMOKE"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--full", action="store_true", help="GPU-sized setting")
-    ap.add_argument("--save-model", type=Path, default=None, help="also write the table-1 LiverFormer as a model folder")
-    ap.add_argument("--only", choices=["table1", "table2", "timing"], default=None,
-                    help="run one part only (timing: the interleaved speed table alone)")
-    ap.add_argument("--timing-rounds", type=int, default=8, help="rounds of the interleaved speed table")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="results JSON (default bench/results/segmentation-<device>.json)")
-    ap.add_argument("--steps", type=int, default=None, help="table-1 steps (default: the setting's)")
-    ap.add_argument("--steps-aug", type=int, default=None, help="table-2 steps (default: the setting's)")
-    ap.add_argument("--_mem", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=["table1", "quality", "few", "timing", "all"], default="all")
+    ap.add_argument("--nets", nargs="+", choices=NETS, default=None)
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the setting's seeds per part")
+    ap.add_argument("--n-labels", nargs="+", type=int, default=None)
+    ap.add_argument("--augs", nargs="+", choices=AUGS, default=None)
+    ap.add_argument("--assemble", action="store_true", help="only assemble the tables from finished cells")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (also MEDKIT_BENCH_SMOKE=1)")
+    ap.add_argument("--results-root", type=Path, default=None, help="default bench/results")
+    ap.add_argument("--_mem", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 16)))
+    global SMOKE
+    SMOKE = SMOKE or args.smoke
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args._mem:
-        _mem_child(args._mem, args.full)
+        _mem_child(*args._mem)
         return
-    import os
+    from bench.segmentation_tables import assemble
+    from medkit.config import to_dict
 
-    from medkit.runs import package_versions, pick_device
-    from medkit.segmentation.train import build_field_bank, fit
-    os.environ.setdefault("MEDKIT_NO_PROGRESS", "1")
-    s = settings(args.full)
-    s["steps"] = args.steps or s["steps"]
-    s["steps_aug"] = args.steps_aug or s["steps_aug"]
-    dev = pick_device("auto")
-    t_all = time.perf_counter()
-    cases = load_cases(s, s["n_train"] + s["n_test"])
-    train, test = cases[: s["n_train"]], cases[s["n_train"]:]
-    res: dict = {"table1": {}, "table2": {}}
-
-    if args.only == "timing":
-        tim = interleaved_timing(s, dev, args.timing_rounds, test)
-        for a in tim:
-            tim[a]["peak_mem_mb"] = peak_memory_mb(a, args.full)
-        lines = [f"Speed, interleaved ({args.timing_rounds} rounds, median; batch {s['batch']}, patch {tuple(s['pre'].patch)}, "
-                 f"inference = sliding window over a {tuple(test[0]['image'].shape[1:])} grid, device {dev.type})",
-                 fmt_row(["network", "train s/step", "infer s/case", "step mem MB", "LF/peer train", "LF/peer infer",
-                          "LF/peer mem"], [12, 13, 13, 12, 14, 14, 12])]
-        for a, r in tim.items():
-            lf = tim["liverformer"]
-            lines.append(fmt_row([a, f"{r['train_s_per_step']:.3f}", f"{r['infer_s_per_case']:.3f}",
-                                  f"{r['peak_mem_mb']:.0f}",
-                                  f"{lf['train_s_per_step'] / r['train_s_per_step']:.2f}",
-                                  f"{lf['infer_s_per_case'] / r['infer_s_per_case']:.2f}",
-                                  _ratio(lf['peak_mem_mb'], r['peak_mem_mb'])], [12, 13, 13, 12, 14, 14, 12]))
-        text = "\n".join(lines)
-        print(text)
-        from medkit.io import write_json
-
-        write_json(ROOT / "bench" / "results" / f"segmentation-timing-{'cuda' if dev.type == 'cuda' else 'cpu'}.json",
-                   _clean({"printed": text, "timing": tim, "machine": {"platform": platform.platform(),
-                           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(dev)},
-                           "versions": package_versions()}))
-        return
-
-    # ---------------------------------------------------------------- table 1: networks
-    for arch in ("liverformer", "swinunetr", "basicunet") if args.only != "table2" else ():
-        cfg = make_cfg(s, arch, "none", 0, s["steps"])
-        t0 = time.perf_counter()
-        out = fit(cfg, train, [], device=str(dev))
-        summ = test_model(out["model"], cfg, test, dev)
-        agg = summ["aggregate"]
-        res["table1"][arch] = {
-            "dice": {n: agg[f"dice_{n}"]["mean"] for n in COUINAUD_NAMES.values()},
-            "hd95": {n: agg[f"hd95_{n}"]["mean"] for n in COUINAUD_NAMES.values()},
-            "dice_mean": agg["dice_mean"], "hd95_mean": agg["hd95_mean"], "params": out["params"],
-            "train_s_per_step": out["s_per_step"], "infer_s_per_case": summ["infer_s_per_case"],
-            "peak_mem_mb": peak_memory_mb(arch, args.full), "wall_s": time.perf_counter() - t0,
-            "config": to_dict(cfg), "cases": summ["cases"]}
-        print(f"[{arch}] test Dice {agg['dice_mean']['mean']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        from medkit.io import write_json as _wj
-
-        _wj((args.out or ROOT / "bench" / "results" / f"segmentation-{dev.type}.json").with_suffix(".partial.json"),
-            _clean({"table1": res["table1"], "note": "written after every table-1 network; the final file replaces it"}))
-        if arch == "liverformer" and args.save_model is not None:
-            from medkit.config import dump_config
-            from medkit.io import write_text
-            from medkit.io.atomic import atomic_path
-
-            args.save_model.mkdir(parents=True, exist_ok=True)
-            with atomic_path(args.save_model / "model.pt") as tmp:
-                torch.save(out["model"].state_dict(), tmp)
-            write_text(args.save_model / "config.yaml", dump_config(replace(cfg, name="liverformer-synthetic")))
-
-    # ---------------------------------------------------------------- table 2: augmentation, 4 labels
-    labelled, unlabelled = train[:4], train[4:]
-    out_path = args.out or ROOT / "bench" / "results" / f"segmentation-{'cuda' if dev.type == 'cuda' else 'cpu'}.json"
-    if args.only != "table1":
-        t0 = time.perf_counter()
-        cfg_r = make_cfg(s, "liverformer", "registration", 0, s["steps_aug"], "pre_aug")
-        bank = build_field_bank(cfg_r, labelled, labelled + unlabelled)
-        reg_s = time.perf_counter() - t0
-        print(f"[registration] {len(bank)} fields in {reg_s:.0f} s", flush=True)
-        res["registration"] = {"fields": len(bank), "seconds": reg_s,
-                               "records": [{"atlas": r.atlas_id, "target": r.target_id,
-                                            **{k: v for k, v in r.info.items() if k.startswith(("mse", "jac", "fold"))}}
-                                           for r in bank.records]}
-        runs: dict = {aug: [] for aug in ("none", "elastic", "registration")}
-        # Seed-major, so an interrupted run still holds every setting at the first seeds.
-        for seed in SEEDS:
-            for aug in ("registration", "none", "elastic"):
-                cfg = make_cfg(s, "liverformer", aug, seed, s["steps_aug"], "pre_aug")
-                out = fit(cfg, labelled, [], bank=bank if aug == "registration" else None, device=str(dev))
-                summ = test_model(out["model"], cfg, test, dev)
-                runs[aug].append({"seed": seed, "dice_mean": summ["aggregate"]["dice_mean"]["mean"],
-                                  "hd95_mean": summ["aggregate"]["hd95_mean"]["mean"],
-                                  "dice": {n: summ["aggregate"][f"dice_{n}"]["mean"] for n in COUINAUD_NAMES.values()}})
-                print(f"[{aug} seed {seed}] test Dice {runs[aug][-1]['dice_mean']:.3f}", flush=True)
-                for a, rr in runs.items():
-                    if rr:
-                        d = [r["dice_mean"] for r in rr]
-                        h = [r["hd95_mean"] for r in rr]
-                        res["table2"][a] = {"runs": rr, "dice_mean": float(np.mean(d)),
-                                            "dice_std": float(np.std(d, ddof=1)) if len(d) > 1 else float("nan"),
-                                            "hd95_mean": float(np.mean(h)),
-                                            "hd95_std": float(np.std(h, ddof=1)) if len(h) > 1 else float("nan")}
-                from medkit.io import write_json
-
-                write_json(out_path.with_suffix(".partial.json"), _clean({k: v for k, v in res.items() if k != "table1"}
-                           | {"note": "written after every table-2 run; the final file replaces it"}))
-
-    # ---------------------------------------------------------------- print
-    t1 = res["table1"]
-    names = list(COUINAUD_NAMES.values())
-    lines = []
-    hdr = ["network"] + [f"D-{n}" for n in names] + ["Dice", "HD95mm", "params", "s/step", "s/case", "memMB"]
-    w = [12] + [6] * 8 + [13, 12, 8, 7, 7, 7]
-    lines += [] if not t1 else [f"Table 1: test on {len(test)} held-out synthetic cases, {s['steps']} steps x batch {s['batch']}, patch {tuple(s['pre'].patch)}, "
-             f"device {dev.type} (Dice/HD95: mean +- std over cases)", fmt_row(hdr, w)]
-    for arch, r in t1.items():
-        lines.append(fmt_row([arch] + [f"{r['dice'][n]:.3f}" for n in names]
-                             + [f"{r['dice_mean']['mean']:.3f}+-{r['dice_mean']['std']:.3f}",
-                                f"{r['hd95_mean']['mean']:.1f}+-{r['hd95_mean']['std']:.1f}", f"{r['params'] / 1e6:.2f}M",
-                                f"{r['train_s_per_step']:.3f}", f"{r['infer_s_per_case']:.3f}", f"{r['peak_mem_mb']:.0f}"], w))
-    for peer in ("swinunetr", "basicunet") if t1 else ():
-        lf = t1["liverformer"]
-        p = t1[peer]
-        lines.append(f"  LiverFormer / {peer}: Dice {lf['dice_mean']['mean'] - p['dice_mean']['mean']:+.3f} (points x100), "
-                     f"params x{lf['params'] / p['params']:.2f}, train s/step x{lf['train_s_per_step'] / p['train_s_per_step']:.2f}, "
-                     f"infer s/case x{lf['infer_s_per_case'] / p['infer_s_per_case']:.2f}, "
-                     f"memory x{_ratio(lf['peak_mem_mb'], p['peak_mem_mb'])}")
-    t2 = res["table2"]
-    lines += [] if not t2 else ["", f"Table 2: LiverFormer, 4 labelled cases (+{len(unlabelled)} unlabelled registration targets), "
-                  f"{s['steps_aug']} steps x batch {s['batch']}, patch {tuple(s['pre_aug'].patch)}, seeds {list(SEEDS)} (mean +- std over seeds)",
-              fmt_row(["augmentation", "Dice", "HD95mm", "per seed Dice"], [14, 14, 12, 24])]
-    for aug, r in t2.items():
-        lines.append(fmt_row([aug, f"{r['dice_mean']:.3f}+-{r['dice_std']:.3f}", f"{r['hd95_mean']:.1f}+-{r['hd95_std']:.1f}",
-                              " ".join(f"{x['dice_mean']:.3f}" for x in r["runs"])], [14, 14, 12, 24]))
-    if len(t2) == 3:
-        lines.append(f"  registration - none: {100 * (t2['registration']['dice_mean'] - t2['none']['dice_mean']):+.1f} Dice points; "
-                 f"registration - elastic: {100 * (t2['registration']['dice_mean'] - t2['elastic']['dice_mean']):+.1f}")
-    text = "\n".join(lines)
-    print(text)
-    res.update({"printed": text, "full": args.full, "seeds": {"data": 0, "training": list(SEEDS)},
-                "settings": {k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in s.items()},
-                "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                            "torch_threads": torch.get_num_threads(), "device": str(dev),
-                            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-                "versions": package_versions(), "wall_s": time.perf_counter() - t_all})
-    from medkit.io import write_json
-
-    write_json(out_path, _clean(res))
-    print(f"wrote {out_path}")
+    s = settings(SMOKE)
+    root = args.results_root or (ROOT / "bench" / "results" if not SMOKE else CACHE / "smoke-results")
+    bench = Bench("segmentation", device="cpu", root=root,
+                  config={k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in s.items()
+                          if k not in ("models", "few")}
+                  | {"models": {k: to_dict(v) for k, v in s["models"].items()},
+                     "few": {k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in s["few"].items()}})
+    if not args.assemble:
+        cases = load_cases(s, SMOKE)
+        train, val, test = split(s, cases)
+        parts = ["table1", "quality", "few", "timing"] if args.part == "all" else [args.part]
+        for part in parts:
+            if part == "table1":
+                nets = args.nets or NETS
+                seeds = sorted({k for n in nets for k in (args.seeds or s["seeds"][n])})
+                for seed in seeds:  # seed-major: every network at seed 0 first
+                    for n in nets:
+                        if args.seeds is None and seed not in s["seeds"][n]:
+                            continue
+                        cfg = table1_cfg(s, n, seed)
+                        bench.cell(table1_key(s, n, seed),
+                                   lambda cfg=cfg, n=n: {"net": n, **train_cell(s, cfg, train, val, test)})
+            elif part == "quality":
+                q = bench.cell("registration/quality", lambda: quality_cell(s, train, SMOKE))
+                print(q["printed"])
+            elif part == "few":
+                q = bench.cell("registration/quality", lambda: quality_cell(s, train, SMOKE))
+                print(q["printed"])
+                bank = None
+                for seed in args.seeds or s["few"]["seeds"]:
+                    for n in args.n_labels or s["few"]["n_labels"]:
+                        for aug in args.augs or AUGS:
+                            if bench.done(few_key(s, n, aug, seed)):
+                                continue
+                            if aug == "registration":
+                                if not q["gate"]["held"]:
+                                    raise SystemExit("registration quality gate failed: not running the "
+                                                     "registration arm (see the check above)")
+                                bank = bank or field_bank(s, train, SMOKE)
+                            lab = few_labelled(s, train, n, seed)
+                            cfg = few_cfg(s, aug, seed)
+                            bench.cell(few_key(s, n, aug, seed), lambda cfg=cfg, lab=lab, aug=aug, bank=bank: {
+                                "n_labelled": len(lab), "aug": aug, "labelled": [c["case_id"] for c in lab],
+                                **train_cell(s, cfg, lab, val, test, bank if aug == "registration" else None)})
+            elif part == "timing":
+                bench.cell(f"timing/rounds{s['timing_rounds']}", lambda: timing_cell(s, test, s["timing_rounds"]))
+    print(assemble(bench, s))
 
 
 if __name__ == "__main__":

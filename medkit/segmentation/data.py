@@ -24,8 +24,7 @@ def list_cases(cfg: DataConfig) -> list[tuple[str, Path, Path | None]]:
     if not root.exists():
         raise EmptyInputError(root, "no such folder (see the data card for the expected layout)")
     if cfg.layout == "msd":
-        images = sorted((root / "imagesTr").glob("hepaticvessel_*.nii.gz"))
-        pairs = [(p.name[: -len(".nii.gz")], p, Path(cfg.label_dir) / p.name) for p in images]
+        pairs = [(cid, p, Path(cfg.label_dir) / p.name) for cid, p in msd_training_images(root)]
     else:  # lits: volume-N.nii -> label_dir/segmentation-N.nii (or .nii.gz)
         images = sorted(root.rglob("volume-*.nii*"), key=lambda p: int(p.name.split("-")[1].split(".")[0]))
         pairs = []
@@ -37,6 +36,48 @@ def list_cases(cfg: DataConfig) -> list[tuple[str, Path, Path | None]]:
     if not pairs:
         raise EmptyInputError(root, f"no images in the {cfg.layout} layout (see the data card)")
     return [(cid, img, lab if lab is not None and lab.exists() else None) for cid, img, lab in pairs]
+
+
+def _natural_key(name: str) -> tuple:
+    """``liver_2`` before ``liver_10``: digit runs compare as numbers."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def msd_training_images(root: Path) -> list[tuple[str, Path]]:
+    """``[(case_id, image)]`` of a Medical Segmentation Decathlon task folder as released.
+
+    Works for every task (``Task08_HepaticVessel``: ``imagesTr/hepaticvessel_001.nii.gz``;
+    ``Task03_Liver``: ``imagesTr/liver_0.nii.gz``): images carry no ``_0000`` channel suffix.
+    With ``dataset.json`` its ``training`` list is the case list (paths like
+    ``./imagesTr/liver_0.nii.gz``, resolved against ``root``) and every listed image must
+    exist; without it, ``imagesTr/*.nii.gz``. The release tarballs hold macOS
+    resource-fork files (``imagesTr/._liver_0.nii.gz``); they are not images and are
+    skipped. Case id: the file name without ``.nii.gz``; natural sort order.
+    """
+    import json
+
+    ds = root / "dataset.json"
+    if ds.exists():
+        try:
+            meta = json.loads(ds.read_text())
+            listed = [e["image"] if isinstance(e, dict) else e for e in meta["training"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise VolumeError(ds, f"not a Decathlon dataset.json with a 'training' list ({type(e).__name__}: {e})") \
+                from None
+        images = [root / str(p) for p in listed]  # "./imagesTr/x.nii.gz" -> root/imagesTr/x.nii.gz
+        images = [p for p in images if not p.name.startswith("._")]
+        missing = [p for p in images if not p.exists()]
+        if missing:
+            raise EmptyInputError(ds, f"lists {len(images)} training images, {len(missing)} missing on disk "
+                                      f"(first: {missing[0]}); download the whole task or remove dataset.json")
+    else:
+        if not (root / "imagesTr").is_dir():
+            raise EmptyInputError(root, "no imagesTr/ folder: expected a Decathlon task folder (see the data card)")
+        images = [p for p in (root / "imagesTr").glob("*.nii.gz") if not p.name.startswith("._")]
+    out = [(p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem, p) for p in images]
+    return sorted(out, key=lambda x: _natural_key(x[0]))
 
 
 def _generate_once(cfg: DataConfig, root: Path, timeout_s: float = 1800.0) -> None:

@@ -80,9 +80,93 @@ def build_field_bank(cfg: TrainConfig, atlases: list[dict], targets: list[dict],
     pairs = [(a, t) for a in atlases
              for t in [t for t in ordered if t["case_id"] != a["case_id"]][: cfg.augment.max_targets]]
     for a, t in progress(pairs, "registration"):
-        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration)
+        # The atlas liver weights the similarity: its vessels carry the Couinaud boundaries.
+        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration,
+                                  moving_mask=a["label"])
         bank.add(a["case_id"], t["case_id"], ddf, a["image"].affine, info)
     return bank
+
+
+def check_registration(cfg: TrainConfig, labelled: list[dict], log: Callable[[str], None] = print) -> dict | None:
+    """The gate of a registration-augmented run: register up to 3 labelled atlases each to
+    another labelled case (for the check only; training targets have no labels to compare
+    with) and require :func:`registration_quality`'s gain. Raises ``ConfigError`` when the
+    registration carries no anatomy; returns None (logged) with fewer than 2 labelled cases."""
+    from ..transforms import FieldBank, register_pair
+
+    gate = cfg.augment.gate_min_gain
+    if gate is None:
+        return None
+    if len(labelled) < 2:
+        log("registration quality: one labelled case, no labelled target to check the fields against")
+        return None
+    bank = FieldBank(None)
+    for i, a in enumerate(labelled[:3]):
+        t = labelled[(i + 1) % len(labelled)]
+        ddf, info = register_pair(t["image"], a["image"], a["image"].affine, cfg.augment.registration,
+                                  moving_mask=a["label"])
+        bank.add(a["case_id"], t["case_id"], ddf, a["image"].affine, info)
+    by_id = {c["case_id"]: c for c in labelled}
+    q = registration_quality(bank, by_id, by_id, min_gain=gate, log=log)
+    if not q["gate"]["held"]:
+        raise ConfigError(f"registration quality gate failed (Couinaud Dice gain {q['gain']:+.3f} < {gate}): the "
+                          "fields would not carry anatomy; tune augment.registration or set augment.kind")
+    return q
+
+
+def registration_quality(bank, atlases: dict[str, dict], targets: dict[str, dict], *, min_gain: float = 0.05,
+                         log: Callable[[str], None] = lambda m: None) -> dict:
+    """The registration-quality gate: do the bank's fields carry anatomy onto their targets?
+
+    For every field whose target has labels (``targets[id]["label"]``, not marked
+    ``unlabelled``): the atlas labels warped by the field (nearest neighbour) against the
+    target's labels, and the unwarped atlas labels (identity) against them: Couinaud Dice
+    (mean over I..VIII) and liver Dice (any segment). The gate holds when the mean Couinaud
+    Dice gain over identity is at least ``min_gain``.
+
+    Returns:
+        ``{"fields": [...], "n", "warped", "identity", "gain", "fraction_improved",
+        "liver_warped", "liver_identity", "gate": {"held", "min_gain"}, "printed"}``
+        (``n`` = 0 and the gate not held when no field has a labelled target).
+    """
+    from ..metrics.segmentation import dice
+    from ..transforms import RegistrationAugment
+
+    nearest = RegistrationAugment("nearest")
+    rows = []
+    for rec in bank.records:
+        a, t = atlases.get(rec.atlas_id), targets.get(rec.target_id)
+        if a is None or t is None or t.get("unlabelled") or "label" not in t:
+            continue
+        la = a["label"]
+        warped = nearest(la, bank.load(rec), la.affine)[0].numpy().astype(np.int64)
+        ident = la[0].numpy().astype(np.int64)
+        truth = t["label"][0].numpy().astype(np.int64)
+        segs = [lab for lab in LABELS if (truth == lab).any()]
+        rows.append({"atlas": rec.atlas_id, "target": rec.target_id,
+                     "warped": float(np.mean([dice(warped == k, truth == k) for k in segs])),
+                     "identity": float(np.mean([dice(ident == k, truth == k) for k in segs])),
+                     "liver_warped": dice(warped > 0, truth > 0), "liver_identity": dice(ident > 0, truth > 0),
+                     **{k: rec.info.get(k) for k in ("mse_initial", "mse_affine", "mse_deformable")}})
+    out: dict = {"fields": rows, "n": len(rows)}
+    if not rows:
+        out.update({"gate": {"held": False, "min_gain": min_gain},
+                    "printed": "registration quality: no field has a labelled target; nothing to check"})
+        log(out["printed"])
+        return out
+    m = {k: float(np.mean([r[k] for r in rows])) for k in ("warped", "identity", "liver_warped", "liver_identity")}
+    gain = m["warped"] - m["identity"]
+    improved = float(np.mean([r["warped"] > r["identity"] for r in rows]))
+    held = gain >= min_gain
+    lines = [f"registration quality: {len(rows)} fields (atlas labels warped onto labelled targets)",
+             f"  Couinaud Dice (mean I-VIII): warped {m['warped']:.3f}  identity {m['identity']:.3f}  "
+             f"gain {gain:+.3f}  improved in {100 * improved:.0f} % of fields",
+             f"  liver Dice:                  warped {m['liver_warped']:.3f}  identity {m['liver_identity']:.3f}",
+             f"  gate (gain >= {min_gain:+.3f}): {'PASSED' if held else 'FAILED'}"]
+    out.update(m, gain=gain, fraction_improved=improved, gate={"held": bool(held), "min_gain": min_gain},
+               printed="\n".join(lines))
+    log(out["printed"])
+    return out
 
 
 def _sliding(model, image: torch.Tensor, cfg: TrainConfig, overlap: float | None = None) -> torch.Tensor:
@@ -166,8 +250,15 @@ class SegmentationData:
 
 
 def fit(cfg: TrainConfig, data: SegmentationData, *, run: RunDir | None = None, device: str = "auto",
-        resume: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
-    """The training loop. Returns ``{"model", "history", "best", "step", "s_per_step", "params"}``."""
+        resume: bool = False, log: Callable[[str], None] = lambda m: None,
+        on_check: Callable[[int, torch.nn.Module, dict], None] | None = None) -> dict:
+    """The training loop. Returns ``{"model", "history", "best", "step", "s_per_step", "params"}``.
+
+    Every ``optim.val_every`` steps (and at the last) a check records the loss and, when
+    ``data.val`` is not empty, the validation Dice: in ``history`` always, and with a
+    ``run`` also in ``logs/metrics.jsonl``, ``logs/curve.png`` and ``checkpoints/``.
+    ``on_check(step, model, record)`` is then called (a benchmark keeps snapshots with it).
+    """
     train, val, bank = data.train, data.val, data.bank
     from accelerate import Accelerator
     from monai.losses import DiceCELoss
@@ -224,13 +315,18 @@ def fit(cfg: TrainConfig, data: SegmentationData, *, run: RunDir | None = None, 
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         last = step == cfg.optim.steps
-        if run is not None and acc.is_main_process and (step % cfg.optim.val_every == 0 or last):
+        checking = run is not None or val or on_check is not None
+        if checking and acc.is_main_process and (step % cfg.optim.val_every == 0 or last):
             rec = {"step": step, "loss": float(loss.item()), "lr": sched.get_last_lr()[0]}
             if val:
                 summ = evaluate(acc.unwrap_model(model), val, cfg, acc.device)
                 agg = summ["aggregate"]
                 rec.update({k: v["mean"] for k, v in agg.items() if k.startswith("dice")})
             history.append(rec)
+            if on_check is not None:
+                on_check(step, acc.unwrap_model(model), rec)
+            if run is None:
+                continue
             write_jsonl(run.path / "logs" / "metrics.jsonl", history)
             write_curve(history, run.path / "logs" / "curve.png", cfg.name)
             state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
@@ -291,13 +387,16 @@ def run_pipeline(cfg: TrainConfig, run: RunDir, *, device: str = "auto", resume:
     train_s = preprocess_cases(cfg, labelled)
     val_s = preprocess_cases(cfg, val_c)
     bank = None
+    quality = None
     if cfg.augment.kind == "registration":
+        quality = check_registration(cfg, train_s, log)
         others = preprocess_cases(cfg, unlabelled) if unlabelled else []
         bank = build_field_bank(cfg, train_s, train_s + others, root=run.path / "fields")
     res = fit(cfg, SegmentationData(train_s, val_s, bank), run=run, device=device, resume=resume, log=log)
     summary = {"step": res["step"], "best_val_dice_mean": res["best"], "params": res["params"],
                "s_per_step": res["s_per_step"], "history": res["history"],
                "plateau": curve_plateau(res["history"]),
+               "registration_quality": None if quality is None else {k: v for k, v in quality.items() if k != "fields"},
                "split": {"train": [c[0] for c in labelled], "unlabelled": [c[0] for c in unlabelled],
                          "val": [c[0] for c in val_c], "test": [c[0] for c in test_c]}}
     if test_c:

@@ -111,3 +111,16 @@ def test_interrupted_then_resumed_training_is_bitwise_equal(tiny_samples, tmp_pa
     assert out["step"] == 5
     a, b = ref["model"].state_dict(), out["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+def test_fit_without_a_run_folder_still_records_the_validation_curve(tiny_samples):
+    """A benchmark trains without a run folder: every check still lands in the history (with
+    validation Dice) and reaches on_check with the model, so curves and snapshots need no disk."""
+    cfg = tiny_cfg()
+    cfg.optim.steps, cfg.optim.val_every = 4, 2
+    seen = []
+    out = fit(cfg, SegmentationData(tiny_samples[:1], tiny_samples[1:]), device="cpu",
+              on_check=lambda step, model, rec: seen.append((step, rec["dice_mean"], type(model).__name__)))
+    assert [h["step"] for h in out["history"]] == [2, 4]
+    assert [s for s, _, _ in seen] == [2, 4] and all(0.0 <= d <= 1.0 for _, d, _ in seen)
+    assert seen[0][2] == "LiverFormer"

@@ -111,3 +111,78 @@ def test_registration_recovers_a_shift():
     # warped(x) = moving(x + u): the blob sits 2 voxels (mm, identity affine) further along x in moving
     assert float(ddf[0, 7, 8, 8]) == pytest.approx(2.0, abs=0.5)
     assert info["folding_fraction"] == 0.0
+
+
+def _blobs(cx: float, cy: float = 8.0):
+    x = torch.arange(16.0)
+    xx, yy, zz = torch.meshgrid(x, x, x, indexing="ij")
+    return torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2 + (zz - 8) ** 2) / 12.0)[None]
+
+
+def test_registration_provenance_compares_every_stage_on_the_full_grid():
+    """mse_initial / mse_affine / mse_deformable are all full-grid MSEs (the affine one used to be
+    on the smoothed coarse grid, so the deformable stage looked harmful): recomputing the final
+    one from the returned field on the full grid gives the stored number, and the stages only
+    ever improve on a pair that needs both an affine and a local correction."""
+    import torch.nn.functional as F
+
+    from medkit.nn.warp import warp_mm
+
+    fixed = _blobs(7.0)
+    moving = _blobs(9.5, 9.0) + 0.5 * _blobs(4.0, 5.0)  # shifted, plus a structure fixed lacks
+    ddf, info = register_pair(fixed, moving, np.eye(4), RegistrationConfig(affine_iters=40, deform_iters=20,
+                                                                           downsample=2, device="cpu"))
+    assert info["levels"] == [2, 1]
+    assert info["mse_initial"] == pytest.approx(float(F.mse_loss(moving, fixed)), rel=1e-6)
+    again = float(F.mse_loss(warp_mm(moving[None], ddf[None], np.eye(4)), fixed[None]))
+    assert info["mse_deformable"] == pytest.approx(again, rel=1e-4)
+    assert info["mse_deformable"] <= info["mse_affine"] < info["mse_initial"]
+
+
+def test_registration_quality_gate_passes_a_field_that_carries_the_labels_and_fails_a_zero_field():
+    from medkit.segmentation.train import registration_quality
+
+    shape = (12, 10, 8)
+    tgt = torch.zeros((1, *shape))
+    tgt[0, 1:4, 2:6, 2:5] = 1
+    tgt[0, 4:7, 2:6, 2:5] = 2  # x <= 8 after the roll: the border padding never repeats a label
+    atl = torch.roll(tgt, shifts=2, dims=1)  # the atlas anatomy sits 2 voxels further along x
+    aff = torch.as_tensor(AFF)
+    cases = {"a": {"case_id": "a", "label": MetaTensor(atl, affine=aff)},
+             "t": {"case_id": "t", "label": MetaTensor(tgt, affine=aff)}}
+    good, zero = FieldBank(), FieldBank()
+    u = torch.zeros(3, *shape)
+    u[0] = 2 * 2.0  # warped(x) = atlas(x + 2 voxels of 2 mm): exactly undoes the roll
+    good.add("a", "t", u, AFF)
+    zero.add("a", "t", torch.zeros(3, *shape), AFF)
+    q = registration_quality(good, cases, cases, min_gain=0.05)
+    assert q["n"] == 1 and q["warped"] == pytest.approx(1.0) and q["identity"] < 0.6
+    assert q["gate"]["held"] and "PASSED" in q["printed"]
+    z = registration_quality(zero, cases, cases, min_gain=0.05)
+    assert z["gain"] == pytest.approx(0.0) and not z["gate"]["held"] and "FAILED" in z["printed"]
+    # a target marked unlabelled is never scored (training targets have no labels)
+    cases["t"]["unlabelled"] = True
+    assert registration_quality(good, cases, cases)["n"] == 0
+
+
+def test_field_bank_registers_unlabelled_scans_first():
+    """Targets are the unlabelled scans before any other labelled atlas (the bug: the first
+    max_targets of labelled + unlabelled were taken, so atlases mostly met each other)."""
+    from medkit.segmentation.train import build_field_bank
+    from medkit.segmentation.train_config import AugmentConfig, TrainConfig
+
+    aff = torch.as_tensor(AFF)
+
+    def case(cid, shift, unlabelled=False):
+        img = MetaTensor(_blobs(6.0 + shift)[:, :12, :10, :8].clone(), affine=aff)
+        d = {"case_id": cid, "image": img, "label": MetaTensor((img > 0.5).float(), affine=aff)}
+        return dict(d, unlabelled=True) if unlabelled else d
+
+    labelled = [case("l0", 0), case("l1", 1), case("l2", 2)]
+    unlabelled = [case("u0", 0.5, True), case("u1", 1.5, True)]
+    cfg = TrainConfig(augment=AugmentConfig(kind="registration", max_targets=2,
+                                            registration=RegistrationConfig(affine_iters=1, deform_iters=1,
+                                                                            device="cpu")))
+    bank = build_field_bank(cfg, labelled, labelled + unlabelled, progress=lambda it, *a: it)
+    assert {r.target_id for r in bank.records} == {"u0", "u1"}
+    assert len(bank) == 6
