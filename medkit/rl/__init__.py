@@ -24,6 +24,7 @@ from .ppo import SelfReward, train_ppo
 from .ppo_config import PPOConfig
 from .preference import (
                          BTRewardModel,
+                         PairwiseEnsemble,
                          PairwiseSNGP,
                          bradley_terry_loss,
                          preference_advantages,
@@ -39,7 +40,7 @@ from .sft_config import SFTConfig
 from .token_rm import TokenRewardModel, build_edit_batch, edit_labels, token_rewards, train_token_rm
 
 __all__ = [
-    "BTRewardModel", "GRPOConfig", "GenerativeJudge", "PPOConfig", "PairwiseSNGP", "SFTConfig", "SelfReward",
+    "BTRewardModel", "GRPOConfig", "GenerativeJudge", "PPOConfig", "PairwiseEnsemble", "PairwiseSNGP", "SFTConfig", "SelfReward",
     "TokenRewardModel", "aggregate", "bradley_terry_loss", "broadcast", "build_edit_batch", "combine_rewards",
     "edit_labels", "entropy_shaped_advantages", "exact_answer_reward", "format_reward", "gae",
     "group_advantages", "kl_estimate", "parse_judgement", "place_at_eos", "planning_upweight", "policy_loss",
