@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--assemble", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared 2-core box: more threads thrash (see tests/conftest.py)
+    warnings.filterwarnings("ignore", message=".*(tie_word_embeddings|is_gradient_checkpointing).*")
     from medkit.synth.knowledge import load_knowledge_base
 
     mods = parts()

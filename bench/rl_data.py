@@ -77,3 +77,22 @@ def features(kb, case: dict, cand: list[str]) -> torch.Tensor:
                      sum(e in have for e in typical) / max(1, len(typical)),
                      max(float(demo[k]), -15.0) / 5.0, case["age"] / 50.0, *onehot])
     return torch.tensor(rows, dtype=torch.float32)
+
+
+WORDS = ["<pad>", "<eos>", "<bos>", "<unk>", "findings", ":", ".", "male", "female", "child", "adult", "older", "case",
+         "diagnosis", "typically", "has", "point", "to", "and"]
+
+
+def word_tokenizer(kb):
+    """Whitespace word-level tokenizer over the knowledge base's ids (one token per evidence or
+    condition id, plus a few function words): tiny LMs on it train in seconds on a CPU."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(WORDS + kb.ev_ids + kb.condition_ids)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                  unk_token="<unk>")
+    tok.padding_side = "left"
+    return tok

@@ -37,14 +37,24 @@ from .preference import (
 from .rewards import combine_rewards, exact_answer_reward, format_reward, place_at_eos, self_reward
 from .sft import sft, sft_examples, sft_loss
 from .sft_config import SFTConfig
-from .token_rm import TokenRewardModel, build_edit_batch, edit_labels, token_rewards, train_token_rm
+from .token_rm import (
+    SequenceRewardFn,
+    SequenceRewardModel,
+    TokenRewardFn,
+    TokenRewardModel,
+    build_edit_batch,
+    edit_labels,
+    token_rewards,
+    train_sequence_rm,
+    train_token_rm,
+)
 
 __all__ = [
     "BTRewardModel", "GRPOConfig", "GenerativeJudge", "PPOConfig", "PairwiseEnsemble", "PairwiseSNGP", "SFTConfig", "SelfReward",
-    "TokenRewardModel", "aggregate", "bradley_terry_loss", "broadcast", "build_edit_batch", "combine_rewards",
+    "SequenceRewardFn", "SequenceRewardModel", "TokenRewardFn", "TokenRewardModel", "aggregate", "bradley_terry_loss", "broadcast", "build_edit_batch", "combine_rewards",
     "edit_labels", "entropy_shaped_advantages", "exact_answer_reward", "format_reward", "gae",
     "group_advantages", "kl_estimate", "parse_judgement", "place_at_eos", "planning_upweight", "policy_loss",
     "preference_advantages", "rloo_advantages", "route", "route_batch", "routed_preferences", "score_all_pairs", "self_reward",
     "sft", "sft_examples", "sft_loss", "tempo_advantages", "think_rm_advantages", "token_rewards", "train_grpo",
-    "train_pairwise", "train_ppo", "train_token_rm", "value_loss", "whiten",
+    "train_pairwise", "train_ppo", "train_sequence_rm", "train_token_rm", "value_loss", "whiten",
 ]
