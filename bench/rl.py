@@ -73,12 +73,21 @@ def main() -> None:
     if args.assemble:
         out_dir = RESULTS / f"rl-{b.tag}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        tables, targets, text = {}, {}, []
+        tables, targets, text, ppo_runs = {}, {}, [], {}
         for name, m in mods.items():
             t, lines, tg = m.assemble(b, out_dir)
+            ppo_runs.update(tg.pop("_ppo_runs", {}))
             tables.update(t)
             targets.update(tg)
             text += [f"\n## {name}"] + lines
+        if ppo_runs:
+            # every PPO / GRPO run of the benchmark: its training reward, last 20 % of steps minus first 20 %
+            rose = {k: v["rise"] > 0 for k, v in ppo_runs.items() if "oldppo" not in k}
+            targets["ppo_reward_rises"] = {**target(sum(rose.values()) / len(rose), 1.0, ">="),
+                                           "what": "share of the benchmark's PPO/GRPO runs (old-PPO ablation excluded) "
+                                                   "whose training reward rose (mean of the last 20 % of steps above "
+                                                   "the first 20 %)", "runs": ppo_runs}
+            tables["ppo_runs"] = ppo_runs
         for k in TARGET_NAMES:
             targets.setdefault(k, {**target(None, 0.0), "note": "cells missing: not run yet"})
         print("\n".join(text))
