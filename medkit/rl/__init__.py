@@ -18,7 +18,7 @@ from .advantages import (
 )
 from .grpo import train_grpo
 from .grpo_config import GRPOConfig
-from .judge import GenerativeJudge, parse_judgement, think_rm_advantages
+from .judge import GenerativeJudge, parse_judgement, strict_judgement, think_rm_advantages
 from .losses import aggregate, kl_estimate, policy_loss, value_loss
 from .ppo import SelfReward, train_ppo
 from .ppo_config import PPOConfig
@@ -54,7 +54,7 @@ __all__ = [
     "SequenceRewardFn", "SequenceRewardModel", "TokenRewardFn", "TokenRewardModel", "aggregate", "bradley_terry_loss", "broadcast", "build_edit_batch", "combine_rewards",
     "edit_labels", "entropy_shaped_advantages", "exact_answer_reward", "format_reward", "gae",
     "group_advantages", "kl_estimate", "parse_judgement", "place_at_eos", "planning_upweight", "policy_loss",
-    "preference_advantages", "rloo_advantages", "route", "route_batch", "routed_preferences", "score_all_pairs", "self_reward",
+    "preference_advantages", "rloo_advantages", "route", "route_batch", "routed_preferences", "score_all_pairs", "self_reward", "strict_judgement",
     "sft", "sft_examples", "sft_loss", "tempo_advantages", "think_rm_advantages", "token_rewards", "train_grpo",
     "train_pairwise", "train_ppo", "train_sequence_rm", "train_token_rm", "value_loss", "whiten",
 ]
