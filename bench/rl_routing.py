@@ -226,14 +226,28 @@ def budget_curve(kb, *, seed: int = 100, chunk: int = 50, max_epochs: int = 600,
 
 
 # ----------------------------------------------------------------------------- cells and table
+def choose_epochs(curve: dict) -> dict:
+    """Training epochs from the budget curve: for each model the first checkpoint (>= 3 of them)
+    at which validation pair accuracy gained < 0.005 over the last quarter of the epochs
+    (:func:`medkit.viz.curves.plateau`); the larger of the two models' counts."""
+    from medkit.viz.curves import plateau
+
+    out = {}
+    for name, pts in curve["curves"].items():
+        e, a = [x for x, _ in pts], [y for _, y in pts]
+        out[name] = next((e[k - 1] for k in range(3, len(e) + 1) if plateau(e[:k], a[:k], tol=0.005)["reached"]), e[-1])
+    return {"epochs": max(out.values()), "per_model": out}
+
+
 def run(b, kb, seeds, settings=SETTINGS) -> None:
-    """Every missing cell: the budget curve, then seed by seed over the settings (seed 0 of
-    every setting first). ``settings=("budget",)``: the budget curve only."""
-    b.cell("routing/budget_curve", lambda: budget_curve(kb), config={"part": "routing", **DEFAULTS})
+    """Every missing cell: the budget curve (which sets the epochs), then seed by seed over the
+    settings (seed 0 of every setting first). ``settings=("budget",)``: the budget curve only."""
+    curve = b.cell("routing/budget_curve", lambda: budget_curve(kb), config={"part": "routing", **DEFAULTS})
+    epochs = choose_epochs(curve)["epochs"]
     for seed in seeds:
         for setting in (s for s in settings if s != "budget"):
-            b.cell(f"routing/{setting}/seed{seed}", lambda s=setting, sd=seed: routing_cell(kb, s, sd),
-                   config={"part": "routing", **DEFAULTS})
+            b.cell(f"routing/{setting}/seed{seed}", lambda s=setting, sd=seed: routing_cell(kb, s, sd, epochs=epochs),
+                   config={"part": "routing", **DEFAULTS, "epochs": epochs})
 
 
 LABELS = {"gp_std": "GP std (logit, paper)", "gp_pref_std": "GP std (preference scale)",
@@ -267,7 +281,10 @@ def assemble(b, out_dir) -> tuple[dict, list[str], dict]:
         png = plot_curves({f"{k} (val pair acc)": ([e for e, _ in v], [a for _, a in v]) for k, v in curve["curves"].items()},
                           out_dir / "routing_budget.png", xlabel="epochs", ylabel="in-distribution val pair accuracy",
                           title="Preference-model training budget (tuning seed 100, iid split)")
-        tables["routing_budget_curve"] = {**curve["curves"], "png": str(png.relative_to(out_dir.parents[1]))}
+        ch = choose_epochs(curve)
+        tables["routing_budget_curve"] = {**curve["curves"], "chosen": ch, "png": str(png.relative_to(out_dir.parents[1]))}
+        lines.append(f"\nPreference-model budget: {ch['epochs']} epochs (plateau of in-distribution validation pair "
+                     f"accuracy per model: {ch['per_model']}); curve {png.relative_to(out_dir.parents[1])}")
     by_setting: dict[str, list] = {}
     for r in cells.values():
         by_setting.setdefault(r["setting"], []).append(r)
