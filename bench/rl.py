@@ -1,5 +1,6 @@
 """medkit.rl benchmark (issue 21): every claim of the RL core, in resumable cells.
 
+    python bench/rl.py --part toy --seeds 0-2         # PPO / GRPO on a toy rule reward (seconds a cell)
     python bench/rl.py --part routing --seeds 0-9     # uncertainty routing of judge calls (minutes a cell)
     python bench/rl.py --part token --seeds 0-2       # token-level RM rewards in PPO vs sequence rewards
     python bench/rl.py --part srppo --seeds 0-4       # self-rewarding PPO vs SFT, in-domain and shifted
@@ -44,7 +45,7 @@ def parts():
     from bench import rl_routing
 
     mods = {"routing": rl_routing}
-    for name in ("token", "srppo", "thinkrm"):
+    for name in ("toy", "token", "srppo", "thinkrm"):
         try:
             mods[name] = __import__(f"bench.rl_{name}", fromlist=["run"])
         except ImportError:
@@ -54,7 +55,7 @@ def parts():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["routing", "token", "srppo", "thinkrm"])
+    ap.add_argument("--part", choices=["toy", "routing", "token", "srppo", "thinkrm"])
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--settings", default=None, help="comma list (part-specific); default: all")
     ap.add_argument("--assemble", action="store_true")
@@ -77,6 +78,7 @@ def main() -> None:
         for name, m in mods.items():
             t, lines, tg = m.assemble(b, out_dir)
             ppo_runs.update(tg.pop("_ppo_runs", {}))
+            tg.pop("_old_runs", None)
             tables.update(t)
             targets.update(tg)
             text += [f"\n## {name}"] + lines
