@@ -31,7 +31,7 @@ from medkit.synth.cases import CasesConfig, generate_cases
 
 MODEL = "smollm2-135m-instruct"
 DEFAULTS = {"n_train": 400, "n_test": 300, "sft_steps": 150, "sft_batch": 8, "sft_lr": 3e-4, "grpo_steps": 40,
-            "prompts_per_step": 4, "group_size": 4, "grpo_lr": 5e-5, "temperature": 1.0, "max_new_tokens": 64,
+            "prompts_per_step": 4, "group_size": 4, "grpo_lr": 1e-4, "temperature": 1.0, "max_new_tokens": 64,
             "eval_batch": 16, "bt_epochs": 300}
 LORA = {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 QUESTION = ("Patient: {sex}, {age} years. Findings: {findings}.\nA: {a}\nB: {b}\nWhich diagnosis is more likely? "
