@@ -111,13 +111,16 @@ def generate(model, tok, prompts: list[str], *, max_new_tokens: int = 32, temper
 
 
 def forward_token_stats(model, sequences, attention_mask, *, temperature: float = 1.0,
-                        with_entropy: bool = False, with_values: bool = False):
+                        with_entropy: bool = False, with_values: bool = False, value_trunk_grad: bool = False):
     """Per-token log-probs of ``sequences`` under ``model`` (with grad), aligned ``(B, T)``.
 
     Returns ``dict(logprobs=(B, T), entropies=(B, T) | None, values=(B, T) | None)``;
     entry ``t`` scores token ``t`` from the logits at ``t - 1`` (entry 0 is 0).
     ``values[:, t]`` is the value-head output on the hidden state at ``t - 1``, i.e. the
     state before emitting token t (so GAE over response tokens lines up with rewards).
+    The value head reads a *detached* trunk unless ``value_trunk_grad``: the critic's
+    regression loss then trains the head only and cannot pull the policy's adapter
+    towards predicting returns (a shared trunk made PPO lower its own reward).
     """
     import torch
 
@@ -132,10 +135,22 @@ def forward_token_stats(model, sequences, attention_mask, *, temperature: float 
         ent = -(logp_all.exp() * logp_all).sum(-1)
         res["entropies"] = torch.cat([pad, ent], 1)
     if with_values:
+        head = value_head_of(model)
         h = out.hidden_states[-1][:, :-1]
-        v = model.value_head(h.to(model.value_head.weight.dtype)).squeeze(-1).float()
+        h = h if value_trunk_grad else h.detach()
+        v = head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
         res["values"] = torch.cat([pad, v], 1)
     return res
+
+
+def value_head_of(model):
+    """``model.value_head``, also through a DDP / accelerate wrapper (``.module``)."""
+    head = getattr(model, "value_head", None)
+    if head is None and hasattr(model, "module"):
+        head = getattr(model.module, "value_head", None)
+    if head is None:
+        raise AttributeError("the model has no value head: attach one with medkit.lm.add_value_head")
+    return head
 
 
 def sequence_logprob(model, sequences, attention_mask, response_mask, *, temperature: float = 1.0):

@@ -26,19 +26,26 @@ def add_lora(model, lora: dict | Any | bool = True):
     return model
 
 
-def add_value_head(model, head=None):
-    """Attach ``model.value_head``: Linear(hidden, 1) on the last hidden state -> ``(B, T)`` values.
+def add_value_head(model, head=None, *, hidden: int = 0):
+    """Attach ``model.value_head`` (the PPO critic) reading the last hidden state -> ``(B, T)`` values.
 
+    ``hidden=0``: ``Linear(d, 1)``; ``hidden > 0``: ``Linear(d, hidden) -> tanh -> Linear(hidden, 1)``,
+    a critic with its own capacity, for when the trunk is detached (see
+    :func:`medkit.lm.generate.forward_token_stats`). The output layer starts at zero (V = 0).
     Stored as a plain attribute module so it is saved with the model state dict and
     trained even when the body is frozen.
     """
     import torch
 
     if head is None:
-        hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.get_input_embeddings().embedding_dim
-        head = torch.nn.Linear(hidden, 1)
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
+        d = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.get_input_embeddings().embedding_dim
+        if hidden > 0:
+            head = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+        else:
+            head = torch.nn.Linear(d, 1)
+        last = head[-1] if isinstance(head, torch.nn.Sequential) else head
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
     head.requires_grad_(True)
     model.value_head = head
     return model

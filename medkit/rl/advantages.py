@@ -229,3 +229,57 @@ def multi_turn_advantages(masks: list[torch.Tensor], episodes: list[list[int]], 
             turn_of[u] += 1
         out.append(broadcast(a, mask))
     return out
+
+
+class RunningMoments:
+    """Running mean and standard deviation of scalar scores (Chan et al. parallel update).
+
+    PPO's reward whitening divides scores by a *running* std (and removes the running
+    mean) so that the critic regresses targets of a stable, unit scale across the run;
+    per-batch statistics would move the targets under it every step. State is three
+    floats (:meth:`state_dict`), saved in checkpoints.
+    """
+
+    def __init__(self):
+        self.mean, self.var, self.count = 0.0, 1.0, 0.0
+
+    def update(self, x: torch.Tensor) -> tuple[float, float]:
+        """Fold the ``(N,)`` scores ``x`` in; returns the new ``(mean, std)``."""
+        x = x.detach().to(torch.float64).flatten()
+        n = float(x.numel())
+        if n == 0:
+            return self.mean, self.std
+        b_mean, b_var = float(x.mean()), float(x.var(unbiased=False))
+        tot = self.count + n
+        delta = b_mean - self.mean
+        m2 = self.var * self.count + b_var * n + delta ** 2 * self.count * n / tot
+        self.mean, self.var, self.count = self.mean + delta * n / tot, m2 / tot, tot
+        return self.mean, self.std
+
+    @property
+    def std(self) -> float:
+        return float(self.var) ** 0.5
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.mean, self.var, self.count = float(d["mean"]), float(d["var"]), float(d["count"])
+
+
+def whiten_token_rewards(rewards: torch.Tensor, mask: torch.Tensor, mean: float, std: float, *,
+                         eps: float = 1e-4) -> torch.Tensor:
+    """Whiten rewards whose per-sequence sum is the score: ``(B, T) -> (B, T)``.
+
+    Every token reward is divided by ``std``, and ``mean / std`` is taken off the last
+    response token, so the whitened score ``sum_t r'_t = (sum_t r_t - mean) / std``.
+    A sequence reward placed at EOS becomes ``(R - mean) / std``; dense token rewards keep
+    their shape along the sequence. 0 off-mask. Example: r = [0, 0, 3] (EOS last),
+    mean 1, std 2 -> [0, 0, 1].
+    """
+    from .rewards import place_at_eos
+
+    m = mask.to(torch.float32)
+    s = max(float(std), eps)
+    has = (m.sum(-1) > 0).to(torch.float32)
+    return (rewards.float() * m - place_at_eos(torch.full_like(has, float(mean)) * has, m)) / s

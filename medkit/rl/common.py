@@ -1,12 +1,15 @@
-"""Plumbing shared by the loops: accelerator, checkpoints, metrics, rollouts, reward calls.
+"""Plumbing shared by the loops: accelerator, ranks, checkpoints, metrics, rollouts, reward calls.
 
 No math here (that lives in advantages / losses / rewards).
+
+Rollouts use ``transformers.generate`` (:func:`medkit.lm.generate`). There is no vLLM
+path: it needs the LoRA policy synced into a vLLM engine every step and a GPU to test
+on; an option that could only raise was removed rather than kept as a promise.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -14,16 +17,24 @@ from typing import Any
 
 import torch
 
-from ..io.atomic import atomic_path
-
 
 def make_accelerator(grad_accum: int, device: str = "auto"):
-    """An ``accelerate.Accelerator`` (works on CPU); bf16 mixed precision on CUDA only."""
+    """An ``accelerate.Accelerator`` (works on CPU); bf16 mixed precision on CUDA only.
+
+    Under ``accelerate launch --num_processes N`` (torchrun env) the ranks join a process
+    group (gloo on CPU, NCCL on CUDA) and ``prepare`` wraps the model in DDP.
+    """
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     return Accelerator(gradient_accumulation_steps=grad_accum, mixed_precision="bf16" if cuda else "no",
                        cpu=not cuda)
+
+
+def rank_seed(seed: int, rank: int, start: int = 0) -> int:
+    """The sampling seed of one rank: ranks draw different prompts and samples, and a resumed
+    loop (``start`` steps done) draws fresh ones rather than repeating its first steps."""
+    return int(seed) + 1_000_003 * int(rank) + int(start)
 
 
 def autocast(device: torch.device):
@@ -34,13 +45,21 @@ def autocast(device: torch.device):
 
 
 class MetricsLog:
-    """Append-only ``<out>/logs/metrics.jsonl``; one flushed JSON line per call."""
+    """Append-only ``<out>/logs/metrics.jsonl``; one flushed JSON line per call.
 
-    def __init__(self, out_dir: str | Path):
+    ``enabled=False`` (the non-main ranks of a multi-process run) makes ``log`` a no-op,
+    so one file gets one row per step.
+    """
+
+    def __init__(self, out_dir: str | Path, enabled: bool = True):
         self.path = Path(out_dir) / "logs" / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         row = {"time": round(time.time(), 3), **{k: (float(v) if isinstance(v, torch.Tensor) else v)
                                                  for k, v in row.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
@@ -50,58 +69,47 @@ class MetricsLog:
         return [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
 
 
-def save_checkpoint(out_dir: str | Path, model, optimizer, step: int, config, extra: dict | None = None) -> Path:
-    """Atomically write ``<out>/checkpoints/last.pt``: trainable params (LoRA adapter + value
-    head), optimizer state, step, resolved config, RNG state."""
-    from ..lm.lora import trainable_state_dict
+def checkpoint_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "checkpoints" / "last.pt"
 
-    path = Path(out_dir) / "checkpoints" / "last.pt"
-    state = {"step": step, "trainable": trainable_state_dict(model), "optimizer": optimizer.state_dict(),
-             "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
+
+def save_checkpoint(out_dir: str | Path, model, optimizer, step: int, config, extra: dict | None = None) -> Path:
+    """Write ``<out>/checkpoints/last.pt`` through the one checkpoint writer
+    (:func:`medkit.runs.save_checkpoint`: atomic, config inside, loadable with weights_only).
+
+    Keys: ``model`` (trainable parameters only: LoRA adapter + value head), ``optimizer``,
+    ``step``, ``rng`` (torch CPU RNG state), ``extra`` (plain data, e.g. a Python RNG state).
+    """
+    from ..lm.lora import trainable_state_dict
+    from ..runs import save_checkpoint as write
+
+    state = {"step": int(step), "model": trainable_state_dict(model), "optimizer": optimizer.state_dict(),
              "rng": torch.get_rng_state(), "extra": extra or {}}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
+    return write(checkpoint_path(out_dir), state, config=config)
 
 
 def load_checkpoint(out_dir: str | Path, model, optimizer=None) -> dict | None:
-    """Restore ``last.pt`` into ``model`` (and ``optimizer``); returns the state or None if absent."""
+    """Restore ``last.pt`` into ``model`` (and ``optimizer``) and the torch RNG; returns the
+    state, or None when there is no checkpoint. Read with ``weights_only=True``
+    (:func:`medkit.runs.load_checkpoint`): a file holding other pickled objects is refused."""
     from ..lm.lora import load_trainable_state_dict
+    from ..runs import load_checkpoint as read
 
-    path = Path(out_dir) / "checkpoints" / "last.pt"
-    if not path.exists():
+    state = read(checkpoint_path(out_dir))
+    if state is None:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    load_trainable_state_dict(model, state["trainable"])
-    if optimizer is not None:
+    load_trainable_state_dict(model, state["model"] if "model" in state else state["trainable"])
+    if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
     return state
 
 
-def vllm_available(device: torch.device) -> bool:
-    """vLLM is used for rollouts only when installed AND on CUDA (guarded import)."""
-    if device.type != "cuda":
-        return False
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def rollout(model, tok, prompts: list[str], *, max_new_tokens: int, temperature: float, use_vllm: bool = False):
-    """Generate a :class:`medkit.lm.Rollout`.
-
-    The vLLM path is not implemented in this version (it needs weight syncing of the
-    LoRA policy into a vLLM engine); ``use_vllm=True`` raises rather than silently
-    falling back, and the loops only ask for it when :func:`vllm_available` is true
-    and the config enables it.
-    """
+def rollout(model, tok, prompts: list[str], *, max_new_tokens: int, temperature: float):
+    """Sample a :class:`medkit.lm.Rollout` with ``transformers.generate``."""
     from ..lm.generate import generate
 
-    if use_vllm:
-        raise NotImplementedError("vLLM rollouts are not implemented yet; set use_vllm=False")
     return generate(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature, do_sample=True)
 
 

@@ -33,9 +33,9 @@ from .common import (
     call_rewards,
     load_checkpoint,
     make_accelerator,
+    rank_seed,
     rollout,
     save_checkpoint,
-    vllm_available,
 )
 from .grpo_config import GRPOConfig
 from .losses import aggregate, kl_estimate, policy_loss
@@ -61,7 +61,12 @@ def grpo_advantages(cfg: GRPOConfig, roll, rewards, valid, entropies) -> torch.T
 
 def train_grpo(model, tok, prompts: list[str], reward_fns: list, cfg: GRPOConfig, *,
                prompt_kw: list[dict] | None = None) -> dict:
-    """GRPO on chat-rendered ``prompts``; reward callables get per-completion kwargs from ``prompt_kw``."""
+    """GRPO on chat-rendered ``prompts``; reward callables get per-completion kwargs from ``prompt_kw``.
+
+    Runs unchanged under ``accelerate launch --num_processes N``: each rank draws its own
+    prompts (:func:`medkit.rl.common.rank_seed`) and samples, DDP averages the gradients, and
+    rank 0 alone writes the metrics log and the checkpoint.
+    """
     from ..lm.generate import forward_token_stats
     from ..lm.lora import reference
 
@@ -71,9 +76,11 @@ def train_grpo(model, tok, prompts: list[str], reward_fns: list, cfg: GRPOConfig
     start = state["step"] if state else 0
     model, opt = acc.prepare(model, opt)
     net = acc.unwrap_model(model)
-    use_vllm = cfg.use_vllm and vllm_available(acc.device)
-    log = MetricsLog(cfg.out_dir)
-    rng = random.Random(cfg.seed + start)
+    rank = acc.process_index
+    if acc.num_processes > 1 and state is None:
+        torch.manual_seed(rank_seed(cfg.seed, rank))
+    log = MetricsLog(cfg.out_dir, enabled=acc.is_main_process)
+    rng = random.Random(rank_seed(cfg.seed, rank, start))
     row: dict = {}
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
@@ -81,7 +88,7 @@ def train_grpo(model, tok, prompts: list[str], reward_fns: list, cfg: GRPOConfig
         idx = [i for i in rng.sample(range(len(prompts)), min(cfg.prompts_per_step, len(prompts)))
                for _ in range(cfg.group_size)]
         roll = rollout(net, tok, [prompts[i] for i in idx], max_new_tokens=cfg.max_new_tokens,
-                       temperature=cfg.temperature, use_vllm=use_vllm)
+                       temperature=cfg.temperature)
         t_gen = time.perf_counter() - t0
         kw = {k: [prompt_kw[i][k] for i in idx] for k in prompt_kw[0]} if prompt_kw else {}
         # 2. outcome rewards (sequence level: token rewards summed)
@@ -115,7 +122,8 @@ def train_grpo(model, tok, prompts: list[str], reward_fns: list, cfg: GRPOConfig
                "entropy": float(masked_mean(roll.entropies, roll.response_mask.float())),
                "resp_len": n_tok / len(idx), "step_s": dt, "gen_s": t_gen, "tokens_per_s": n_tok / dt, **st}
         log.log(row)
-        if cfg.save_every and (step + 1) % cfg.save_every == 0:
+        if acc.is_main_process and cfg.save_every and (step + 1) % cfg.save_every == 0:
             save_checkpoint(cfg.out_dir, net, opt, step + 1, cfg)
-    save_checkpoint(cfg.out_dir, net, opt, max(cfg.steps, start), cfg)
+    if acc.is_main_process:
+        save_checkpoint(cfg.out_dir, net, opt, max(cfg.steps, start), cfg)
     return row

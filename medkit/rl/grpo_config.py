@@ -27,6 +27,5 @@ class GRPOConfig:
     agg: str = "token-mean"
     seed: int = 0
     save_every: int = 0
-    resume: bool = True
-    use_vllm: bool = False
+    resume: bool = False            # continue from <out_dir>/checkpoints/last.pt (only when asked)
     device: str = "auto"

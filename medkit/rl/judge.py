@@ -45,6 +45,19 @@ def parse_judgement(text: str, mode: str = "ab") -> float | None:
     raise ValueError(f"mode must be ab / score, got {mode!r}")
 
 
+_STRICT_AB = re.compile(r"<answer>([AB])</answer>\s*$")
+
+
+def strict_judgement(text: str) -> float | None:
+    """The strict Think-RM format: reasoning, then exactly one ``<answer>A</answer>`` or
+    ``<answer>B</answer>`` that ends the output. A -> +1.0, B -> -1.0; anything else (no tag,
+    two tags, a tag followed by more text, another letter) -> None, a format failure."""
+    if len(re.findall(r"<answer>", text, flags=re.I)) != 1:
+        return None
+    m = _STRICT_AB.search(text)
+    return None if m is None else (1.0 if m.group(1) == "A" else -1.0)
+
+
 @dataclass
 class GenerativeJudge:
     """``judge(question, a, b) -> float | None`` in [-1, 1] (>0: A better), with a local LM."""

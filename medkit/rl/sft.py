@@ -19,8 +19,8 @@ def sft_loss(logprobs: torch.Tensor, response_mask: torch.Tensor) -> torch.Tenso
 def sft(model, tok, prompts: list[str], responses: list[str], cfg: SFTConfig) -> dict:
     """Train ``model`` (usually LoRA-wrapped) to produce ``responses`` after ``prompts``.
 
-    Prompts should already be chat-rendered (:func:`medkit.lm.chat_prompt`). Resumes
-    from ``cfg.out_dir`` when a checkpoint exists. Returns ``{"step", "loss"}``.
+    Prompts should already be chat-rendered (:func:`medkit.lm.chat_prompt`). With
+    ``cfg.resume`` it continues from ``cfg.out_dir``'s checkpoint. Returns ``{"step", "loss"}``.
     """
     return sft_examples(model, tok, [[(p, False), (r, True)] for p, r in zip(prompts, responses)], cfg)
 

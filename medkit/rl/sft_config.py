@@ -15,5 +15,5 @@ class SFTConfig:
     max_len: int = 256
     seed: int = 0
     save_every: int = 50            # checkpoint period in optimizer steps (0: only at the end)
-    resume: bool = True             # continue from <out_dir>/checkpoints/last.pt if present
+    resume: bool = False            # continue from <out_dir>/checkpoints/last.pt (only when asked)
     device: str = "auto"

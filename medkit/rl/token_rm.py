@@ -101,3 +101,78 @@ def token_rewards(model: TokenRewardModel, sequences: torch.Tensor, attention_ma
                   response_mask: torch.Tensor) -> torch.Tensor:
     """``(B, T)`` token rewards on response tokens, 0 elsewhere (PPO's ``rewards``)."""
     return model(sequences, attention_mask).float() * response_mask.float()
+
+
+class TokenRewardFn:
+    """Reward callable for :func:`medkit.rl.train_ppo` from a :class:`TokenRewardModel`.
+
+    ``dense=True``: the ``(B, T)`` token rewards themselves (fine-grained PPO, arXiv 2406.02756;
+    GAE credits each token). ``dense=False``: their sum per sequence ``(B,)``, which the loop
+    places at EOS: the same reward model with sequence-level credit (the ablation).
+    """
+
+    def __init__(self, model: TokenRewardModel, *, dense: bool = True):
+        self.model = model.eval()
+        self.dense = dense
+
+    def __call__(self, prompts, completions, rollout=None, **kw) -> torch.Tensor:
+        dev = next(self.model.parameters()).device
+        r = token_rewards(self.model, rollout.sequences.to(dev), rollout.attention_mask.to(dev),
+                          rollout.response_mask.to(dev))
+        return r if self.dense else r.sum(-1)
+
+
+class SequenceRewardModel(nn.Module):
+    """Scalar reward of a whole response ``(B, T) ids -> (B,)``: a linear head on the body's hidden
+    state at the last response token. The standard (sequence-level) reward model, trained with
+    the Bradley-Terry loss on (preferred, rejected) pairs (:func:`train_sequence_rm`)."""
+
+    def __init__(self, body: nn.Module, hidden: int):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        from ..lm.generate import position_ids
+        from .rewards import last_token_index
+
+        h = self.body(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids(attention_mask)).last_hidden_state
+        last = last_token_index(response_mask)
+        return self.head(h[torch.arange(h.shape[0], device=h.device), last]).squeeze(-1)
+
+
+def train_sequence_rm(model: SequenceRewardModel, batch, *, steps: int = 100, lr: float = 3e-3) -> list[float]:
+    """Full-batch Adam on the Bradley-Terry loss with the edited response preferred.
+
+    ``batch`` is :func:`build_edit_batch`'s ``(ids, attn, resp, labels)`` (rows: N originals,
+    then N edits); labels are not used, only which row is the edit. Returns the loss curve.
+    """
+    from .preference import bradley_terry_loss
+
+    ids, attn, resp, _ = batch
+    N = ids.shape[0] // 2
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    curve = []
+    model.train()
+    for _ in range(steps):
+        r = model(ids, attn, resp)
+        loss = bradley_terry_loss(r[N:], r[:N])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        curve.append(float(loss.detach()))
+    model.eval()
+    return curve
+
+
+class SequenceRewardFn:
+    """Reward callable from a :class:`SequenceRewardModel`: ``(B,)`` scores (placed at EOS by the loop)."""
+
+    def __init__(self, model: SequenceRewardModel):
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def __call__(self, prompts, completions, rollout=None, **kw) -> torch.Tensor:
+        dev = next(self.model.parameters()).device
+        return self.model(rollout.sequences.to(dev), rollout.attention_mask.to(dev), rollout.response_mask.to(dev))

@@ -127,3 +127,18 @@ def test_pack_turns_refuses_a_template_that_does_not_close_turns_with_eos():
     p2 = chat_prompt(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ASK: x"},
                            {"role": "user", "content": "no"}], None)
     assert pack_turns(tok, [p1, p2], ["ASK: x", "ASK: y"]) is None
+
+
+def test_value_head_mlp_starts_at_zero_and_reads_before_each_token():
+    import torch
+
+    from medkit.lm import add_value_head, forward_token_stats, tiny_causal_lm
+
+    model, _ = tiny_causal_lm(hidden=32, layers=1)
+    add_value_head(model, hidden=16)
+    seq = torch.tensor([[5, 6, 7, 8]])
+    v = forward_token_stats(model, seq, torch.ones_like(seq), with_values=True)["values"]
+    assert v.shape == (1, 4) and torch.equal(v, torch.zeros(1, 4))    # zero-initialised output layer
+    torch.nn.init.normal_(model.value_head[-1].weight)
+    v = forward_token_stats(model, seq, torch.ones_like(seq), with_values=True)["values"]
+    assert v[0, 0] == 0 and (v[0, 1:] != 0).all()                     # entry 0 has no state before it

@@ -37,3 +37,31 @@ def test_mismatched_inputs_are_errors():
         multi_turn_advantages([_mask(1, 3, 1)], [[0]], torch.zeros(1), weight=1.0)
     with pytest.raises(ValueError, match="masks"):
         multi_turn_advantages([_mask(1, 3, 1)], [], torch.zeros(1))
+
+
+def test_running_moments_match_numpy():
+    import numpy as np
+
+    from medkit.rl.advantages import RunningMoments
+
+    rm = RunningMoments()
+    xs = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0]), torch.tensor([-4.0, 0.5])]
+    for x in xs:
+        mean, std = rm.update(x)
+    allx = np.concatenate([x.numpy() for x in xs])
+    assert abs(mean - allx.mean()) < 1e-9 and abs(std - allx.std()) < 1e-9
+    rm2 = RunningMoments()
+    rm2.load_state_dict(rm.state_dict())
+    assert rm2.update(torch.tensor([]))[0] == mean
+
+
+def test_whiten_token_rewards_scales_tokens_and_shifts_the_score():
+    from medkit.rl.advantages import whiten_token_rewards
+
+    # row 0: sequence reward 3 at EOS; mean 1, std 2 -> (3 - 1) / 2 = 1 at EOS
+    # row 1: dense rewards [1, 1, 1] -> [0.5, 0.5, 0.5 - 0.5] (score (3 - 1) / 2 = 1 too)
+    # row 2: no response token -> all 0
+    r = torch.tensor([[0.0, 0.0, 0.0, 3.0], [0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    m = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]])
+    out = whiten_token_rewards(r, m, 1.0, 2.0)
+    assert torch.allclose(out, torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]]))

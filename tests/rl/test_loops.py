@@ -52,7 +52,7 @@ def test_sft_trains_checkpoints_and_resumes(tmp_path):
     with torch.no_grad():
         assert torch.allclose(fresh(x).logits, model(x).logits, atol=1e-6)
     # resume continues the step counter up to the new target
-    cfg.steps = 5
+    cfg.steps, cfg.resume = 5, True
     assert sft(fresh, tok, prompts, resp, cfg)["step"] == 5
     steps = [r["step"] for r in map(json.loads, (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines())]
     assert steps == [1, 2, 3, 4, 5]
@@ -72,7 +72,7 @@ def test_grpo_smoke_and_resume(tmp_path):
     row = train_grpo(model, tok, prompts, [reward], cfg)
     assert math.isfinite(row["loss"]) and row["step"] == 2
     _changed(before, model)
-    cfg.steps, cfg.advantage = 3, "tempo"
+    cfg.steps, cfg.advantage, cfg.resume = 3, "tempo", True
     assert train_grpo(model, tok, prompts, [reward], cfg)["step"] == 3
 
 
@@ -94,3 +94,24 @@ def test_self_rewarding_ppo_smoke(tmp_path):
     assert math.isfinite(row["policy_loss"]) and math.isfinite(row["value_loss"])
     _changed(before, model)
     assert model.value_head.weight.abs().sum() > 0  # the critic trained (it starts at zero)
+
+
+def test_loop_checkpoint_refuses_a_pickle(tmp_path):
+    """rl checkpoints go through medkit.runs (weights_only): a planted pickle is refused, never run."""
+    import pickle
+
+    import pytest
+
+    from medkit.io.errors import MedkitInputError
+    from medkit.rl.common import load_checkpoint
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(pickle.dumps({"step": 1, "x": Boom()}))
+    model, _ = tiny_causal_lm(lora={"r": 4})
+    with pytest.raises(MedkitInputError, match="last.pt"):
+        load_checkpoint(tmp_path, model)
+    assert not (tmp_path / "pwned").exists()

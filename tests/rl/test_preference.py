@@ -76,3 +76,22 @@ def test_route_batch_shares_one_budget():
     assert m1[0, 1] and m1[1, 0] and m2[0, 2] and m2[2, 0] and int(m2.sum()) == 2
     r = route_batch([u1, u2], 3, mode="random", generator=torch.Generator().manual_seed(0))
     assert sum(int(x.sum()) for x in r) == 6
+
+
+def test_ensemble_learns_and_disagrees_off_distribution():
+    from medkit.rl import PairwiseEnsemble
+
+    torch.manual_seed(0)
+    x = torch.rand(200, 4) * 2 - 1
+    xi, xj = x[:100], x[100:]
+    y = (xi[:, 0] > xj[:, 0]).float()
+    model = PairwiseEnsemble(4, hidden=16, members=4, seed=0)
+    curve = train_pairwise(model, xi, xj, y, epochs=150)
+    assert curve[-1] < 0.5 * curve[0]
+    xt = torch.rand(40, 4) * 2 - 1
+    p, u = score_all_pairs(model, xt)
+    truth = torch.sign(xt[:, 0][:, None] - xt[:, 0][None, :])
+    off = ~torch.eye(40, dtype=torch.bool)
+    assert ((torch.sign(p) == truth) & off).sum() / off.sum() > 0.8
+    _, u_far = score_all_pairs(model, torch.randn(40, 4) * 20)
+    assert u_far[off].mean() > u[off].mean()      # members extrapolate differently far away

@@ -56,3 +56,13 @@ def test_generative_judge_counts_parse_failures():
     out = judge.batch([("q", "a", "b"), ("q2", "a", "b")])  # random weights: gibberish, never a tag
     assert out == [None, None]
     assert judge.stats == {"calls": 2, "parse_failures": 2}
+
+
+def test_strict_judgement_format():
+    from medkit.rl import strict_judgement
+
+    assert strict_judgement("A explains the cough. <answer>A</answer>") == 1.0
+    assert strict_judgement("B fits.\n<answer>B</answer>\n") == -1.0
+    assert strict_judgement("<answer>A</answer> because ...") is None          # text after the answer
+    assert strict_judgement("<answer>A</answer> <answer>B</answer>") is None   # two answers
+    assert strict_judgement("the answer is A") is None and strict_judgement("<answer>C</answer>") is None
