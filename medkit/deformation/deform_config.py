@@ -25,10 +25,17 @@ class DeformConfig:
     # Deformation INR: (x, y, z, t) -> displacement (mm).
     fourier_features: int = 48
     fourier_sigma: float = 1.5  # cycles per half-extent; low: smooth motion
-    # sin/cos(pi k t_n), k = 1..time_harmonics. One harmonic predicts unobserved phases best
-    # (bench/deformation_time.py: held-out TRE 1.12 vs 1.52 mm with 3 on 10 phases, 1.01 vs 4.56 mm
-    # on 6); more let the field dip towards no motion between the imaged phases.
+    # Coarse-to-fine: Fourier features fade in by frequency over this share of the iterations (0 = off).
+    coarse_to_fine: float = 0.0
+    # Time (medkit/deformation/model.py): "auto" = breathing phase (periodic) when the series is one
+    # cycle (a period in times.json, or phases in %), span-normalised time otherwise (longitudinal);
+    # "periodic" / "span" force one. `period` overrides the series' period (same unit as the times).
+    time_mode: str = "auto"
+    period: float | None = None
+    # K: periodic time = a K-harmonic trigonometric polynomial in the phase; span time = the
+    # network sees sin/cos(pi k t_n), k = 1..K.
     time_harmonics: int = 1
+    time_in_net: bool = False  # periodic: also feed the phase to the MLP (non-separable in x and t)
     width: int = 128
     depth: int = 3
     svf: bool = False  # integrate a stationary velocity field per t (scaling and squaring)

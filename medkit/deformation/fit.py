@@ -37,6 +37,26 @@ class Sequence:
     affine: torch.Tensor  # (4, 4) voxel -> RAS mm
     reference: int = 0
     names: list[str] = field(default_factory=list)
+    period: float | None = None  # one breathing cycle (same unit as times) when the series is one cycle
+
+
+def resolve_period(seq: Sequence, cfg: DeformConfig) -> float | None:
+    """The period the time encoding uses: None = span-normalised time (see :mod:`.model`).
+
+    ``time_mode``: ``auto`` = periodic when the series knows its cycle (``seq.period``, from
+    ``times.json`` or phases in %) or ``cfg.period`` is set, span otherwise; ``periodic``
+    requires a period; ``span`` ignores it."""
+    if cfg.time_mode not in ("auto", "periodic", "span"):
+        raise ValueError(f"time_mode must be auto | periodic | span, got {cfg.time_mode!r}")
+    if cfg.time_mode == "span":
+        return None
+    period = cfg.period if cfg.period else seq.period
+    if cfg.time_mode == "periodic" and not period:
+        raise ValueError("time_mode=periodic needs the breathing period: a 'period' in times.json, phases in %, "
+                         "or --set period=SECONDS")
+    if period is not None and period <= 0:
+        raise ValueError(f"period must be > 0, got {period}")
+    return float(period) if period else None
 
 
 def scale_hu(x: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
@@ -92,19 +112,23 @@ def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) 
     dfm = DeformationINR(GridFrame(seq.affine, shape), t_ref, span, fourier_features=cfg.fourier_features,
                          fourier_sigma=cfg.fourier_sigma, time_harmonics=cfg.time_harmonics, width=cfg.width,
                          depth=cfg.depth, svf=cfg.svf, svf_grid_factor=cfg.svf_grid_factor,
-                         svf_steps=cfg.svf_steps, seed=cfg.seed)
+                         svf_steps=cfg.svf_steps, seed=cfg.seed, period=resolve_period(seq, cfg),
+                         time_in_net=cfg.time_in_net)
     return ref.to(device), dfm.to(device)
 
 
 def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state: dict | None = None,
         save: Callable[[dict], None] | None = None, progress: Callable | None = None,
-        log: Callable[[str], None] = lambda m: None) -> dict:
+        log: Callable[[str], None] = lambda m: None, monitor: Callable[[int, DeformationINR], None] | None = None,
+        monitor_every: int = 100) -> dict:
     """Fit the reference INR, then the deformation INR on ``observed`` frame indices.
 
     Args:
         state: a checkpoint dict to resume from (what ``save`` received last).
         save: called with a checkpoint dict every ``cfg.checkpoint_every`` iterations and at the end.
         progress: wraps an iterable (e.g. :func:`medkit.runs.track`).
+        monitor: called as ``monitor(iteration, model)`` every ``monitor_every`` motion iterations
+            and after the last (learning curves: landmark TRE during the fit).
 
     Returns:
         dict with ``ref``, ``model`` (modules), ``losses`` (list of per-iteration
@@ -167,6 +191,10 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     # ---- stage 2: the deformation INR on every observed time at once
     times = torch.tensor([seq.times[k] for k in moving], dtype=torch.float32, device=device)
     t_lo, t_hi = min(seq.times[k] for k in observed), max(seq.times[k] for k in observed)
+    if dfm.period is not None:  # periodic: regularise the whole cycle, every phase is predictable
+        t_lo, t_hi = seq.times[seq.reference], seq.times[seq.reference] + dfm.period
+    if not 0 <= cfg.coarse_to_fine <= 1:
+        raise ValueError(f"coarse_to_fine must be in [0, 1] (share of the iterations), got {cfg.coarse_to_fine}")
     off = offsets(cfg.fd_step_mm, device)
     n = cfg.points_per_phase
     weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling).double().cumsum(0) for k in moving]
@@ -175,6 +203,8 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     smooth = cfg.time_smooth_weight > 0 and not cfg.svf and t_hi > t_lo
     h_t = cfg.time_smooth_step * (t_hi - t_lo)
     for it in wrap(range(it_mot, cfg.iters), "deformation INR"):
+        if cfg.coarse_to_fine > 0:
+            dfm.set_progress(min(1.0, it / (cfg.coarse_to_fine * cfg.iters)))
         vox = torch.stack([_sample_vox(w, n, shape, g, device) for w in weights])  # (P, N, 3)
         target = torch.stack([W.sample_points(imgs[k : k + 1], vox[i : i + 1])[0, 0] for i, k in enumerate(moving)])
         x = dfm.frame.vox_to_mm(vox.reshape(-1, 3))
@@ -209,6 +239,11 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         hist["motion"].append(loss.item())
         if save and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iters:
             save(checkpoint(cfg.ref_iters, it + 1))
+        if monitor and (it + 1) % monitor_every == 0 and it + 1 < cfg.iters:
+            monitor(it + 1, dfm)
+    dfm.set_progress(1.0)
+    if monitor:
+        monitor(cfg.iters, dfm)
     out = checkpoint(cfg.ref_iters, cfg.iters)
     if save:
         save(out)

@@ -245,7 +245,7 @@ def read_dirlab_landmarks(folder: str | Path, case: int, phases: tuple[int, ...]
     root = _dirlab_root(folder, case)
     out = {}
     for ph in phases:
-        hit = _dirlab_file(root, case, r"^case{case}_(dirlab)?300_T%02d_xyz\.txt$" % ph, f"T{ph:02d} landmarks")
+        hit = _dirlab_file(root, case, rf"^case{{case}}_(dirlab)?300_T{ph:02d}_xyz\.txt$", f"T{ph:02d} landmarks")
         if hit is not None:
             out[ph] = read_landmarks_txt(hit)
     return out
@@ -278,7 +278,7 @@ def read_dirlab_case(folder: str | Path, case: int, phases: list[int] | None = N
     frames, names = [], []
     for ph in phases:
         # case1_T00_s.img, case2_T00-ssm.img, case6_T00.img: the case number, then the phase
-        hit = _dirlab_file(root, case, r"^case{case}_T%02d(?!\d)[^/]*\.img$" % ph, f"T{ph:02d} image")
+        hit = _dirlab_file(root, case, rf"^case{{case}}_T{ph:02d}(?!\d)[^/]*\.img$", f"T{ph:02d} image")
         if hit is None:
             others = [c for c in _cases_present(root) if c != case]
             raise MedkitInputError(root, f"no phase T{ph:02d} .img file of DIR-Lab case {case} (case{case}_T{ph:02d}*.img)"
