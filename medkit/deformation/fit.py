@@ -81,12 +81,19 @@ def _random_vox(n: int, shape, g: torch.Generator, device) -> torch.Tensor:
     return (torch.rand(n, 3, generator=g) * s).to(device)
 
 
-def edge_weights(img: torch.Tensor, uniform: float) -> torch.Tensor:
+def edge_weights(img: torch.Tensor, uniform: float, smooth_vox: float = 0.0) -> torch.Tensor:
     """Sampling probabilities ``(X*Y*Z,)`` for a ``(1, 1, X, Y, Z)`` image: a ``uniform``
     share everywhere plus the rest proportional to the gradient magnitude. Registration
     signal lives at edges (vessels, diaphragm, chest wall); uniform points land mostly in
-    air and flat tissue where any displacement looks equally good (IDIR samples a mask)."""
-    g = torch.stack(torch.gradient(img[0, 0]), 0).norm(dim=0).flatten()
+    air and flat tissue where any displacement looks equally good (IDIR samples a mask).
+    ``smooth_vox``: Gaussian sigma (voxels) applied first, so that on a noisy low-dose phase
+    the weights follow anatomy, not the noise (whose gradients are everywhere)."""
+    vol = img[0, 0]
+    if smooth_vox > 0:
+        from scipy.ndimage import gaussian_filter
+
+        vol = torch.as_tensor(gaussian_filter(vol.cpu().numpy(), smooth_vox))
+    g = torch.stack(torch.gradient(vol), 0).norm(dim=0).flatten()
     g = g / g.sum().clamp_min(1e-12)
     return uniform / g.numel() + (1 - uniform) * g
 
@@ -110,7 +117,8 @@ def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) 
     span = max([abs(seq.times[k] - t_ref) for k in observed] + [1e-6])
     ref = ReferenceINR(frame, cfg.ref_encoding, seed=cfg.seed)
     dfm = DeformationINR(GridFrame(seq.affine, shape), t_ref, span, fourier_features=cfg.fourier_features,
-                         fourier_sigma=cfg.fourier_sigma, time_harmonics=cfg.time_harmonics, width=cfg.width,
+                         fourier_sigma=cfg.fourier_sigma, width=cfg.width,
+                         time_harmonics=cfg.time_harmonics if resolve_period(seq, cfg) else cfg.span_harmonics,
                          depth=cfg.depth, svf=cfg.svf, svf_grid_factor=cfg.svf_grid_factor,
                          svf_steps=cfg.svf_steps, seed=cfg.seed, period=resolve_period(seq, cfg),
                          time_in_net=cfg.time_in_net)
@@ -197,7 +205,8 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         raise ValueError(f"coarse_to_fine must be in [0, 1] (share of the iterations), got {cfg.coarse_to_fine}")
     off = offsets(cfg.fd_step_mm, device)
     n = cfg.points_per_phase
-    weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling).double().cumsum(0) for k in moving]
+    weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling, cfg.edge_smooth_vox).double().cumsum(0)
+               for k in moving]
     if cfg.reg_times not in ("span", "imaged"):
         raise ValueError(f"reg_times must be span | imaged, got {cfg.reg_times!r}")
     smooth = cfg.time_smooth_weight > 0 and not cfg.svf and t_hi > t_lo
