@@ -128,7 +128,7 @@ def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) 
 def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state: dict | None = None,
         save: Callable[[dict], None] | None = None, progress: Callable | None = None,
         log: Callable[[str], None] = lambda m: None, monitor: Callable[[int, DeformationINR], None] | None = None,
-        monitor_every: int = 100) -> dict:
+        monitor_every: int = 100, reference_state: dict | None = None) -> dict:
     """Fit the reference INR, then the deformation INR on ``observed`` frame indices.
 
     Args:
@@ -137,10 +137,13 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         progress: wraps an iterable (e.g. :func:`medkit.runs.track`).
         monitor: called as ``monitor(iteration, model)`` every ``monitor_every`` motion iterations
             and after the last (learning curves: landmark TRE during the fit).
+        reference_state: the state dict of an already fitted reference INR of the same reference
+            image (a previous fit's ``state["ref"]``): stage 1 is skipped (per-pair fits share
+            one prior embedding, as they would in practice).
 
     Returns:
         dict with ``ref``, ``model`` (modules), ``losses`` (list of per-iteration
-        floats for each stage), ``seconds``.
+        floats for each stage), ``seconds`` (both stages), ``seconds_reference``, ``seconds_motion``.
     """
     device = torch.device(device)
     wrap = progress or (lambda it, desc: it)
@@ -174,6 +177,9 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     t0 = time.perf_counter()
     ref_img = imgs[seq.reference : seq.reference + 1]
     # ---- stage 1: the prior embedding (reference INR fitted to the reference image)
+    if reference_state is not None:
+        ref.load_state_dict(reference_state)
+        it_ref = cfg.ref_iters
     if cfg.similarity_source == "inr":
         for it in wrap(range(it_ref, cfg.ref_iters), "reference INR"):
             vox = _random_vox(cfg.ref_points, shape, g, device)
@@ -188,6 +194,7 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
             if save and (it + 1) % cfg.checkpoint_every == 0:
                 save(checkpoint(it + 1, 0))
     ref.requires_grad_(False)
+    t_ref_done = time.perf_counter()
 
     def ref_intensity(x_mm: torch.Tensor) -> torch.Tensor:
         if cfg.similarity_source == "inr":
@@ -258,7 +265,9 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         save(out)
     log(f"fit: reference loss {hist['reference'][-1] if hist['reference'] else float('nan'):.4g}, "
         f"motion loss {hist['motion'][-1] if hist['motion'] else float('nan'):.4g}")
-    return {"ref": ref, "model": dfm, "losses": hist, "seconds": time.perf_counter() - t0, "state": out}
+    t1 = time.perf_counter()
+    return {"ref": ref, "model": dfm, "losses": hist, "seconds": t1 - t0, "seconds_reference": t_ref_done - t0,
+            "seconds_motion": t1 - t_ref_done, "state": out}
 
 
 @torch.no_grad()
