@@ -64,8 +64,9 @@ def stnerp_config(overrides: list[str]) -> DeformConfig:
     return load_config(None, DeformConfig, list(overrides))
 
 
-def run_stnerp(case: Case, cfg: DeformConfig, imaged: list[int], device) -> tuple[dict, dict]:
-    """One ST-NeRP fit on ``imaged``; (result with per-frame metrics, the fit's state)."""
+def run_stnerp(case: Case, cfg: DeformConfig, imaged: list[int], device, keep: dict | None = None) -> tuple[dict, dict]:
+    """One ST-NeRP fit on ``imaged``; (result with per-frame metrics, the fit's state). ``keep``:
+    ``{"frame": k}`` receives ``"ST-NeRP": field`` at frame k (for the figure)."""
     seq = Sequence(case.images, case.times, torch.as_tensor(case.affine, dtype=torch.float32), 0, period=case.period)
     f = fit(seq, cfg, imaged, device)
     shape = tuple(case.images.shape[1:])
@@ -74,10 +75,13 @@ def run_stnerp(case: Case, cfg: DeformConfig, imaged: list[int], device) -> tupl
     for k in range(1, len(case.times)):
         u = predict_field(f["model"], case.times[k], shape, seq.affine)[0].cpu().numpy()
         out["observed" if k in imaged else "heldout"][k] = evaluate(case, u, k)
+        if keep is not None and keep.get("frame") == k:
+            keep["ST-NeRP"] = u
     return out, f["state"]
 
 
-def run_peer(name: str, case: Case, cfg: DeformConfig, imaged: list[int], device, ref_state: dict | None) -> dict:
+def run_peer(name: str, case: Case, cfg: DeformConfig, imaged: list[int], device, ref_state: dict | None,
+             keep: dict | None = None) -> dict:
     """A per-pair method on every imaged frame, then its fields interpolated to the others."""
     moving = [k for k in imaged if k != 0]
     imgs = case.images
@@ -99,12 +103,17 @@ def run_peer(name: str, case: Case, cfg: DeformConfig, imaged: list[int], device
         known = {case.times[0]: np.zeros_like(fields[moving[0]]), **{case.times[k]: fields[k] for k in moving}}
         kinds = ["linear", "cubic"] if case.period else ["linear"]
         for kind in kinds:
-            out["heldout"][kind] = {k: evaluate(case, B.interpolate_in_time(known, case.times[k], period=case.period,
-                                                                             kind=kind), k) for k in held}
+            out["heldout"][kind] = {}
+            for k in held:
+                u = B.interpolate_in_time(known, case.times[k], period=case.period, kind=kind)
+                out["heldout"][kind][k] = evaluate(case, u, k)
+                if keep is not None and keep.get("frame") == k:
+                    keep[f"{name} + {kind}"] = u
     return out
 
 
-def run_cell(setting: str, group: str, patient: int, overrides: list[str], device, methods=("ST-NeRP", *PEERS)) -> dict:
+def run_cell(setting: str, group: str, patient: int, overrides: list[str], device, methods=("ST-NeRP", *PEERS),
+             figure_dir: Path | None = None) -> dict:
     spec = SETTINGS[setting]
     folder = dataset(spec["kind"], group) / patient_ids(spec["kind"], group)[patient]
     case = Case(folder)
@@ -113,16 +122,54 @@ def run_cell(setting: str, group: str, patient: int, overrides: list[str], devic
     res = {"patient": folder.name, "imaged": spec["imaged"], "peak": case.peak, "period": case.period,
            "no_motion": {k: case.motion_mm(k) for k in range(1, len(case.times))}, "config": to_dict(cfg), "methods": {}}
     ref_state = None
+    keep = {"frame": case.peak} if case.peak not in spec["imaged"] else None
     if "ST-NeRP" in methods:
         log("ST-NeRP")
-        res["methods"]["ST-NeRP"], state = run_stnerp(case, cfg, spec["imaged"], device)
+        res["methods"]["ST-NeRP"], state = run_stnerp(case, cfg, spec["imaged"], device, keep)
         ref_state = state["ref"] if cfg.similarity_source == "inr" else None
     for name in methods:
         if name == "ST-NeRP":
             continue
         log(name)
-        res["methods"][name] = run_peer(name, case, cfg, spec["imaged"], device, ref_state)
+        res["methods"][name] = run_peer(name, case, cfg, spec["imaged"], device, ref_state, keep)
+    if keep is not None and len(keep) > 2 and figure_dir is not None:
+        fig = peak_figure(case, keep, figure_dir / f"{setting}_{folder.name}_peak.png")
+        res["figure"] = str(fig.relative_to(ROOT)) if fig.is_relative_to(ROOT) else str(fig)
     return res
+
+
+def peak_figure(case: Case, fields: dict, path: Path) -> Path:
+    """|u| (mm) at the predicted peak-inhale frame on a coronal slice through the landmarks: the truth,
+    ST-NeRP and the interpolated peers, and each one's error |u - u_true|."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    k = fields["frame"]
+    true = np.moveaxis(np.asarray(nib.load(case.folder / f"ddf_{k:02d}.nii.gz").dataobj), -1, 0)
+    y = int(round(np.mean(case.lm["frames"][k]["voxel"], axis=0)[1]))
+    arms = [("truth", true)] + [(n, u) for n, u in fields.items() if n != "frame"]
+    fig, ax = plt.subplots(2, len(arms), figsize=(2.4 * len(arms), 4.2), dpi=110)
+    vmax = float(np.linalg.norm(true, axis=0)[:, y].max())
+    for i, (name, u) in enumerate(arms):
+        mag = np.linalg.norm(u, axis=0)[:, y].T  # (Z, X): superior up
+        im = ax[0, i].imshow(mag, origin="lower", cmap="magma", vmin=0, vmax=vmax)
+        ax[0, i].set_title(f"{name}\n|u| mm", fontsize=7)
+        err = np.linalg.norm(u - true, axis=0)[:, y].T
+        im2 = ax[1, i].imshow(err, origin="lower", cmap="viridis", vmin=0, vmax=max(1e-3, vmax / 3))
+        ax[1, i].set_title(f"|u - u_true| mean {err.mean():.2f}", fontsize=7)
+        for a in ax[:, i]:
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.colorbar(im, ax=ax[0, :].tolist(), shrink=0.8)
+    fig.colorbar(im2, ax=ax[1, :].tolist(), shrink=0.8)
+    fig.suptitle(f"{case.id}: frame {k} (peak inhale, not imaged), coronal slice y={y}", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -291,8 +338,8 @@ def main(argv=None) -> int:
         for setting in a.setting or list(SETTINGS):
             n = PATIENTS[a.group][1]
             for p in a.patient if a.patient is not None else range(n):
-                bench.cell(f"{a.group}/{setting}/{p}{tag}", lambda s=setting, p=p: run_cell(s, a.group, p, a.set, device),
-                           config=to_dict(cfg))
+                bench.cell(f"{a.group}/{setting}/{p}{tag}", lambda s=setting, p=p: run_cell(
+                    s, a.group, p, a.set, device, figure_dir=bench.cells_dir.parent / "figures"), config=to_dict(cfg))
     lines, tables, targets = assemble(bench, a.group, tag)
     folds = [v for k, v in targets.items() if k.startswith("_folding_")]
     for k in [k for k in targets if k.startswith("_folding_")]:
