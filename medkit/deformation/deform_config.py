@@ -39,6 +39,10 @@ class DeformConfig:
     # Span time: the network sees sin/cos(pi k t_n), k = 1..span_harmonics.
     span_harmonics: int = 1
     time_in_net: bool = False  # periodic: also feed the phase to the MLP (non-separable in x and t)
+    # Periodic: cosine terms only (no hysteresis: u(phi) = u(1 - phi)), or the soft version, a penalty
+    # on |u(phi) - u(1 - phi)|^2 / 4 (mm^2) at the regulariser points.
+    time_symmetric: bool = False
+    time_symmetry_weight: float = 0.0
     width: int = 128
     depth: int = 3
     svf: bool = False  # integrate a stationary velocity field per t (scaling and squaring)

@@ -18,6 +18,7 @@ import torch
 from ..nn import warp as W
 from .deform_config import DeformConfig
 from .losses import (
+    antisymmetric_energy,
     fd_bending,
     fd_jacobian,
     jacobian_loss,
@@ -121,7 +122,7 @@ def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) 
                          time_harmonics=cfg.time_harmonics if resolve_period(seq, cfg) else cfg.span_harmonics,
                          depth=cfg.depth, svf=cfg.svf, svf_grid_factor=cfg.svf_grid_factor,
                          svf_steps=cfg.svf_steps, seed=cfg.seed, period=resolve_period(seq, cfg),
-                         time_in_net=cfg.time_in_net)
+                         time_in_net=cfg.time_in_net, time_symmetric=cfg.time_symmetric)
     return ref.to(device), dfm.to(device)
 
 
@@ -217,6 +218,8 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     if cfg.reg_times not in ("span", "imaged"):
         raise ValueError(f"reg_times must be span | imaged, got {cfg.reg_times!r}")
     smooth = cfg.time_smooth_weight > 0 and not cfg.svf and t_hi > t_lo
+    # symmetry prior (periodic only): penalise the part of u that differs between phi and 1 - phi
+    mirror = cfg.time_symmetry_weight > 0 and dfm.period is not None and not cfg.svf
     h_t = cfg.time_smooth_step * (t_hi - t_lo)
     for it in wrap(range(it_mot, cfg.iters), "deformation INR"):
         if cfg.coarse_to_fine > 0:
@@ -237,6 +240,9 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
             xq = dfm.frame.vox_to_mm(_random_vox(cfg.reg_points, shape, g, device))
             tq = (t_lo + h_t + (t_hi - t_lo - 2 * h_t) * torch.rand(cfg.reg_points, generator=g)).to(device)
             xs, ts = [xq.repeat(3, 1)], [torch.cat([tq - h_t, tq, tq + h_t])]
+        if mirror:  # u(x, 1 - phi) beside u(x, phi) = u_reg[0] at the offset-0 regulariser points
+            t0_ = seq.times[seq.reference]
+            xs, ts = xs + [xr], ts + [t0_ + dfm.period - torch.remainder(tr - t0_, dfm.period)]
         with _autocast(device, cfg.bf16):
             u_all = dfm.displacement(torch.cat([x, xr_all, *xs]), torch.cat([t, tr.repeat(len(off)), *ts]))
             warped = ref_intensity(x + u_all[: len(x)]).reshape(len(moving), n)
@@ -245,9 +251,13 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         sim = similarity_loss(warped, target, cfg.similarity)
         det = fd_jacobian(u_reg, cfg.fd_step_mm)
         loss = sim + cfg.jacobian_weight * jacobian_loss(det) + cfg.bending_weight * fd_bending(u_reg, cfg.fd_step_mm).mean()
+        n_smooth = 3 * cfg.reg_points if smooth else 0
         if smooth:
-            u3 = u_all[len(x) + n_reg:].reshape(3, cfg.reg_points, 3).float()
+            u3 = u_all[len(x) + n_reg: len(x) + n_reg + n_smooth].reshape(3, cfg.reg_points, 3).float()
             loss = loss + cfg.time_smooth_weight * time_acceleration(u3, cfg.time_smooth_step).mean()
+        if mirror:
+            u_m = u_all[len(x) + n_reg + n_smooth:].float()
+            loss = loss + cfg.time_symmetry_weight * antisymmetric_energy(u_reg[0], u_m).mean()
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()

@@ -17,7 +17,10 @@ Time. Two encodings (``DeformConfig.time_mode``):
   trigonometric polynomial in the phase whose coefficient fields the MLP outputs. Phases
   3 and 7 of a symmetric cycle are the same breathing state to the model, the motion is
   periodic, and unseen phases are interpolated with the smoothest K-harmonic curve.
-  (``time_in_net`` also feeds ``sin/cos(2 pi k phi)`` to the MLP: non-separable.)
+  (``time_in_net`` also feeds ``sin/cos(2 pi k phi)`` to the MLP: non-separable;
+  ``time_symmetric`` keeps the cosine terms only: the same path on inhale and exhale, a
+  prior that lets 3 imaged phases pin the curve where 2K free coefficients cannot; the soft
+  version is the fit's ``time_symmetry_weight`` on the odd part.)
 
 ``u(x, t_ref) = 0`` exactly in both: every time basis function is 0.0 in floating point at
 ``t == t_ref``. With ``svf=True`` the network is a velocity ``v(x, t)`` (same form)
@@ -119,12 +122,13 @@ class DeformationINR(nn.Module):
     def __init__(self, frame: GridFrame, t_ref: float, t_span: float, *, fourier_features: int = 48,
                  fourier_sigma: float = 1.5, time_harmonics: int = 1, width: int = 128, depth: int = 3,
                  svf: bool = False, svf_grid_factor: int = 4, svf_steps: int = 6, seed: int = 0,
-                 period: float | None = None, time_in_net: bool = False):
+                 period: float | None = None, time_in_net: bool = False, time_symmetric: bool = False):
         super().__init__()
         self.frame = frame
         self.t_ref, self.t_span = float(t_ref), float(t_span) if t_span > 0 else 1.0
         self.period = float(period) if period else None
         self.time_in_net = bool(time_in_net)
+        self.time_symmetric = bool(time_symmetric) and self.period is not None
         self.enc = FourierFeatures(3, fourier_features, sigma=fourier_sigma, seed=seed)
         # coarse-to-fine window over the features, 1 = all on (set_progress changes it)
         norms = self.enc.B.norm(dim=0)
@@ -133,8 +137,9 @@ class DeformationINR(nn.Module):
         self.harmonics = time_harmonics
         if self.period is None:  # span: u = t_n * f(x, time features)
             n_basis, t_dim = 1, 1 + 2 * time_harmonics
-        else:  # periodic: u = sum over 2K basis functions of the phase
-            n_basis, t_dim = 2 * time_harmonics, (2 * time_harmonics if time_in_net else 0)
+        else:  # periodic: u = sum over 2K basis functions of the phase (K cosine ones if symmetric)
+            per = 1 if self.time_symmetric else 2
+            n_basis, t_dim = per * time_harmonics, (per * time_harmonics if time_in_net else 0)
         self.n_basis = n_basis
         self.net = _mlp(self.enc.out_dim + 3 + t_dim, width, depth, 3 * n_basis)
         # Start at zero motion: the last layer is small, so early warps are near identity.
@@ -163,6 +168,8 @@ class DeformationINR(nn.Module):
         if self.period is None:
             return tn, [tn, torch.sin(math.pi * k * tn), torch.cos(math.pi * k * tn) - 1]
         s, c = torch.sin(2 * math.pi * k * tn), torch.cos(2 * math.pi * k * tn)
+        if self.time_symmetric:  # the same path in and out: u(phi) = u(1 - phi)
+            return 1 - c, ([c] if self.time_in_net else [])
         # at phase 0: sin = 0.0 and 1 - cos = 0.0 exactly
         return torch.cat([s, 1 - c], dim=-1), ([s, c] if self.time_in_net else [])
 
