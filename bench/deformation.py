@@ -132,6 +132,9 @@ def run_cell(setting: str, group: str, patient: int, overrides: list[str], devic
             continue
         log(name)
         res["methods"][name] = run_peer(name, case, cfg, spec["imaged"], device, ref_state, keep)
+        if name == "INR per pair" and ref_state is not None:  # the shared prior embedding, counted once
+            shared = res["methods"]["ST-NeRP"]["seconds_reference"]
+            res["methods"][name].update(seconds=res["methods"][name]["seconds"] + shared, seconds_reference_shared=shared)
     if keep is not None and len(keep) > 2 and figure_dir is not None:
         fig = peak_figure(case, keep, figure_dir / f"{setting}_{folder.name}_peak.png")
         res["figure"] = str(fig.relative_to(ROOT)) if fig.is_relative_to(ROOT) else str(fig)
