@@ -42,8 +42,12 @@ class DeformConfig:
     # Periodic: cosine terms only (no hysteresis: u(phi) = u(1 - phi)), or the soft version, a penalty
     # on |u(phi) - u(1 - phi)|^2 / 4 (mm^2) at the regulariser points.
     time_symmetric: bool = False
-    # 0.01: on the tuning patients (bench/deformation_time.py) it cut the held-out TRE of 6 unseen
-    # phases from 3.9 / 1.8 mm (no prior) to 1.6 / 0.55 mm and kept the observed fit (hysteresis stays).
+    # Periodic: each imaged frame learns its own breathing phase offset and log-amplitude (a per-image
+    # surrogate, as respiratory motion models use: McClelland et al., Med Image Anal 2013); unseen times
+    # use the mean cycle. Penalty weight x mean((dphase / 0.05)^2 + (log amp / 0.15)^2).
+    frame_latents: bool = True
+    frame_latent_weight: float = 1e-3
+    # 0.01: chosen on the tuning patients (bench/deformation_time.py, results/deformation_time-cpu.json).
     time_symmetry_weight: float = 0.01
     width: int = 128
     depth: int = 3

@@ -112,6 +112,7 @@ def _sample_vox(w: torch.Tensor, n: int, shape, g: torch.Generator, device) -> t
 
 
 def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) -> tuple[ReferenceINR, DeformationINR]:
+    frames = [seq.times[k] for k in observed if k != seq.reference] if cfg.frame_latents else None
     shape = tuple(seq.images.shape[1:])
     frame = GridFrame(seq.affine, shape)
     t_ref = seq.times[seq.reference]
@@ -122,7 +123,7 @@ def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) 
                          time_harmonics=cfg.time_harmonics if resolve_period(seq, cfg) else cfg.span_harmonics,
                          depth=cfg.depth, svf=cfg.svf, svf_grid_factor=cfg.svf_grid_factor,
                          svf_steps=cfg.svf_steps, seed=cfg.seed, period=resolve_period(seq, cfg),
-                         time_in_net=cfg.time_in_net, time_symmetric=cfg.time_symmetric)
+                         time_in_net=cfg.time_in_net, time_symmetric=cfg.time_symmetric, frame_times=frames)
     return ref.to(device), dfm.to(device)
 
 
@@ -258,6 +259,9 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         if mirror:
             u_m = u_all[len(x) + n_reg + n_smooth:].float()
             loss = loss + cfg.time_symmetry_weight * antisymmetric_energy(u_reg[0], u_m).mean()
+        if len(dfm.frame_times) and cfg.frame_latent_weight > 0:  # the surrogate prior: near the mean cycle
+            loss = loss + cfg.frame_latent_weight * ((dfm.frame_dphase / 0.05) ** 2
+                                                     + (dfm.frame_logamp / 0.15) ** 2).mean()
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()

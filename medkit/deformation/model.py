@@ -122,7 +122,8 @@ class DeformationINR(nn.Module):
     def __init__(self, frame: GridFrame, t_ref: float, t_span: float, *, fourier_features: int = 48,
                  fourier_sigma: float = 1.5, time_harmonics: int = 1, width: int = 128, depth: int = 3,
                  svf: bool = False, svf_grid_factor: int = 4, svf_steps: int = 6, seed: int = 0,
-                 period: float | None = None, time_in_net: bool = False, time_symmetric: bool = False):
+                 period: float | None = None, time_in_net: bool = False, time_symmetric: bool = False,
+                 frame_times: list[float] | None = None):
         super().__init__()
         self.frame = frame
         self.t_ref, self.t_span = float(t_ref), float(t_span) if t_span > 0 else 1.0
@@ -148,22 +149,42 @@ class DeformationINR(nn.Module):
         # Output scale: the network's unit is one voxel-diagonal of motion per unit t_n.
         self.register_buffer("scale_mm", torch.tensor(10.0))
         self.svf, self.svf_grid_factor, self.svf_steps = svf, svf_grid_factor, svf_steps
+        # Per-image breathing surrogate (periodic only): each imaged frame's own phase offset and
+        # log-amplitude, learned; any other time gets (0, 0), the mean cycle.
+        ft = [float(t) for t in (frame_times or [])] if self.period is not None else []
+        self.register_buffer("frame_times", torch.tensor(ft, dtype=torch.float32))
+        self.frame_dphase = nn.Parameter(torch.zeros(len(ft)))
+        self.frame_logamp = nn.Parameter(torch.zeros(len(ft)))
 
-    def time_norm(self, t: torch.Tensor) -> torch.Tensor:
-        """Span mode: ``(t - t_ref) / t_span``; periodic: the breathing phase in ``[0, 1)``."""
+    def frame_latents(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(phase offset, log-amplitude)`` ``(N,)`` at times ``t``: an imaged frame's own where ``t``
+        is its time (to 1e-5 of the period), 0 elsewhere."""
+        zero = torch.zeros_like(t, dtype=torch.float32)
+        if len(self.frame_times) == 0:
+            return zero, zero
+        d = (t.float()[:, None] - self.frame_times[None]).abs()
+        dmin, idx = d.min(1)
+        hit = dmin <= 1e-5 * self.period
+        return (torch.where(hit, self.frame_dphase[idx], zero), torch.where(hit, self.frame_logamp[idx], zero))
+
+    def time_norm(self, t: torch.Tensor, dphase: torch.Tensor | None = None) -> torch.Tensor:
+        """Span mode: ``(t - t_ref) / t_span``; periodic: the breathing phase in ``[0, 1)`` (plus an
+        imaged frame's phase offset ``dphase``, ``(N,)``)."""
         if self.period is None:
             return (t - self.t_ref) / self.t_span
-        return torch.remainder((t - self.t_ref) / self.period, 1.0)
+        phi = (t - self.t_ref) / self.period
+        return torch.remainder(phi if dphase is None else phi + dphase.to(phi.dtype), 1.0)
 
     def set_progress(self, p: float, ramp: float = 0.1) -> None:
         """Coarse-to-fine: at training progress ``p`` (0..1 of the warm-up), features whose relative
         frequency is below ``p`` are fully on, fading to off over ``ramp`` above it."""
         self.window.copy_(((p - self.freq_rank) / ramp + 1.0).clamp(0.0, 1.0))
 
-    def time_basis(self, t: torch.Tensor, dtype) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def time_basis(self, t: torch.Tensor, dtype, dphase: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(basis (N, B), network time features)`` at times ``t`` ``(N,)``; every basis function is
-        exactly 0 at ``t_ref``."""
-        tn = self.time_norm(t.to(dtype))[:, None]
+        exactly 0 at ``t_ref`` (which is never an imaged frame with a latent)."""
+        tn = self.time_norm(t.to(dtype), dphase)[:, None]
         k = torch.arange(1, self.harmonics + 1, device=t.device, dtype=dtype)
         if self.period is None:
             return tn, [tn, torch.sin(math.pi * k * tn), torch.cos(math.pi * k * tn) - 1]
@@ -175,10 +196,12 @@ class DeformationINR(nn.Module):
 
     def forward(self, x_mm: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         xn = self.frame.normalise(x_mm)
-        basis, tfeat = self.time_basis(t, x_mm.dtype)
+        dphase, logamp = self.frame_latents(t)
+        basis, tfeat = self.time_basis(t, x_mm.dtype, dphase)
         enc = self.enc(xn) * self.window.to(xn.dtype).repeat(2)  # (sin | cos) share one window
         out = self.net(torch.cat([enc, xn, *tfeat], dim=-1)).float().reshape(len(xn), self.n_basis, 3)
-        return (basis.float()[:, :, None] * out).sum(1) * self.scale_mm  # exactly 0 at t_ref
+        amp = torch.exp(logamp)[:, None]
+        return amp * (basis.float()[:, :, None] * out).sum(1) * self.scale_mm  # exactly 0 at t_ref
 
     # ------------------------------------------------------------------ SVF
     def coarse_shape(self) -> tuple[int, int, int]:

@@ -123,3 +123,24 @@ def test_symmetry_weight_reaches_the_loss(tiny_sequence):
     a = fit(seq, load_config(None, DeformConfig, base), [0, 1, 2], "cpu")["losses"]["motion"]
     b = fit(seq, load_config(None, DeformConfig, base + ["time_symmetry_weight=1.0"]), [0, 1, 2], "cpu")["losses"]["motion"]
     assert np.isfinite(b).all() and a != b  # the penalty reached the loss
+
+
+def test_frame_latents_apply_at_imaged_times_only():
+    torch.manual_seed(2)
+    m = _perturbed(DeformationINR(FRAME, t_ref=0.0, t_span=3.0, period=4.0, time_harmonics=2, frame_times=[1.0, 3.0]))
+    x = torch.randn(12, 3) * 8 + 14
+    full = lambda t: torch.full((12,), float(t))  # noqa: E731
+    base1, base2, between = m(x, full(1.0)), m(x, full(3.0)), m(x, full(2.0))
+    with torch.no_grad():
+        m.frame_logamp.copy_(torch.tensor([math.log(2.0), 0.0]))  # frame 1: twice the mean cycle
+        m.frame_dphase.copy_(torch.tensor([0.0, 0.25]))            # frame 2: a quarter cycle later
+    torch.testing.assert_close(m(x, full(1.0)), 2 * base1)
+    m.frame_dphase.data[1] = 0.0
+    torch.testing.assert_close(m(x, full(3.0)), base2)
+    m.frame_dphase.data[1] = 0.25
+    # phase 0.75 + 0.25 = 1.0 -> the reference state: exactly zero motion
+    assert torch.equal(m(x, full(3.0)), torch.zeros(12, 3))
+    torch.testing.assert_close(m(x, full(2.0)), between)                 # not an imaged time: the mean cycle
+    assert torch.equal(m(x, full(0.0)), torch.zeros(12, 3))              # the reference stays exact
+    # span mode (longitudinal) has no latents
+    assert len(DeformationINR(FRAME, 0.0, 3.0, frame_times=[1.0]).frame_times) == 0
