@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     series, peak_series, summary = {}, {}, {}
     for key, r in cells.items():
         label = key.split("/", 2)[-1]
+        if not r["config"].get("frame_latents", False):  # cells from before the option (or with it off)
+            label += " [no frame latents]"
         it = [row["iter"] for row in r["rows"]]
         tre = [row["tre_observed"] for row in r["rows"]]
         series[label] = (it, tre)
