@@ -31,7 +31,8 @@ from deformation_data import Case, dataset, demons_tre, patient_ids  # noqa: E40
 
 from medkit.config import load_config, to_dict  # noqa: E402
 from medkit.deformation.deform_config import DeformConfig  # noqa: E402
-from medkit.deformation.fit import Sequence, fit  # noqa: E402
+from medkit.deformation.fit import Sequence, fit, predict_field  # noqa: E402
+from medkit.nn import warp as W  # noqa: E402
 from medkit.runs import pick_device, seed_everything  # noqa: E402
 from medkit.viz.curves import plateau, plot_curves  # noqa: E402
 
@@ -54,7 +55,14 @@ def curve(case: Case, cfg: DeformConfig, observed: list[int], every: int, device
               f"peak {rows[-1]['tre_peak']:.3f}", file=sys.stderr, flush=True)
 
     res = fit(seq, cfg, observed, device, monitor=monitor, monitor_every=every)
-    return {"rows": rows, "seconds": res["seconds"], "final_loss": res["losses"]["motion"][-1],
+    seconds = res["seconds"]
+    # folding of the final dense fields (det J <= 0, % of voxels) at every frame
+    aff = torch.as_tensor(case.affine, dtype=torch.float32)
+    fold = {}
+    for k in range(1, len(case.times)):
+        u = predict_field(res["model"], case.times[k], tuple(case.images.shape[1:]), aff).cpu()
+        fold[k] = 100 * float((W.jacobian_determinant(W.ddf_mm_to_voxel(u, aff)) <= 0).float().mean())
+    return {"rows": rows, "seconds": seconds, "final_loss": res["losses"]["motion"][-1], "fold_pct": fold,
             "ref_loss": res["losses"]["reference"][-1] if res["losses"]["reference"] else None}
 
 
@@ -98,6 +106,7 @@ def main(argv=None) -> int:
         peak_series[label + " (peak)"] = (it, [row["tre_peak"] for row in r["rows"]])
         pl = plateau(it, tre, higher_is_better=False, tol=0.02)
         summary[label] = {"final_tre_observed": tre[-1], "final_tre_peak": r["rows"][-1]["tre_peak"],
+                          "fold_pct_max": max(r["fold_pct"].values()) if r.get("fold_pct") else None,
                           "seconds": r["seconds"], "plateau": pl,
                           "vs_demons": target(tre[-1], dem_obs, "<=")}
     png = ROOT / "bench" / "results" / f"deformation_curve-{bench.tag}-{a.name}.png"
@@ -108,10 +117,11 @@ def main(argv=None) -> int:
         plot_curves(peak_series, png.with_name(png.stem + "-peak.png"), xlabel="motion iterations",
                     ylabel="peak-phase landmark TRE (mm)", title=f"peak phase {case.peak}",
                     hlines={f"demons peak {dem[case.peak]:.2f} mm": dem[case.peak]})
-    lines = [f"{'variant':60s} {'TRE obs':>8s} {'peak':>6s} {'fit s':>7s} {'plateau (gain last 25%)':>24s}"]
+    lines = [f"{'variant':60s} {'TRE obs':>8s} {'peak':>6s} {'fold %':>7s} {'fit s':>7s} {'plateau (gain last 25%)':>24s}"]
     for label, s in summary.items():
         g = s["plateau"]["gain"]
-        lines.append(f"{label[:60]:60s} {s['final_tre_observed']:8.3f} {s['final_tre_peak']:6.3f} {s['seconds']:7.0f} "
+        fp = f"{s['fold_pct_max']:7.3f}" if s["fold_pct_max"] is not None else "      -"
+        lines.append(f"{label[:60]:60s} {s['final_tre_observed']:8.3f} {s['final_tre_peak']:6.3f} {fp} {s['seconds']:7.0f} "
                      f"{('yes' if s['plateau']['reached'] else 'no') + f' ({g:+.3f})' if g is not None else 'n/a':>24s}")
     lines.append(f"demons per pair: observed {dem_obs:.3f} mm, peak (phase {case.peak}) {dem[case.peak]:.3f} mm")
     print("\n".join(lines))
