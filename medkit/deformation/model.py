@@ -21,6 +21,10 @@ Time. Two encodings (``DeformConfig.time_mode``):
   ``time_symmetric`` keeps the cosine terms only: the same path on inhale and exhale, a
   prior that lets 3 imaged phases pin the curve where 2K free coefficients cannot; the soft
   version is the fit's ``time_symmetry_weight`` on the odd part.)
+  Each imaged frame of a periodic series also learns its own breathing-phase offset and
+  log-amplitude (``frame_times``): a sorted 4D CT takes every phase bin from another
+  breathing cycle, so no single smooth cycle passes through all of them. Unseen times use
+  the mean cycle (offset 0, amplitude 1); the fit's prior keeps the offsets small.
 
 ``u(x, t_ref) = 0`` exactly in both: every time basis function is 0.0 in floating point at
 ``t == t_ref``. With ``svf=True`` the network is a velocity ``v(x, t)`` (same form)
