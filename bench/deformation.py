@@ -320,6 +320,52 @@ def _targets(setting: str, cells: list[dict], rows: dict, tests: dict, st_secs: 
     return out
 
 
+TARGETS = {  # name -> (goal, op, the setting whose test cells decide it)
+    "observed_tre_vs_demons": (0.0, "<=", "dense"),
+    "heldout_tre_vs_interpolated_best": ("ci95 high < 0 and p < 0.05", None, "sparse"),
+    "folding": (0.1, "<", "any"),
+    "fit_time_vs_pairwise_total": (1.0, "<", "dense"),
+}
+
+
+def untuned(setting: str, cfg: dict, device) -> str | None:
+    """Why test cells of ``setting`` must not run with config ``cfg``, or None. The time encoding
+    of the sparse and longitudinal settings is chosen on the tuning patients by
+    ``bench/deformation_time.py``; once its results name a winner, the test cells run only with
+    that winner's config (the defaults must be set to it first), so no test cell runs an
+    encoding the tuning rejected."""
+    if setting not in ("sparse", "longitudinal"):
+        return None
+    tb = Bench("deformation_time", device=device)
+    res = tb.root / f"deformation_time-{tb.tag}.json"
+    if not res.exists():
+        print(f"[deformation] warning: no {res.name}: the {setting} time encoding is not tuned yet", file=sys.stderr)
+        return None
+    import json
+
+    best = json.loads(res.read_text()).get("targets", {}).get("time_encoding_chosen_on_tuning_patients", {}).get(
+        "best", {}).get(setting)
+    if best is None:
+        return None
+    won = [r["config"] for r in tb.cells(f"{setting}/{best}/").values()]
+    diff = sorted(k for k in cfg if won and won[0].get(k) != cfg[k])
+    if diff:
+        return (f"{setting}: the tuning patients chose variant '{best}' ({res.name}) but the DeformConfig "
+                f"defaults differ from it in {', '.join(diff)}: set the defaults to the winner, then run the test cells")
+    return None
+
+
+def missing_cells(bench: Bench, group: str, tag: str = "") -> dict[str, list[str]]:
+    """The test cells of each setting not finished yet (``{setting: [keys]}``)."""
+    n = PATIENTS[group][1]
+    out = {}
+    for setting in SETTINGS:
+        miss = [f"{group}/{setting}/{p}{tag}" for p in range(n) if not bench.done(f"{group}/{setting}/{p}{tag}")]
+        if miss:
+            out[setting] = miss
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--setting", action="append", choices=list(SETTINGS), default=None)
@@ -339,6 +385,8 @@ def main(argv=None) -> int:
     tag = "" if not a.set else "[" + " ".join(a.set) + "]"
     if not a.assemble:
         for setting in a.setting or list(SETTINGS):
+            if a.group == "test" and (why := untuned(setting, to_dict(cfg), device)):
+                raise SystemExit(why)
             n = PATIENTS[a.group][1]
             for p in a.patient if a.patient is not None else range(n):
                 bench.cell(f"{a.group}/{setting}/{p}{tag}", lambda s=setting, p=p: run_cell(
@@ -349,11 +397,21 @@ def main(argv=None) -> int:
         targets.pop(k)
     targets["folding"] = target(max(folds) if folds else None, 0.1, "<", unit="% of voxels with det J <= 0, "
                                 "largest over every ST-NeRP field (imaged and predicted), every setting and patient")
+    missing = missing_cells(bench, a.group, tag)
+    for name, (goal, op, setting) in TARGETS.items():
+        gone = [k for s, ks in missing.items() if setting in (s, "any") for k in ks]
+        if name not in targets:  # no finished cell of its setting: not held, and why
+            targets[name] = {"value": None, "target": goal, "op": op, "held": False,
+                             "reason": f"no finished {setting} test cell (missing: {', '.join(gone)})"}
+        elif gone:
+            targets[name]["missing_cells"] = gone  # computed from the finished cells only
+    if missing:
+        lines.append("missing cells: " + ", ".join(k for ks in missing.values() for k in ks))
     lines.append("targets: " + ", ".join(f"{k} {v['value'] if not isinstance(v['value'], float) else round(v['value'], 4)}"
                                          f" ({'held' if v['held'] else 'not held'})" for k, v in targets.items()))
     print("\n".join(lines))
     if a.group == "test" and not a.set:
-        path = bench.write(tables, targets=targets, extra={"printed": lines})
+        path = bench.write(tables, targets=targets, extra={"printed": lines, "missing_cells": missing})
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -47,7 +47,9 @@ class DeformConfig:
     # use the mean cycle. Penalty weight x mean((dphase / 0.05)^2 + (log amp / 0.15)^2).
     frame_latents: bool = True
     frame_latent_weight: float = 1e-3
-    # 0.01: chosen on the tuning patients (bench/deformation_time.py, results/deformation_time-cpu.json).
+    # 0.01: provisional, from tuning-patient runs while developing; bench/deformation_time.py on the tuning
+    # patients (queue job def-tune-sparse -> results/deformation_time-cpu.json) decides it against 0 and
+    # hard symmetry, and bench/deformation.py refuses test cells whose config is not that winner's.
     time_symmetry_weight: float = 0.01
     width: int = 128
     depth: int = 3
@@ -56,7 +58,8 @@ class DeformConfig:
     svf_steps: int = 6
     # Motion iterations, from bench/deformation_curve.py (tuning patient 4dct_000, 9 moving phases, 3000-iteration
     # cosine schedule): observed TRE within ~0.03 mm of its plateau (0.44 mm) from ~700 iterations on, the rest is
-    # the learning-rate anneal; 1000 anneals over its own budget (checked: bench/results/deformation_curve-cpu-budget.json).
+    # the learning-rate anneal; that 1000 anneals as well over its own budget is checked by the queued
+    # def-curve-svf job (bench/results/deformation_curve-cpu-budget.json, with the SVF variant).
     iters: int = 1000
     points_per_phase: int = 2048
     edge_sampling: float = 0.7  # share of similarity points drawn by image-gradient magnitude (rest uniform)
