@@ -1,190 +1,418 @@
-"""ST-NeRP vs per-pair registration on synthetic 4D CT (medkit.synth.motion), held-out phases.
+"""ST-NeRP vs per-pair registration + time interpolation: synthetic 4D CT and longitudinal CT.
 
-    .venv/bin/python bench/deformation.py            # CPU default: 1 patient, 80x64x64 @ 4 mm
-    .venv/bin/python bench/deformation.py --full     # GPU-sized: 3 patients, 128x128x96 @ 2.5 mm
+    python bench/deformation.py                       # every test cell (resumes), then the table
+    python bench/deformation.py --setting sparse --patient 0   # one cell (a queue job)
+    python bench/deformation.py --assemble            # the table and results from finished cells
 
-Per patient (10 phases, reference 0, held-out phases ``--holdout``, default 3 and 7):
+Patients (``bench/deformation_data.py``): 3 test patients (generator seed 0); the
+hyper-parameters were chosen on 2 tuning patients of another seed
+(``bench/deformation_curve.py``: iterations, points, encodings; ``bench/deformation_time.py``:
+the time encoding), never on these. Data carry irregular breathing, hysteresis and
+60-100 HU per-phase noise (``medkit.synth.motion.REALISTIC_4DCT``), the same for every method.
 
-- ST-NeRP: one fit on the observed phases; fields predicted at every phase.
-- SimpleITK B-spline and demons: one registration reference -> each observed phase.
-- Pairwise INR (IDIR-style): the same deformation network, one fit per observed phase.
-- Time interpolation: held-out fields linearly interpolated in time between the
-  pairwise (B-spline / INR) fields of the neighbouring imaged phases.
+Settings:
 
-TRE: landmarks ``q`` at phase k (exact), reference ``p``; a pull-back field ``u_k``
-on the phase grid predicts ``q + u_k(q)``; TRE = ``|q + u_k(q) - p|`` (mm), the same
-for every method. Folding: fraction of voxels with det J <= 0. Image metrics: the
-reference warped by ``u_k`` against the true phase k. Times are wall seconds on
-this machine for the fits/registrations (prediction of dense fields excluded).
+- ``dense``: all 10 phases of one cycle imaged; observed-phase TRE (peak phase included),
+  folding, fit time (one cell runs every method on one patient, so the time ratios come
+  from one process under one load).
+- ``sparse``: 4 of 10 phases imaged (0, 2, 4, 7); the other 6, peak inhale (5) among
+  them, are predicted: ST-NeRP at those times, the per-pair methods by interpolating their
+  imaged-phase fields in time (linear around the cycle, and a periodic cubic spline).
+- ``longitudinal``: 4 scans 21 days apart, 3 imaged (0, 1, 3), scan 2 predicted (linear
+  interpolation in days for the per-pair methods); span-normalised time.
+
+Methods: ST-NeRP (``DeformConfig`` defaults, periodic time when the series is one cycle);
+the same INR fitted per pair at equal iterations per phase (sharing ST-NeRP's prior
+embedding, whose fit time is counted once); SimpleITK demons and B-spline per pair.
+Paired per-landmark tests (``medkit.metrics.stats.paired_diff``, units = landmark id per
+patient, each landmark's errors averaged over the phases first) with 95 % bootstrap CIs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from cells import Bench, target, target_ci  # noqa: E402
+from deformation_data import PATIENTS, Case, dataset, evaluate, patient_ids  # noqa: E402
 
 from medkit.config import load_config, to_dict  # noqa: E402
 from medkit.deformation import baselines as B  # noqa: E402
 from medkit.deformation.deform_config import DeformConfig  # noqa: E402
 from medkit.deformation.fit import Sequence, fit, predict_field  # noqa: E402
-from medkit.deformation.sequence import read_sequence  # noqa: E402
-from medkit.metrics import deformation as M  # noqa: E402
-from medkit.nn import warp as W  # noqa: E402
-from medkit.runs import package_versions, pick_device, seed_everything  # noqa: E402
-from medkit.synth.motion import Motion4DConfig, generate_4dct_dataset  # noqa: E402
+from medkit.metrics.stats import paired_diff  # noqa: E402
+from medkit.runs import pick_device, seed_everything  # noqa: E402
+
+SETTINGS = {
+    "dense": {"kind": "4dct", "imaged": list(range(10))},
+    "sparse": {"kind": "4dct", "imaged": [0, 2, 4, 7]},
+    "longitudinal": {"kind": "longitudinal", "imaged": [0, 1, 3]},
+}
+PEERS = ("INR per pair", "Demons (SimpleITK)", "B-spline (SimpleITK)")
+BSPLINE_ITERS = 30  # LBFGSB iterations per level (bench/results/deformation-cpu.json before: the same)
 
 
-def evaluate(u_mm: np.ndarray, k: int, ref_img, img_k, lab0, lab_k, lm, affine) -> dict:
-    """Metrics of one pull-back field ``(3, X, Y, Z)`` mm for phase ``k``."""
-    aff = torch.as_tensor(affine, dtype=torch.float32)
-    u = torch.as_tensor(u_mm, dtype=torch.float32)[None]
-    q = torch.as_tensor(lm["frames"][k]["mm"], dtype=torch.float32)
-    uq = W.sample_points(u, W.points_mm_to_voxel(q, aff)[None])[0].T
-    t = M.tre((q + uq).numpy(), np.asarray(lm["reference"]["mm"]))
-    jac = W.jacobian_determinant(W.ddf_mm_to_voxel(u, aff))[0].numpy()
-    shp = (1, 1, *ref_img.shape)
-    warped = W.warp_mm(torch.as_tensor(ref_img).reshape(shp), u, aff)[0, 0].numpy()
-    wl = W.warp_mm(torch.as_tensor(lab0, dtype=torch.float32).reshape(shp), u, aff, mode="nearest")[0, 0].numpy()
-    d = M.dice(np.round(wl).astype(int), lab_k, [1, 2, 3])
-    return {"tre": t, "fold": M.folding_fraction(jac), "ncc": M.ncc(warped, img_k),
-            "psnr": M.psnr(warped, img_k), "ssim": M.ssim3d(warped, img_k), "dice": float(np.mean(list(d.values())))}
+def stnerp_config(overrides: list[str]) -> DeformConfig:
+    return load_config(None, DeformConfig, list(overrides))
 
 
-def load_case(case: Path):
-    """``(times, affine (4, 4), images (T, X, Y, Z), landmarks, labels per phase)`` of a synth 4D CT case."""
-    import nibabel as nib
+def run_stnerp(case: Case, cfg: DeformConfig, imaged: list[int], device, keep: dict | None = None) -> tuple[dict, dict]:
+    """One ST-NeRP fit on ``imaged``; (result with per-frame metrics, the fit's state). ``keep``:
+    ``{"frame": k}`` receives ``"ST-NeRP": field`` at frame k (for the figure)."""
+    seq = Sequence(case.images, case.times, torch.as_tensor(case.affine, dtype=torch.float32), 0, period=case.period)
+    f = fit(seq, cfg, imaged, device)
+    shape = tuple(case.images.shape[1:])
+    out = {"seconds": f["seconds"], "seconds_reference": f["seconds_reference"], "seconds_motion": f["seconds_motion"],
+           "final_loss": f["losses"]["motion"][-1], "observed": {}, "heldout": {}}
+    for k in range(1, len(case.times)):
+        u = predict_field(f["model"], case.times[k], shape, seq.affine)[0].cpu().numpy()
+        out["observed" if k in imaged else "heldout"][k] = evaluate(case, u, k)
+        if keep is not None and keep.get("frame") == k:
+            keep["ST-NeRP"] = u
+    return out, f["state"]
 
-    seq_in = read_sequence(case)
-    affine = np.asarray(seq_in.frames[0].affine, dtype=np.float64)
-    imgs = torch.stack([torch.as_tensor(np.asarray(f[0]), dtype=torch.float32) for f in seq_in.frames])
-    lm = json.loads((case / "landmarks.json").read_text())
-    labs = [np.asarray(nib.load(case / f"labels_{k:02d}.nii.gz").dataobj).astype(int) for k in range(len(imgs))]
-    return seq_in.times, affine, imgs, lm, labs
 
-
-def run_case(case: Path, cfg: DeformConfig, holdout: list[int], device, pair_iters: int, log) -> dict:
-    times, affine, imgs, lm, labs = load_case(case)
-    n = len(imgs)
-    observed = [k for k in range(n) if k not in holdout]
-    moving = [k for k in observed if k != 0]
-    ev = lambda u, k: evaluate(u, k, imgs[0].numpy(), imgs[k].numpy(), labs[0], labs[k], lm, affine)  # noqa: E731
-    res: dict[str, dict] = {}
-
-    log(f"{case.name}: ST-NeRP fit on phases {observed}")
-    seq = Sequence(imgs, times, torch.as_tensor(affine, dtype=torch.float32), 0)
-    f = fit(seq, cfg, observed, device)
-    fields = {k: predict_field(f["model"], times[k], tuple(imgs.shape[1:]), seq.affine)[0].cpu().numpy()
-              for k in range(1, n)}
-    res["ST-NeRP"] = {"seconds": f["seconds"], "observed": {k: ev(fields[k], k) for k in moving},
-                      "heldout": {k: ev(fields[k], k) for k in holdout}}
-    zero = np.zeros((3, *imgs.shape[1:]), np.float32)
-    for name, fn in (("B-spline (SimpleITK)", lambda k: B.bspline_pair(imgs[k].numpy(), imgs[0].numpy(), affine,
-                                                                     iters=pair_iters, seed=cfg.seed)),
-                     ("Demons (SimpleITK)", lambda k: B.demons_pair(imgs[k].numpy(), imgs[0].numpy(), affine)),
-                     ("Pairwise INR (IDIR-style)", lambda k: B.inr_pair(imgs, times, k, affine, cfg, device)[0])):
-        log(f"{case.name}: {name} x {len(moving)} pairs")
+def run_peer(name: str, case: Case, cfg: DeformConfig, imaged: list[int], device, ref_state: dict | None,
+             keep: dict | None = None) -> dict:
+    """A per-pair method on every imaged frame, then its fields interpolated to the others."""
+    moving = [k for k in imaged if k != 0]
+    imgs = case.images
+    fields, secs = {}, 0.0
+    for k in moving:
         t0 = time.perf_counter()
-        pf = {k: fn(k) for k in moving}
-        sec = time.perf_counter() - t0
-        res[name] = {"seconds": sec, "observed": {k: ev(pf[k], k) for k in moving}}
-        interp = {times[0]: zero, **{times[k]: pf[k] for k in moving}}
-        res[name]["heldout_time_interp"] = {k: ev(B.interpolate_in_time(interp, times[k]), k) for k in holdout}
+        if name == "INR per pair":
+            u, s = B.inr_pair(imgs, case.times, k, case.affine, cfg, device, reference_state=ref_state)
+        elif name == "Demons (SimpleITK)":
+            u = B.demons_pair(imgs[k].numpy(), imgs[0].numpy(), case.affine)
+            s = time.perf_counter() - t0
+        else:
+            u = B.bspline_pair(imgs[k].numpy(), imgs[0].numpy(), case.affine, iters=BSPLINE_ITERS, seed=cfg.seed)
+            s = time.perf_counter() - t0
+        fields[k], secs = u, secs + s
+    out = {"seconds": secs, "observed": {k: evaluate(case, fields[k], k) for k in moving}, "heldout": {}}
+    held = [k for k in range(1, len(case.times)) if k not in imaged]
+    if held:
+        known = {case.times[0]: np.zeros_like(fields[moving[0]]), **{case.times[k]: fields[k] for k in moving}}
+        kinds = ["linear", "cubic"] if case.period else ["linear"]
+        for kind in kinds:
+            out["heldout"][kind] = {}
+            for k in held:
+                u = B.interpolate_in_time(known, case.times[k], period=case.period, kind=kind)
+                out["heldout"][kind][k] = evaluate(case, u, k)
+                if keep is not None and keep.get("frame") == k:
+                    keep[f"{name} + {kind}"] = u
+    return out
+
+
+def run_cell(setting: str, group: str, patient: int, overrides: list[str], device, methods=("ST-NeRP", *PEERS),
+             figure_dir: Path | None = None) -> dict:
+    spec = SETTINGS[setting]
+    folder = dataset(spec["kind"], group) / patient_ids(spec["kind"], group)[patient]
+    case = Case(folder)
+    cfg = stnerp_config(overrides)
+    log = lambda m: print(f"[{setting}/{folder.name}] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    res = {"patient": folder.name, "imaged": spec["imaged"], "peak": case.peak, "period": case.period,
+           "no_motion": {k: case.motion_mm(k) for k in range(1, len(case.times))}, "config": to_dict(cfg), "methods": {}}
+    ref_state = None
+    keep = {"frame": case.peak} if case.peak not in spec["imaged"] else None
+    if "ST-NeRP" in methods:
+        log("ST-NeRP")
+        res["methods"]["ST-NeRP"], state = run_stnerp(case, cfg, spec["imaged"], device, keep)
+        ref_state = state["ref"] if cfg.similarity_source == "inr" else None
+    for name in methods:
+        if name == "ST-NeRP":
+            continue
+        log(name)
+        res["methods"][name] = run_peer(name, case, cfg, spec["imaged"], device, ref_state, keep)
+        if name == "INR per pair" and ref_state is not None:  # the shared prior embedding, counted once
+            shared = res["methods"]["ST-NeRP"]["seconds_reference"]
+            res["methods"][name].update(seconds=res["methods"][name]["seconds"] + shared, seconds_reference_shared=shared)
+    if keep is not None and len(keep) > 2 and figure_dir is not None:
+        fig = peak_figure(case, keep, figure_dir / f"{setting}_{folder.name}_peak.png")
+        res["figure"] = str(fig.relative_to(ROOT)) if fig.is_relative_to(ROOT) else str(fig)
     return res
 
 
-def _agg(rows: list[dict]) -> dict:
-    if not rows:
-        return {}
-    mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
-    return {"tre_mean": float(np.mean([r["tre"]["mean"] for r in rows])),
-            "tre_std": float(np.mean([r["tre"]["std"] for r in rows])),
-            "tre_p95": float(np.mean([r["tre"]["p95"] for r in rows])),
-            "fold_pct": 100 * mean("fold"), "ncc": mean("ncc"), "psnr": mean("psnr"), "ssim": mean("ssim"),
-            "dice": mean("dice"), "n_phases": len(rows)}
+def peak_figure(case: Case, fields: dict, path: Path) -> Path:
+    """|u| (mm) at the predicted peak-inhale frame on a coronal slice through the landmarks: the truth,
+    ST-NeRP and the interpolated peers, and each one's error |u - u_true|."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    k = fields["frame"]
+    true = np.moveaxis(np.asarray(nib.load(case.folder / f"ddf_{k:02d}.nii.gz").dataobj), -1, 0)
+    y = int(round(np.mean(case.lm["frames"][k]["voxel"], axis=0)[1]))
+    arms = [("truth", true)] + [(n, u) for n, u in fields.items() if n != "frame"]
+    fig, ax = plt.subplots(2, len(arms), figsize=(2.4 * len(arms), 4.2), dpi=110)
+    vmax = float(np.linalg.norm(true, axis=0)[:, y].max())
+    for i, (name, u) in enumerate(arms):
+        mag = np.linalg.norm(u, axis=0)[:, y].T  # (Z, X): superior up
+        im = ax[0, i].imshow(mag, origin="lower", cmap="magma", vmin=0, vmax=vmax)
+        ax[0, i].set_title(f"{name}\n|u| mm", fontsize=7)
+        err = np.linalg.norm(u - true, axis=0)[:, y].T
+        im2 = ax[1, i].imshow(err, origin="lower", cmap="viridis", vmin=0, vmax=max(1e-3, vmax / 3))
+        ax[1, i].set_title(f"|u - u_true| mean {err.mean():.2f}", fontsize=7)
+        for a in ax[:, i]:
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.colorbar(im, ax=ax[0, :].tolist(), shrink=0.8)
+    fig.colorbar(im2, ax=ax[1, :].tolist(), shrink=0.8)
+    fig.suptitle(f"{case.id}: frame {k} (peak inhale, not imaged), coronal slice y={y}", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def _rows(cells: list[dict], method: str, part: str, kind: str | None = None, only: int | None = None):
+    """Per-landmark rows ``(errors, units)`` of one method over cells: ``part`` observed | heldout."""
+    errs, units = [], []
+    for c in cells:
+        m = c["methods"][method][part]
+        if kind is not None:
+            m = m[kind]
+        for k, r in m.items():
+            if only is not None and int(k) != only:
+                continue
+            errs += r["errors"]
+            units += [f"{c['patient']}/{i}" for i in range(len(r["errors"]))]
+    return np.asarray(errs), units
+
+
+def _mean(cells, method, part, key, kind=None):
+    vals = []
+    for c in cells:
+        m = c["methods"][method][part]
+        m = m[kind] if kind else m
+        vals += [r[key] for r in m.values()]
+    return float(np.mean(vals)) if vals else None
+
+
+def _heldout_arms(cells: list[dict]) -> list[tuple[str, str | None]]:
+    arms = [("ST-NeRP", None)]
+    for p in PEERS:
+        if p in cells[0]["methods"]:
+            arms += [(p, kind) for kind in cells[0]["methods"][p]["heldout"]]
+    return arms
+
+
+def assemble(bench: Bench, group: str, tag: str = "") -> tuple[list[str], dict, dict]:
+    lines, tables, targets = [], {}, {}
+    for setting in SETTINGS:
+        cells = [r for k, r in sorted(bench.cells(f"{group}/{setting}/").items())
+                 if k.split("/", 2)[2].lstrip("0123456789") == tag]
+        if not cells:
+            continue
+        methods = list(cells[0]["methods"])
+        pk = {c["patient"]: c["peak"] for c in cells}
+        st_secs = sum(c["methods"]["ST-NeRP"]["seconds"] for c in cells) if "ST-NeRP" in methods else None
+        rows = {}
+        lines.append(f"{setting}: {len(cells)} patient(s) {', '.join(pk)}; imaged {cells[0]['imaged']}")
+        hdr = (f"  {'method':34s} {'TRE obs mm':>10s} {'peak obs':>9s} {'TRE held-out':>12s} {'fold %':>7s} "
+               f"{'NCC':>6s} {'SSIM':>6s} {'Dice':>5s} {'fit s':>8s} {'ST-NeRP s / s':>13s}")
+        lines += [hdr, "  " + "-" * (len(hdr) - 2)]
+        for arm, kind in [(m, None) for m in methods] + [(a, k) for a, k in _heldout_arms(cells) if k]:
+            obs_e, _ = _rows(cells, arm, "observed")
+            peak = [np.mean(c["methods"][arm]["observed"][str(c["peak"])]["errors"]) for c in cells
+                    if str(c["peak"]) in c["methods"][arm]["observed"]]
+            if kind is None and arm == "ST-NeRP":
+                ho_e, _ = _rows(cells, arm, "heldout")
+            elif kind is not None:
+                ho_e, _ = _rows(cells, arm, "heldout", kind)
+            else:
+                ho_e = np.asarray([])
+            secs = sum(c["methods"][arm]["seconds"] for c in cells)
+            name = arm if kind is None else f"{arm} + {kind} interp."
+            fold = max([r["fold"] for c in cells for part in ("observed",) for r in c["methods"][arm][part].values()],
+                       default=0.0) if kind is None else None
+            r = {"tre_observed": float(obs_e.mean()) if len(obs_e) and kind is None else None,
+                 "tre_peak_observed": float(np.mean(peak)) if peak and kind is None else None,
+                 "tre_heldout": float(ho_e.mean()) if len(ho_e) else None, "fold_pct_max": 100 * fold if fold is not None else None,
+                 "ncc": _mean(cells, arm, "observed", "ncc") if kind is None else None,
+                 "ssim": _mean(cells, arm, "observed", "ssim") if kind is None else None,
+                 "dice": _mean(cells, arm, "observed", "dice") if kind is None else None,
+                 "seconds": secs if kind is None else None,
+                 "time_ratio": st_secs / secs if kind is None and st_secs else None}
+            rows[arm if kind is None else f"{arm} + {kind}"] = r
+            f = lambda v, w, d=2: f"{v:{w}.{d}f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
+            lines.append(f"  {name:34s} {f(r['tre_observed'], 10)} {f(r['tre_peak_observed'], 9)} {f(r['tre_heldout'], 12)} "
+                         f"{f(r['fold_pct_max'], 7, 3)} {f(r['ncc'], 6, 3)} {f(r['ssim'], 6, 3)} {f(r['dice'], 5, 3)} "
+                         f"{f(r['seconds'], 8, 0)} {f(r['time_ratio'], 13)}")
+        nm = np.mean([v for c in cells for k, v in c["no_motion"].items() if int(k) in c["imaged"]])
+        lines.append(f"  no registration: {nm:.2f} mm at the imaged frames" + (
+            f", {np.mean([v for c in cells for k, v in c['no_motion'].items() if int(k) not in c['imaged']]):.2f} mm "
+            "at the predicted ones" if len(cells[0]["imaged"]) < len(cells[0]["no_motion"]) + 1 else ""))
+        # paired per-landmark tests: ST-NeRP - peer (negative = ST-NeRP better)
+        tests = {}
+        if "ST-NeRP" in methods:
+            st_o, u_o = _rows(cells, "ST-NeRP", "observed")
+            for p in PEERS:
+                if p not in methods:
+                    continue
+                pe, _ = _rows(cells, p, "observed")
+                tests[f"observed: ST-NeRP - {p}"] = paired_diff(st_o, pe, units=u_o)
+            st_h, u_h = _rows(cells, "ST-NeRP", "heldout")
+            if len(st_h):
+                for a, kind in _heldout_arms(cells)[1:]:
+                    pe, _ = _rows(cells, a, "heldout", kind)
+                    tests[f"held-out: ST-NeRP - {a} + {kind}"] = paired_diff(st_h, pe, units=u_h)
+        for name, d in tests.items():
+            lines.append(f"  {name:58s} {d['mean']:+.3f} mm  95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]  "
+                         f"p {d['p_boot']:.4f}  ({d['n_units']} landmarks)")
+        lines.append("")
+        tables[setting] = {"rows": rows, "paired": tests, "patients": list(pk), "peak_phase": pk}
+        targets.update(_targets(setting, cells, rows, tests, st_secs))
+    return lines, tables, targets
+
+
+def _targets(setting: str, cells: list[dict], rows: dict, tests: dict, st_secs: float | None) -> dict:
+    out = {}
+    if setting == "dense" and "Demons (SimpleITK)" in rows:
+        st_o, u_o = _rows(cells, "ST-NeRP", "observed")
+        dm_o, _ = _rows(cells, "Demons (SimpleITK)", "observed")
+        all_d = paired_diff(st_o, dm_o, units=u_o)
+        peak_st, peak_dm, pu = [], [], []
+        for c in cells:
+            e_st = c["methods"]["ST-NeRP"]["observed"][str(c["peak"])]["errors"]
+            peak_st += e_st
+            peak_dm += c["methods"]["Demons (SimpleITK)"]["observed"][str(c["peak"])]["errors"]
+            pu += [f"{c['patient']}/{i}" for i in range(len(e_st))]
+        peak_d = paired_diff(peak_st, peak_dm, units=pu)
+        # the worse of "all observed phases" and "peak phase": both must be at or below demons
+        out["observed_tre_vs_demons"] = target(max(all_d["mean"], peak_d["mean"]), 0.0, "<=",
+                                               unit="mm, ST-NeRP - demons (worse of all phases / peak phase)",
+                                               all_phases=all_d, peak_phase=peak_d)
+        pair = rows.get("INR per pair", {}).get("seconds")
+        out["fit_time_vs_pairwise_total"] = target(st_secs / pair if pair else None, 1.0, "<",
+                                                   unit="ST-NeRP fit s / INR-per-pair total s (same cells)",
+                                                   st_nerp_s=st_secs, inr_pair_s=pair,
+                                                   demons_s=rows.get("Demons (SimpleITK)", {}).get("seconds"),
+                                                   bspline_s=rows.get("B-spline (SimpleITK)", {}).get("seconds"))
+    if setting == "sparse":
+        interp = {k: r["tre_heldout"] for k, r in rows.items() if " + " in k and r["tre_heldout"] is not None}
+        if interp and "ST-NeRP" in rows:
+            best = min(interp, key=interp.get)
+            arm, kind = best.split(" + ")
+            d = paired_diff(*[_rows(cells, *a)[0] for a in (("ST-NeRP", "heldout"), (arm, "heldout", kind))],
+                            units=_rows(cells, "ST-NeRP", "heldout")[1])
+            t = target_ci(d, better="lower")
+            t["held"] = bool(t["held"] and d["p_boot"] < 0.05)
+            out["heldout_tre_vs_interpolated_best"] = {**t, "best_interpolated": best, "unit": "mm, ST-NeRP - best",
+                                                       "st_nerp_mm": d["mean_a"], "best_mm": d["mean_b"]}
+    if "ST-NeRP" in rows:
+        folds = [100 * r["fold"] for c in cells for part in ("observed", "heldout")
+                 for r in c["methods"]["ST-NeRP"][part].values()]
+        out[f"_folding_{setting}"] = max(folds) if folds else 0.0
+    return out
+
+
+TARGETS = {  # name -> (goal, op, the setting whose test cells decide it)
+    "observed_tre_vs_demons": (0.0, "<=", "dense"),
+    "heldout_tre_vs_interpolated_best": ("ci95 high < 0 and p < 0.05", None, "sparse"),
+    "folding": (0.1, "<", "any"),
+    "fit_time_vs_pairwise_total": (1.0, "<", "dense"),
+}
+
+
+def untuned(setting: str, cfg: dict, device) -> str | None:
+    """Why test cells of ``setting`` must not run with config ``cfg``, or None. The time encoding
+    of the sparse and longitudinal settings is chosen on the tuning patients by
+    ``bench/deformation_time.py``; once its results name a winner, the test cells run only with
+    that winner's config (the defaults must be set to it first), so no test cell runs an
+    encoding the tuning rejected."""
+    if setting not in ("sparse", "longitudinal"):
+        return None
+    tb = Bench("deformation_time", device=device)
+    res = tb.root / f"deformation_time-{tb.tag}.json"
+    if not res.exists():
+        print(f"[deformation] warning: no {res.name}: the {setting} time encoding is not tuned yet", file=sys.stderr)
+        return None
+    import json
+
+    best = json.loads(res.read_text()).get("targets", {}).get("time_encoding_chosen_on_tuning_patients", {}).get(
+        "best", {}).get(setting)
+    if best is None:
+        return None
+    won = [r["config"] for r in tb.cells(f"{setting}/{best}/").values()]
+    diff = sorted(k for k in cfg if won and won[0].get(k) != cfg[k])
+    if diff:
+        return (f"{setting}: the tuning patients chose variant '{best}' ({res.name}) but the DeformConfig "
+                f"defaults differ from it in {', '.join(diff)}: set the defaults to the winner, then run the test cells")
+    return None
+
+
+def missing_cells(bench: Bench, group: str, tag: str = "") -> dict[str, list[str]]:
+    """The test cells of each setting not finished yet (``{setting: [keys]}``)."""
+    n = PATIENTS[group][1]
+    out = {}
+    for setting in SETTINGS:
+        miss = [f"{group}/{setting}/{p}{tag}" for p in range(n) if not bench.done(f"{group}/{setting}/{p}{tag}")]
+        if miss:
+            out[setting] = miss
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--full", action="store_true", help="GPU-sized setting (3 patients, 128x128x96 @ 2.5 mm)")
-    ap.add_argument("--cases", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--holdout", default="3,7")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--pair-iters", type=int, default=30, help="LBFGSB iterations per B-spline level")
-    ap.add_argument("--set", action="append", default=[], help="DeformConfig override (repeatable)")
-    ap.add_argument("--data", default=None, help="reuse a generated dataset folder")
+    ap.add_argument("--setting", action="append", choices=list(SETTINGS), default=None)
+    ap.add_argument("--patient", type=int, action="append", default=None)
+    ap.add_argument("--group", default="test", choices=list(PATIENTS))
+    ap.add_argument("--set", action="append", default=[], help="DeformConfig override (tuning only)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--assemble", action="store_true", help="only assemble finished cells")
     a = ap.parse_args(argv)
+    if a.group == "test" and a.set:
+        raise SystemExit("--set is for tuning patients: test cells run the DeformConfig defaults")
     device = pick_device(a.device)
-    seed_everything(a.seed)
-    n_cases = a.cases or (3 if a.full else 1)
-    mcfg = Motion4DConfig(n_cases=n_cases, seed=a.seed, n_phases=10)
-    if a.full:
-        mcfg.shape, mcfg.spacing_mm = (128, 128, 96), (2.5, 2.5, 2.5)
-    # CPU default: the settings tried in development (300 iterations, 1024 points per phase);
-    # --full: the GPU-sized settings of pipelines/deform_dirlab.yaml.
-    cpu = ["iters=300", "ref_iters=150", "points_per_phase=1024", "reg_points=512", "width=96"]
-    gpu = ["iters=3000", "ref_iters=2000", "ref_points=65536", "points_per_phase=8192", "reg_points=4096",
-           "width=256", "fourier_sigma=3.0"]
-    over = (gpu if a.full else cpu) + a.set
-    cfg = load_config(None, DeformConfig, [f"seed={a.seed}", *over])
-    holdout = [int(h) for h in a.holdout.split(",") if h]
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    data = Path(a.data) if a.data else Path(tempfile.mkdtemp(prefix="bench-deform-"))
-    if not (data / "dataset.json").exists():
-        t0 = time.perf_counter()
-        generate_4dct_dataset(mcfg, data)
-        log(f"generated {n_cases} patient(s) in {time.perf_counter() - t0:.0f} s under {data}")
-    per_case = {}
-    t_all = time.perf_counter()
-    for i in range(n_cases):
-        per_case[f"4dct_{i:03d}"] = run_case(data / f"4dct_{i:03d}", cfg, holdout, device, a.pair_iters, log)
-    names = list(next(iter(per_case.values())))
-    agg = {}
-    for nm in names:
-        obs = [r for c in per_case.values() for r in c[nm]["observed"].values()]
-        ho_key = "heldout" if nm == "ST-NeRP" else "heldout_time_interp"
-        ho = [r for c in per_case.values() for r in c[nm][ho_key].values()]
-        agg[nm] = {"seconds": float(sum(c[nm]["seconds"] for c in per_case.values())),
-                   "observed": _agg(obs), "heldout": _agg(ho), "heldout_kind": ho_key}
-    st = agg["ST-NeRP"]
-    hdr = (f"{'method':28s} {'TRE obs mm (p95)':>18s} {'TRE held-out mm (p95)':>22s} {'fold %':>7s} "
-           f"{'NCC':>6s} {'SSIM':>6s} {'Dice':>5s} {'fit s':>7s} {'s ratio':>8s} {'held-out ratio':>14s}")
-    lines = [hdr, "-" * len(hdr)]
-    for nm, r in agg.items():
-        o, h = r["observed"], r["heldout"]
-        lines.append(f"{nm:28s} {o['tre_mean']:8.2f} ({o['tre_p95']:5.2f})   {h['tre_mean']:11.2f} ({h['tre_p95']:5.2f})"
-                     f"{'*' if nm != 'ST-NeRP' else ' '}  {o['fold_pct']:7.3f} {o['ncc']:6.3f} {o['ssim']:6.3f} "
-                     f"{o['dice']:5.3f} {r['seconds']:7.1f} {st['seconds'] / r['seconds']:8.2f} "
-                     f"{st['heldout']['tre_mean'] / h['tre_mean']:14.2f}")
-    lines.append("* held-out for pairwise methods = their fields linearly interpolated in time; "
-                 "ratios = ST-NeRP / method (time, held-out TRE)")
-    lm0 = [json.loads((data / c / "landmarks.json").read_text()) for c in per_case]
-    no_reg = float(np.mean([np.linalg.norm(np.asarray(lm["frames"][k]["mm"]) - np.asarray(lm["reference"]["mm"]), axis=1).mean()
-                            for lm in lm0 for k in range(1, 10)]))
-    lines.append(f"no registration: mean landmark motion {no_reg:.2f} mm over phases 1-9; held-out phases {holdout}; "
-                 f"total wall {time.perf_counter() - t_all:.0f} s on {device}")
+    seed_everything(0)
+    cfg = stnerp_config(a.set)
+    bench = Bench("deformation", device=device, config={"deform": to_dict(cfg), "settings": SETTINGS,
+                                                        "patients": PATIENTS, "bspline_iters": BSPLINE_ITERS})
+    tag = "" if not a.set else "[" + " ".join(a.set) + "]"
+    if not a.assemble:
+        for setting in a.setting or list(SETTINGS):
+            if a.group == "test" and (why := untuned(setting, to_dict(cfg), device)):
+                raise SystemExit(why)
+            n = PATIENTS[a.group][1]
+            for p in a.patient if a.patient is not None else range(n):
+                bench.cell(f"{a.group}/{setting}/{p}{tag}", lambda s=setting, p=p: run_cell(
+                    s, a.group, p, a.set, device, figure_dir=bench.cells_dir.parent / "figures"), config=to_dict(cfg))
+    lines, tables, targets = assemble(bench, a.group, tag)
+    folds = [v for k, v in targets.items() if k.startswith("_folding_")]
+    for k in [k for k in targets if k.startswith("_folding_")]:
+        targets.pop(k)
+    targets["folding"] = target(max(folds) if folds else None, 0.1, "<", unit="% of voxels with det J <= 0, "
+                                "largest over every ST-NeRP field (imaged and predicted), every setting and patient")
+    missing = missing_cells(bench, a.group, tag)
+    for name, (goal, op, setting) in TARGETS.items():
+        gone = [k for s, ks in missing.items() if setting in (s, "any") for k in ks]
+        if name not in targets:  # no finished cell of its setting: not held, and why
+            targets[name] = {"value": None, "target": goal, "op": op, "held": False,
+                             "reason": f"no finished {setting} test cell (missing: {', '.join(gone)})"}
+        elif gone:
+            targets[name]["missing_cells"] = gone  # computed from the finished cells only
+    if missing:
+        lines.append("missing cells: " + ", ".join(k for ks in missing.values() for k in ks))
+    lines.append("targets: " + ", ".join(f"{k} {v['value'] if not isinstance(v['value'], float) else round(v['value'], 4)}"
+                                         f" ({'held' if v['held'] else 'not held'})" for k, v in targets.items()))
     print("\n".join(lines))
-    out = ROOT / "bench" / "results" / f"deformation-{device.type}{'-full' if a.full else ''}.json"
-    out.write_text(json.dumps({
-        "command": " ".join(["bench/deformation.py", *(argv or sys.argv[1:])]), "table": lines,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "device": str(device),
-                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0]},
-        "versions": package_versions(), "seed": a.seed, "synthetic_config": to_dict(mcfg),
-        "deform_config": to_dict(cfg), "holdout": holdout, "aggregate": agg,
-        "per_case": {c: {m: {k: v for k, v in r.items()} for m, r in d.items()} for c, d in per_case.items()},
-    }, indent=2, default=lambda o: str(o)))
-    log(f"wrote {out}")
+    if a.group == "test" and not a.set:
+        path = bench.write(tables, targets=targets, extra={"printed": lines, "missing_cells": missing})
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

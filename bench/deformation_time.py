@@ -1,25 +1,21 @@
-"""ST-NeRP temporal ablation: which time encoding predicts phases the fit never saw?
+"""Choose ST-NeRP's time encoding on tuning patients: held-out TRE of unseen phases / scans.
 
-    python bench/deformation_time.py [--variant time_harmonics=3 --variant time_harmonics=1 ...]
+    python bench/deformation_time.py --setting sparse --variant "time_harmonics=2" --variant "time_harmonics=3"
+    python bench/deformation_time.py --assemble
 
-Same synthetic 4D CT patients (``medkit.synth.motion``, seed 0, 80x64x64 at 4 mm), the CPU
-settings of ``bench/deformation.py`` (300 iterations, 1024 points per phase), one fit per
-variant on every phase but the held-out ones; then the landmark TRE (mm) of the predicted
-field at the observed and at the held-out phases, the mean predicted vs true motion
-inside the labelled organs at the held-out phases, and "no registration" as the floor.
-Two schedules: 10 phases with phases 3 and 7 held out (``bench/deformation.py``'s) and
-6 phases with phase 2 held out (``medkit demo``'s: between a near-rest and the peak phase).
-Writes ``bench/results/deformation_time-<device>.json``.
+ST-NeRP only, on the 2 tuning patients (generator seed 1, never the test patients of
+``bench/deformation.py``), in its ``sparse`` (4 of 10 phases imaged) and ``longitudinal``
+(3 of 4 scans) settings: each variant (``DeformConfig`` overrides on the current defaults) is
+one resumable cell per patient. The table gives the held-out and observed TRE (mm) per
+variant; the defaults in ``medkit/deformation/deform_config.py`` take the best held-out
+variant, and this file's results say which it was. Writes
+``bench/results/deformation_time-<device>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,82 +23,62 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from deformation import evaluate, load_case  # noqa: E402  (bench/deformation.py)
+from cells import Bench, target  # noqa: E402
+from deformation import SETTINGS, run_cell, stnerp_config  # noqa: E402
+from deformation_data import PATIENTS  # noqa: E402
 
-from medkit.config import load_config  # noqa: E402
-from medkit.deformation.deform_config import DeformConfig  # noqa: E402
-from medkit.deformation.fit import Sequence, fit, predict_field  # noqa: E402
-from medkit.runs import package_versions, pick_device  # noqa: E402
-from medkit.synth.motion import Motion4DConfig, generate_4dct_dataset  # noqa: E402
-
-CPU = ["iters=300", "ref_iters=150", "points_per_phase=1024", "reg_points=512", "width=96"]
-SCHEDULES = {"10 phases, held out 3,7": (10, [3, 7]), "6 phases, held out 2": (6, [2])}
+from medkit.config import to_dict  # noqa: E402
+from medkit.runs import pick_device, seed_everything  # noqa: E402
 
 
-def run(case: Path, cfg: DeformConfig, holdout: list[int], device) -> dict:
-    import nibabel as nib
-
-    times, affine, imgs, lm, labs = load_case(case)
-    n = len(imgs)
-    observed = [k for k in range(n) if k not in holdout]
-    seq = Sequence(imgs, times, torch.as_tensor(affine, dtype=torch.float32), 0)
-    f = fit(seq, cfg, observed, device)
-    out = {"seconds": f["seconds"], "observed": {}, "heldout": {}}
-    organs = labs[0] > 0
-    for k in range(1, n):
-        u = predict_field(f["model"], times[k], tuple(imgs.shape[1:]), seq.affine)[0].cpu().numpy()
-        r = evaluate(u, k, imgs[0].numpy(), imgs[k].numpy(), labs[0], labs[k], lm, affine)
-        true = np.moveaxis(np.asarray(nib.load(case / f"ddf_{k:02d}.nii.gz").dataobj), -1, 0)
-        r["motion_pred_mm"] = float(np.linalg.norm(u, axis=0)[organs].mean())
-        r["motion_true_mm"] = float(np.linalg.norm(true, axis=0)[organs].mean())
-        out["heldout" if k in holdout else "observed"][k] = r
-    return out
-
-
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variant", action="append", default=None,
-                    help="DeformConfig overrides of one variant, space-separated (repeatable)")
-    ap.add_argument("--device", default="auto")
-    a = ap.parse_args()
+    ap.add_argument("--setting", action="append", choices=["sparse", "longitudinal"], default=None)
+    ap.add_argument("--variant", action="append", default=[], help="space-separated DeformConfig overrides")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--assemble", action="store_true")
+    a = ap.parse_args(argv)
     device = pick_device(a.device)
-    variants = a.variant or ["time_harmonics=3", "time_harmonics=2", "time_harmonics=1"]
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    res, lines = {}, []
-    t_all = time.perf_counter()
-    for sched, (n_phases, holdout) in SCHEDULES.items():
-        data = Path(tempfile.mkdtemp(prefix="bench-deform-time-"))
-        generate_4dct_dataset(Motion4DConfig(n_cases=1, seed=0, n_phases=n_phases), data)
-        case = data / "4dct_000"
-        lm = json.loads((case / "landmarks.json").read_text())
-        ref = np.asarray(lm["reference"]["mm"])
-        floor = {k: float(np.linalg.norm(np.asarray(lm["frames"][k]["mm"]) - ref, axis=1).mean()) for k in holdout}
-        res[sched] = {"no_registration_heldout_tre": float(np.mean(list(floor.values()))), "variants": {}}
-        for v in variants:
-            log(f"{sched}: {v}")
-            cfg = load_config(None, DeformConfig, ["seed=0", *CPU, *v.split()])
-            r = run(case, cfg, holdout, device)
-            res[sched]["variants"][v] = r
-        lines.append(f"{sched} (no registration: held-out TRE {res[sched]['no_registration_heldout_tre']:.2f} mm)")
-        lines.append(f"  {'variant':34s} {'TRE obs':>8s} {'TRE held-out':>13s} {'motion held-out pred/true mm':>30s} "
-                     f"{'Dice held-out':>14s} {'fit s':>6s}")
-        for v, r in res[sched]["variants"].items():
-            o, h = r["observed"].values(), r["heldout"].values()
-            lines.append(f"  {v:34s} {np.mean([x['tre']['mean'] for x in o]):8.2f} "
-                         f"{np.mean([x['tre']['mean'] for x in h]):13.2f} "
-                         f"{np.mean([x['motion_pred_mm'] for x in h]):19.2f} / {np.mean([x['motion_true_mm'] for x in h]):5.2f}"
-                         f"    {np.mean([x['dice'] for x in h]):14.3f} {r['seconds']:6.0f}")
-    lines.append(f"device {device}; total wall {time.perf_counter() - t_all:.0f} s")
-    text = "\n".join(lines)
-    print(text)
-    out = ROOT / "bench" / "results" / f"deformation_time-{device.type}.json"
-    out.write_text(json.dumps({"command": " ".join(["bench/deformation_time.py", *sys.argv[1:]]), "printed": text,
-                               "settings": CPU, "results": res,
-                               "machine": {"platform": platform.platform(), "device": str(device),
-                                           "torch_threads": torch.get_num_threads()},
-                               "versions": package_versions()}, indent=2, default=str))
-    log(f"wrote {out}")
+    seed_everything(0)
+    settings = a.setting or ["sparse", "longitudinal"]
+    bench = Bench("deformation_time", device=device, config={"settings": {s: SETTINGS[s] for s in settings},
+                                                             "patients": PATIENTS["tune"], "variants": a.variant})
+    if not a.assemble:
+        for s in settings:
+            for v in a.variant:
+                for p in range(PATIENTS["tune"][1]):
+                    cfg = stnerp_config(v.split())
+                    bench.cell(f"{s}/{v or 'defaults'}/{p}", lambda s=s, v=v, p=p: run_cell(
+                        s, "tune", p, v.split(), device, methods=("ST-NeRP",)), config=to_dict(cfg))
+    lines, table, best = [], {}, {}
+    for s in ("sparse", "longitudinal"):
+        cells = bench.cells(f"{s}/")
+        by_var: dict[str, list[dict]] = {}
+        for k, r in cells.items():
+            by_var.setdefault(k.split("/")[1], []).append(r)
+        if not by_var:
+            continue
+        lines.append(f"{s} (tuning patients; imaged {SETTINGS[s]['imaged']})")
+        lines.append(f"  {'variant':48s} {'n':>2s} {'TRE held-out':>12s} {'TRE observed':>12s} {'fold % max':>10s} {'fit s':>6s}")
+        rows = {}
+        for v, rs in sorted(by_var.items()):
+            st = [r["methods"]["ST-NeRP"] for r in rs]
+            ho = float(np.mean([e for m in st for x in m["heldout"].values() for e in x["errors"]]))
+            ob = float(np.mean([e for m in st for x in m["observed"].values() for e in x["errors"]]))
+            fold = 100 * max(x["fold"] for m in st for part in ("observed", "heldout") for x in m[part].values())
+            rows[v] = {"n_patients": len(rs), "tre_heldout": ho, "tre_observed": ob, "fold_pct_max": fold,
+                       "seconds": float(np.mean([m["seconds"] for m in st]))}
+            lines.append(f"  {v[:48]:48s} {len(rs):2d} {ho:12.3f} {ob:12.3f} {fold:10.3f} {rows[v]['seconds']:6.0f}")
+        complete = {v: r for v, r in rows.items() if r["n_patients"] == PATIENTS["tune"][1]}
+        if complete:
+            best[s] = min(complete, key=lambda v: complete[v]["tre_heldout"])
+            lines.append(f"  best held-out on the tuning patients: {best[s]}")
+        table[s] = rows
+        lines.append("")
+    print("\n".join(lines))
+    path = bench.write(table, targets={"time_encoding_chosen_on_tuning_patients": target(
+        len(best), 1, ">=", best=best)}, extra={"printed": lines})
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

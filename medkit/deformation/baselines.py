@@ -5,7 +5,7 @@
 - :func:`demons_pair`: SimpleITK fast symmetric-forces demons (Vercauteren et al. 2007).
 - :func:`inr_pair`: an IDIR-style per-pair INR (Wolterink et al., MIDL 2022): the same
   deformation network as ST-NeRP fitted to one pair, with no temporal model.
-- :func:`interpolate_in_time`: linear interpolation of fields between imaged times.
+- :func:`interpolate_in_time`: linear or periodic cubic interpolation of fields between imaged times.
 
 SimpleITK runs in the grid's index frame scaled by the spacing (origin 0, identity
 direction), so its physical displacement is ``spacing * u_vox``; we convert back
@@ -83,32 +83,57 @@ def demons_pair(fixed: np.ndarray, moving: np.ndarray, affine: np.ndarray, *, it
     return _field_to_mm(sitk.GetArrayFromImage(field), affine)
 
 
-def inr_pair(images, times: list[float], k: int, affine, cfg, device="cpu") -> tuple[np.ndarray, float]:
-    """IDIR-style INR for the pair (reference 0, phase ``k``): the ST-NeRP deformation
-    network fitted on that one phase only, sampling the reference image directly
-    (no prior embedding). Returns (field mm ``(3, X, Y, Z)``, seconds)."""
+def inr_pair(images, times: list[float], k: int, affine, cfg, device="cpu", *,
+             reference_state: dict | None = None) -> tuple[np.ndarray, float]:
+    """The ST-NeRP INR fitted to the one pair (reference 0, phase ``k``), with no temporal model:
+    the same config (network, points, iterations, similarity source) on observed ``[0, k]``.
+    ``reference_state``: a fitted prior embedding of the same reference to reuse (else fitted
+    here). Returns (field mm ``(3, X, Y, Z)``, motion-fit seconds)."""
     import dataclasses
 
     import torch
 
     from .fit import Sequence, fit, predict_field
 
-    c = dataclasses.replace(cfg, similarity_source="image", ref_iters=0)
+    c = dataclasses.replace(cfg, time_mode="span")  # one moving time: t_n = 1
     seq = Sequence(images, times, torch.as_tensor(np.asarray(affine), dtype=torch.float32), 0)
-    res = fit(seq, c, [0, k], device)
+    res = fit(seq, c, [0, k], device, reference_state=reference_state)
     u = predict_field(res["model"], times[k], tuple(images.shape[1:]), seq.affine)
-    return u[0].cpu().numpy(), res["seconds"]
+    return u[0].cpu().numpy(), res["seconds_motion"] if reference_state is not None else res["seconds"]
 
 
-def interpolate_in_time(fields: dict[float, np.ndarray], t: float) -> np.ndarray:
-    """Linear interpolation in time between the nearest imaged times around ``t``
-    (``fields`` maps time -> ``(3, X, Y, Z)``); nearest field outside the range."""
+def interpolate_in_time(fields: dict[float, np.ndarray], t: float, *, period: float | None = None,
+                        kind: str = "linear") -> np.ndarray:
+    """A field at time ``t`` from fields at imaged times (``fields``: time -> ``(3, X, Y, Z)``,
+    the reference's zero field included).
+
+    - ``kind="linear"``: between the nearest imaged times around ``t``; outside the imaged
+      range the nearest field, or, with ``period`` (a series that is one breathing cycle),
+      around the cycle: the first time comes back at ``t_first + period``.
+    - ``kind="cubic"``: a cubic spline through every imaged field, periodic (``period``
+      required: the curve closes on the first field one cycle later).
+    """
     ts = sorted(fields)
-    if t <= ts[0]:
-        return fields[ts[0]]
-    if t >= ts[-1]:
-        return fields[ts[-1]]
-    hi = next(i for i, s in enumerate(ts) if s >= t)
-    a, b = ts[hi - 1], ts[hi]
+    if period is not None:
+        t = ts[0] + (t - ts[0]) % period
+        ts_ext = ts + [ts[0] + period]
+        vals = [fields[s] for s in ts] + [fields[ts[0]]]
+    else:
+        ts_ext, vals = ts, [fields[s] for s in ts]
+    if kind == "cubic":
+        from scipy.interpolate import CubicSpline
+
+        if period is None:
+            raise ValueError("cubic interpolation in time is periodic: give the period")
+        stack = np.stack(vals)
+        return CubicSpline(ts_ext, stack, axis=0, bc_type="periodic")(t).astype(np.float32)
+    if kind != "linear":
+        raise ValueError(f"kind must be linear | cubic, got {kind!r}")
+    if t <= ts_ext[0]:
+        return vals[0]
+    if t >= ts_ext[-1]:
+        return vals[-1]
+    hi = next(i for i, s in enumerate(ts_ext) if s >= t)
+    a, b = ts_ext[hi - 1], ts_ext[hi]
     w = (t - a) / (b - a)
-    return (1 - w) * fields[a] + w * fields[b]
+    return ((1 - w) * vals[hi - 1] + w * vals[hi]).astype(np.float32)

@@ -25,18 +25,45 @@ class DeformConfig:
     # Deformation INR: (x, y, z, t) -> displacement (mm).
     fourier_features: int = 48
     fourier_sigma: float = 1.5  # cycles per half-extent; low: smooth motion
-    # sin/cos(pi k t_n), k = 1..time_harmonics. One harmonic predicts unobserved phases best
-    # (bench/deformation_time.py: held-out TRE 1.12 vs 1.52 mm with 3 on 10 phases, 1.01 vs 4.56 mm
-    # on 6); more let the field dip towards no motion between the imaged phases.
-    time_harmonics: int = 1
+    # Coarse-to-fine: Fourier features fade in by frequency over this share of the iterations (0 = off).
+    coarse_to_fine: float = 0.0
+    # Time (medkit/deformation/model.py): "auto" = breathing phase (periodic) when the series is one
+    # cycle (a period in times.json, or phases in %), span-normalised time otherwise (longitudinal);
+    # "periodic" / "span" force one. `period` overrides the series' period (same unit as the times).
+    time_mode: str = "auto"
+    period: float | None = None
+    # Periodic time: a K-harmonic trigonometric polynomial in the breathing phase. K >= 2: Lujan's
+    # sin^4 breathing curve is exactly 2 harmonics, and with K = 1 (sin^2 only) one curve cannot fit
+    # the near-rest and the peak phases together (tuning patient 4dct_000: observed TRE 3.3 mm).
+    time_harmonics: int = 2
+    # Span time: the network sees sin/cos(pi k t_n), k = 1..span_harmonics.
+    span_harmonics: int = 1
+    time_in_net: bool = False  # periodic: also feed the phase to the MLP (non-separable in x and t)
+    # Periodic: cosine terms only (no hysteresis: u(phi) = u(1 - phi)), or the soft version, a penalty
+    # on |u(phi) - u(1 - phi)|^2 / 4 (mm^2) at the regulariser points.
+    time_symmetric: bool = False
+    # Periodic: each imaged frame learns its own breathing phase offset and log-amplitude (a per-image
+    # surrogate, as respiratory motion models use: McClelland et al., Med Image Anal 2013); unseen times
+    # use the mean cycle. Penalty weight x mean((dphase / 0.05)^2 + (log amp / 0.15)^2).
+    frame_latents: bool = True
+    frame_latent_weight: float = 1e-3
+    # 0.01: provisional, from tuning-patient runs while developing; bench/deformation_time.py on the tuning
+    # patients (queue job def-tune-sparse -> results/deformation_time-cpu.json) decides it against 0 and
+    # hard symmetry, and bench/deformation.py refuses test cells whose config is not that winner's.
+    time_symmetry_weight: float = 0.01
     width: int = 128
     depth: int = 3
     svf: bool = False  # integrate a stationary velocity field per t (scaling and squaring)
     svf_grid_factor: int = 4  # velocity evaluated on a grid this many times coarser
     svf_steps: int = 6
-    iters: int = 400
+    # Motion iterations, from bench/deformation_curve.py (tuning patient 4dct_000, 9 moving phases, 3000-iteration
+    # cosine schedule): observed TRE within ~0.03 mm of its plateau (0.44 mm) from ~700 iterations on, the rest is
+    # the learning-rate anneal; that 1000 anneals as well over its own budget is checked by the queued
+    # def-curve-svf job (bench/results/deformation_curve-cpu-budget.json, with the SVF variant).
+    iters: int = 1000
     points_per_phase: int = 2048
     edge_sampling: float = 0.7  # share of similarity points drawn by image-gradient magnitude (rest uniform)
+    edge_smooth_vox: float = 1.0  # Gaussian sigma (voxels) before that gradient: noise must not set the weights
     lr: float = 3e-3
     similarity: str = "ncc"  # ncc | mse
     window_hu: tuple[float, float] = (-1000.0, 500.0)  # intensities scaled to [0, 1] in this window

@@ -18,6 +18,7 @@ import torch
 from ..nn import warp as W
 from .deform_config import DeformConfig
 from .losses import (
+    antisymmetric_energy,
     fd_bending,
     fd_jacobian,
     jacobian_loss,
@@ -37,6 +38,26 @@ class Sequence:
     affine: torch.Tensor  # (4, 4) voxel -> RAS mm
     reference: int = 0
     names: list[str] = field(default_factory=list)
+    period: float | None = None  # one breathing cycle (same unit as times) when the series is one cycle
+
+
+def resolve_period(seq: Sequence, cfg: DeformConfig) -> float | None:
+    """The period the time encoding uses: None = span-normalised time (see :mod:`.model`).
+
+    ``time_mode``: ``auto`` = periodic when the series knows its cycle (``seq.period``, from
+    ``times.json`` or phases in %) or ``cfg.period`` is set, span otherwise; ``periodic``
+    requires a period; ``span`` ignores it."""
+    if cfg.time_mode not in ("auto", "periodic", "span"):
+        raise ValueError(f"time_mode must be auto | periodic | span, got {cfg.time_mode!r}")
+    if cfg.time_mode == "span":
+        return None
+    period = cfg.period if cfg.period else seq.period
+    if cfg.time_mode == "periodic" and not period:
+        raise ValueError("time_mode=periodic needs the breathing period: a 'period' in times.json, phases in %, "
+                         "or --set period=SECONDS")
+    if period is not None and period <= 0:
+        raise ValueError(f"period must be > 0, got {period}")
+    return float(period) if period else None
 
 
 def scale_hu(x: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
@@ -61,12 +82,19 @@ def _random_vox(n: int, shape, g: torch.Generator, device) -> torch.Tensor:
     return (torch.rand(n, 3, generator=g) * s).to(device)
 
 
-def edge_weights(img: torch.Tensor, uniform: float) -> torch.Tensor:
+def edge_weights(img: torch.Tensor, uniform: float, smooth_vox: float = 0.0) -> torch.Tensor:
     """Sampling probabilities ``(X*Y*Z,)`` for a ``(1, 1, X, Y, Z)`` image: a ``uniform``
     share everywhere plus the rest proportional to the gradient magnitude. Registration
     signal lives at edges (vessels, diaphragm, chest wall); uniform points land mostly in
-    air and flat tissue where any displacement looks equally good (IDIR samples a mask)."""
-    g = torch.stack(torch.gradient(img[0, 0]), 0).norm(dim=0).flatten()
+    air and flat tissue where any displacement looks equally good (IDIR samples a mask).
+    ``smooth_vox``: Gaussian sigma (voxels) applied first, so that on a noisy low-dose phase
+    the weights follow anatomy, not the noise (whose gradients are everywhere)."""
+    vol = img[0, 0]
+    if smooth_vox > 0:
+        from scipy.ndimage import gaussian_filter
+
+        vol = torch.as_tensor(gaussian_filter(vol.cpu().numpy(), smooth_vox))
+    g = torch.stack(torch.gradient(vol), 0).norm(dim=0).flatten()
     g = g / g.sum().clamp_min(1e-12)
     return uniform / g.numel() + (1 - uniform) * g
 
@@ -84,31 +112,40 @@ def _sample_vox(w: torch.Tensor, n: int, shape, g: torch.Generator, device) -> t
 
 
 def build_models(seq: Sequence, cfg: DeformConfig, observed: list[int], device) -> tuple[ReferenceINR, DeformationINR]:
+    frames = [seq.times[k] for k in observed if k != seq.reference] if cfg.frame_latents else None
     shape = tuple(seq.images.shape[1:])
     frame = GridFrame(seq.affine, shape)
     t_ref = seq.times[seq.reference]
     span = max([abs(seq.times[k] - t_ref) for k in observed] + [1e-6])
     ref = ReferenceINR(frame, cfg.ref_encoding, seed=cfg.seed)
     dfm = DeformationINR(GridFrame(seq.affine, shape), t_ref, span, fourier_features=cfg.fourier_features,
-                         fourier_sigma=cfg.fourier_sigma, time_harmonics=cfg.time_harmonics, width=cfg.width,
+                         fourier_sigma=cfg.fourier_sigma, width=cfg.width,
+                         time_harmonics=cfg.time_harmonics if resolve_period(seq, cfg) else cfg.span_harmonics,
                          depth=cfg.depth, svf=cfg.svf, svf_grid_factor=cfg.svf_grid_factor,
-                         svf_steps=cfg.svf_steps, seed=cfg.seed)
+                         svf_steps=cfg.svf_steps, seed=cfg.seed, period=resolve_period(seq, cfg),
+                         time_in_net=cfg.time_in_net, time_symmetric=cfg.time_symmetric, frame_times=frames)
     return ref.to(device), dfm.to(device)
 
 
 def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state: dict | None = None,
         save: Callable[[dict], None] | None = None, progress: Callable | None = None,
-        log: Callable[[str], None] = lambda m: None) -> dict:
+        log: Callable[[str], None] = lambda m: None, monitor: Callable[[int, DeformationINR], None] | None = None,
+        monitor_every: int = 100, reference_state: dict | None = None) -> dict:
     """Fit the reference INR, then the deformation INR on ``observed`` frame indices.
 
     Args:
         state: a checkpoint dict to resume from (what ``save`` received last).
         save: called with a checkpoint dict every ``cfg.checkpoint_every`` iterations and at the end.
         progress: wraps an iterable (e.g. :func:`medkit.runs.track`).
+        monitor: called as ``monitor(iteration, model)`` every ``monitor_every`` motion iterations
+            and after the last (learning curves: landmark TRE during the fit).
+        reference_state: the state dict of an already fitted reference INR of the same reference
+            image (a previous fit's ``state["ref"]``): stage 1 is skipped (per-pair fits share
+            one prior embedding, as they would in practice).
 
     Returns:
         dict with ``ref``, ``model`` (modules), ``losses`` (list of per-iteration
-        floats for each stage), ``seconds``.
+        floats for each stage), ``seconds`` (both stages), ``seconds_reference``, ``seconds_motion``.
     """
     device = torch.device(device)
     wrap = progress or (lambda it, desc: it)
@@ -142,6 +179,9 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     t0 = time.perf_counter()
     ref_img = imgs[seq.reference : seq.reference + 1]
     # ---- stage 1: the prior embedding (reference INR fitted to the reference image)
+    if reference_state is not None:
+        ref.load_state_dict(reference_state)
+        it_ref = cfg.ref_iters
     if cfg.similarity_source == "inr":
         for it in wrap(range(it_ref, cfg.ref_iters), "reference INR"):
             vox = _random_vox(cfg.ref_points, shape, g, device)
@@ -156,6 +196,7 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
             if save and (it + 1) % cfg.checkpoint_every == 0:
                 save(checkpoint(it + 1, 0))
     ref.requires_grad_(False)
+    t_ref_done = time.perf_counter()
 
     def ref_intensity(x_mm: torch.Tensor) -> torch.Tensor:
         if cfg.similarity_source == "inr":
@@ -167,14 +208,23 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     # ---- stage 2: the deformation INR on every observed time at once
     times = torch.tensor([seq.times[k] for k in moving], dtype=torch.float32, device=device)
     t_lo, t_hi = min(seq.times[k] for k in observed), max(seq.times[k] for k in observed)
+    if dfm.period is not None:  # periodic: regularise the whole cycle, every phase is predictable
+        t_lo, t_hi = seq.times[seq.reference], seq.times[seq.reference] + dfm.period
+    if not 0 <= cfg.coarse_to_fine <= 1:
+        raise ValueError(f"coarse_to_fine must be in [0, 1] (share of the iterations), got {cfg.coarse_to_fine}")
     off = offsets(cfg.fd_step_mm, device)
     n = cfg.points_per_phase
-    weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling).double().cumsum(0) for k in moving]
+    weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling, cfg.edge_smooth_vox).double().cumsum(0)
+               for k in moving]
     if cfg.reg_times not in ("span", "imaged"):
         raise ValueError(f"reg_times must be span | imaged, got {cfg.reg_times!r}")
     smooth = cfg.time_smooth_weight > 0 and not cfg.svf and t_hi > t_lo
+    # symmetry prior (periodic only): penalise the part of u that differs between phi and 1 - phi
+    mirror = cfg.time_symmetry_weight > 0 and dfm.period is not None and not cfg.svf
     h_t = cfg.time_smooth_step * (t_hi - t_lo)
     for it in wrap(range(it_mot, cfg.iters), "deformation INR"):
+        if cfg.coarse_to_fine > 0:
+            dfm.set_progress(min(1.0, it / (cfg.coarse_to_fine * cfg.iters)))
         vox = torch.stack([_sample_vox(w, n, shape, g, device) for w in weights])  # (P, N, 3)
         target = torch.stack([W.sample_points(imgs[k : k + 1], vox[i : i + 1])[0, 0] for i, k in enumerate(moving)])
         x = dfm.frame.vox_to_mm(vox.reshape(-1, 3))
@@ -191,6 +241,9 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
             xq = dfm.frame.vox_to_mm(_random_vox(cfg.reg_points, shape, g, device))
             tq = (t_lo + h_t + (t_hi - t_lo - 2 * h_t) * torch.rand(cfg.reg_points, generator=g)).to(device)
             xs, ts = [xq.repeat(3, 1)], [torch.cat([tq - h_t, tq, tq + h_t])]
+        if mirror:  # u(x, 1 - phi) beside u(x, phi) = u_reg[0] at the offset-0 regulariser points
+            t0_ = seq.times[seq.reference]
+            xs, ts = xs + [xr], ts + [t0_ + dfm.period - torch.remainder(tr - t0_, dfm.period)]
         with _autocast(device, cfg.bf16):
             u_all = dfm.displacement(torch.cat([x, xr_all, *xs]), torch.cat([t, tr.repeat(len(off)), *ts]))
             warped = ref_intensity(x + u_all[: len(x)]).reshape(len(moving), n)
@@ -199,9 +252,16 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         sim = similarity_loss(warped, target, cfg.similarity)
         det = fd_jacobian(u_reg, cfg.fd_step_mm)
         loss = sim + cfg.jacobian_weight * jacobian_loss(det) + cfg.bending_weight * fd_bending(u_reg, cfg.fd_step_mm).mean()
+        n_smooth = 3 * cfg.reg_points if smooth else 0
         if smooth:
-            u3 = u_all[len(x) + n_reg:].reshape(3, cfg.reg_points, 3).float()
+            u3 = u_all[len(x) + n_reg: len(x) + n_reg + n_smooth].reshape(3, cfg.reg_points, 3).float()
             loss = loss + cfg.time_smooth_weight * time_acceleration(u3, cfg.time_smooth_step).mean()
+        if mirror:
+            u_m = u_all[len(x) + n_reg + n_smooth:].float()
+            loss = loss + cfg.time_symmetry_weight * antisymmetric_energy(u_reg[0], u_m).mean()
+        if len(dfm.frame_times) and cfg.frame_latent_weight > 0:  # the surrogate prior: near the mean cycle
+            loss = loss + cfg.frame_latent_weight * ((dfm.frame_dphase / 0.05) ** 2
+                                                     + (dfm.frame_logamp / 0.15) ** 2).mean()
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()
@@ -209,12 +269,19 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
         hist["motion"].append(loss.item())
         if save and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iters:
             save(checkpoint(cfg.ref_iters, it + 1))
+        if monitor and (it + 1) % monitor_every == 0 and it + 1 < cfg.iters:
+            monitor(it + 1, dfm)
+    dfm.set_progress(1.0)
+    if monitor:
+        monitor(cfg.iters, dfm)
     out = checkpoint(cfg.ref_iters, cfg.iters)
     if save:
         save(out)
     log(f"fit: reference loss {hist['reference'][-1] if hist['reference'] else float('nan'):.4g}, "
         f"motion loss {hist['motion'][-1] if hist['motion'] else float('nan'):.4g}")
-    return {"ref": ref, "model": dfm, "losses": hist, "seconds": time.perf_counter() - t0, "state": out}
+    t1 = time.perf_counter()
+    return {"ref": ref, "model": dfm, "losses": hist, "seconds": t1 - t0, "seconds_reference": t_ref_done - t0,
+            "seconds_motion": t1 - t_ref_done, "state": out}
 
 
 @torch.no_grad()

@@ -59,6 +59,13 @@ def time_acceleration(u3: torch.Tensor, h: float) -> torch.Tensor:
     return (((u3[0] - 2 * u3[1] + u3[2]) / h**2) ** 2).sum(-1)
 
 
+def antisymmetric_energy(u_phi: torch.Tensor, u_mirror: torch.Tensor) -> torch.Tensor:
+    """``|u(phi) - u(1 - phi)|^2 / 4`` per point (mm^2) from ``(N, 3)`` fields at a breathing phase and at
+    its mirror phase: the squared odd part of the motion about end exhale (the inhale/exhale
+    difference, hysteresis). Zero for a breathing path that is the same in and out."""
+    return ((u_phi - u_mirror) ** 2).sum(-1) / 4
+
+
 def jacobian_loss(det: torch.Tensor) -> torch.Tensor:
     """IDIR's ``mean |1 - det J|`` plus a hinge that punishes folding (det < 0.1)."""
     return (1 - det).abs().mean() + 10 * torch.relu(0.1 - det).mean()

@@ -7,11 +7,35 @@ grids work) and then to ``[-1, 1]`` per axis (``x_n = 2 i / (n - 1) - 1``); a ti
 to ``t_n = (t - t_ref) / t_span`` with ``t_span = max |t_k - t_ref|`` over the
 observed times. Displacements are returned in mm.
 
-``u(x, t_ref) = 0`` exactly: the network output is multiplied by ``t_n``, which
-is 0.0 in floating point when ``t == t_ref``. With ``svf=True`` the network is a
-velocity ``v(x, t)`` (same factor) integrated by scaling and squaring on a coarse
-grid, so each ``x -> x + u(x, t)`` is diffeomorphic for smooth ``v``; ``exp(0)`` is
-the identity, so the reference stays exact.
+Time. Two encodings (``DeformConfig.time_mode``):
+
+- ``span`` (longitudinal series, or any series that is not one cycle):
+  ``t_n = (t - t_ref) / t_span`` and ``u = t_n * f(x, t_n, sin(pi k t_n), cos(pi k t_n) - 1)``.
+- ``periodic`` (a phase-sorted 4D CT: one breathing cycle of period ``T``): the breathing
+  phase ``phi = (t - t_ref) / T`` (mod 1) and
+  ``u = sum_k sin(2 pi k phi) A_k(x) + (1 - cos(2 pi k phi)) B_k(x)``, k = 1..K: a
+  trigonometric polynomial in the phase whose coefficient fields the MLP outputs. Phases
+  3 and 7 of a symmetric cycle are the same breathing state to the model, the motion is
+  periodic, and unseen phases are interpolated with the smoothest K-harmonic curve.
+  (``time_in_net`` also feeds ``sin/cos(2 pi k phi)`` to the MLP: non-separable;
+  ``time_symmetric`` keeps the cosine terms only: the same path on inhale and exhale, a
+  prior that lets 3 imaged phases pin the curve where 2K free coefficients cannot; the soft
+  version is the fit's ``time_symmetry_weight`` on the odd part.)
+  Each imaged frame of a periodic series also learns its own breathing-phase offset and
+  log-amplitude (``frame_times``): a sorted 4D CT takes every phase bin from another
+  breathing cycle, so no single smooth cycle passes through all of them. Unseen times use
+  the mean cycle (offset 0, amplitude 1); the fit's prior keeps the offsets small.
+
+``u(x, t_ref) = 0`` exactly in both: every time basis function is 0.0 in floating point at
+``t == t_ref``. With ``svf=True`` the network is a velocity ``v(x, t)`` (same form)
+integrated by scaling and squaring on a coarse grid, so each ``x -> x + u(x, t)`` is
+diffeomorphic for smooth ``v``; ``exp(0)`` is the identity, so the reference stays exact.
+
+Space. Random Fourier features of the normalised point (Tancik et al. 2020) plus the
+point itself. With coarse-to-fine (``set_progress``), feature ``j`` of frequency norm
+``|B_j|`` is faded in once training progress passes ``|B_j| / max |B|`` (BARF-style
+windowing, Lin et al. ICCV 2021): smooth motion first, detail after, so the fit does
+not lock into a high-frequency local minimum early.
 """
 
 from __future__ import annotations
@@ -101,31 +125,87 @@ class DeformationINR(nn.Module):
 
     def __init__(self, frame: GridFrame, t_ref: float, t_span: float, *, fourier_features: int = 48,
                  fourier_sigma: float = 1.5, time_harmonics: int = 1, width: int = 128, depth: int = 3,
-                 svf: bool = False, svf_grid_factor: int = 4, svf_steps: int = 6, seed: int = 0):
+                 svf: bool = False, svf_grid_factor: int = 4, svf_steps: int = 6, seed: int = 0,
+                 period: float | None = None, time_in_net: bool = False, time_symmetric: bool = False,
+                 frame_times: list[float] | None = None):
         super().__init__()
         self.frame = frame
         self.t_ref, self.t_span = float(t_ref), float(t_span) if t_span > 0 else 1.0
+        self.period = float(period) if period else None
+        self.time_in_net = bool(time_in_net)
+        self.time_symmetric = bool(time_symmetric) and self.period is not None
         self.enc = FourierFeatures(3, fourier_features, sigma=fourier_sigma, seed=seed)
+        # coarse-to-fine window over the features, 1 = all on (set_progress changes it)
+        norms = self.enc.B.norm(dim=0)
+        self.register_buffer("freq_rank", norms / norms.max().clamp_min(1e-12), persistent=False)
+        self.register_buffer("window", torch.ones(fourier_features))
         self.harmonics = time_harmonics
-        in_dim = self.enc.out_dim + 3 + 1 + 2 * time_harmonics
-        self.net = _mlp(in_dim, width, depth, 3)
+        if self.period is None:  # span: u = t_n * f(x, time features)
+            n_basis, t_dim = 1, 1 + 2 * time_harmonics
+        else:  # periodic: u = sum over 2K basis functions of the phase (K cosine ones if symmetric)
+            per = 1 if self.time_symmetric else 2
+            n_basis, t_dim = per * time_harmonics, (per * time_harmonics if time_in_net else 0)
+        self.n_basis = n_basis
+        self.net = _mlp(self.enc.out_dim + 3 + t_dim, width, depth, 3 * n_basis)
         # Start at zero motion: the last layer is small, so early warps are near identity.
         nn.init.normal_(self.net[-1].weight, std=1e-3)
         nn.init.zeros_(self.net[-1].bias)
         # Output scale: the network's unit is one voxel-diagonal of motion per unit t_n.
         self.register_buffer("scale_mm", torch.tensor(10.0))
         self.svf, self.svf_grid_factor, self.svf_steps = svf, svf_grid_factor, svf_steps
+        # Per-image breathing surrogate (periodic only): each imaged frame's own phase offset and
+        # log-amplitude, learned; any other time gets (0, 0), the mean cycle.
+        ft = [float(t) for t in (frame_times or [])] if self.period is not None else []
+        self.register_buffer("frame_times", torch.tensor(ft, dtype=torch.float32))
+        self.frame_dphase = nn.Parameter(torch.zeros(len(ft)))
+        self.frame_logamp = nn.Parameter(torch.zeros(len(ft)))
 
-    def time_norm(self, t: torch.Tensor) -> torch.Tensor:
-        return (t - self.t_ref) / self.t_span
+    def frame_latents(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(phase offset, log-amplitude)`` ``(N,)`` at times ``t``: an imaged frame's own where ``t``
+        is its time (to 1e-5 of the period), 0 elsewhere."""
+        zero = torch.zeros_like(t, dtype=torch.float32)
+        if len(self.frame_times) == 0:
+            return zero, zero
+        d = (t.float()[:, None] - self.frame_times[None]).abs()
+        dmin, idx = d.min(1)
+        hit = dmin <= 1e-5 * self.period
+        return (torch.where(hit, self.frame_dphase[idx], zero), torch.where(hit, self.frame_logamp[idx], zero))
+
+    def time_norm(self, t: torch.Tensor, dphase: torch.Tensor | None = None) -> torch.Tensor:
+        """Span mode: ``(t - t_ref) / t_span``; periodic: the breathing phase in ``[0, 1)`` (plus an
+        imaged frame's phase offset ``dphase``, ``(N,)``)."""
+        if self.period is None:
+            return (t - self.t_ref) / self.t_span
+        phi = (t - self.t_ref) / self.period
+        return torch.remainder(phi if dphase is None else phi + dphase.to(phi.dtype), 1.0)
+
+    def set_progress(self, p: float, ramp: float = 0.1) -> None:
+        """Coarse-to-fine: at training progress ``p`` (0..1 of the warm-up), features whose relative
+        frequency is below ``p`` are fully on, fading to off over ``ramp`` above it."""
+        self.window.copy_(((p - self.freq_rank) / ramp + 1.0).clamp(0.0, 1.0))
+
+    def time_basis(self, t: torch.Tensor, dtype, dphase: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(basis (N, B), network time features)`` at times ``t`` ``(N,)``; every basis function is
+        exactly 0 at ``t_ref`` (which is never an imaged frame with a latent)."""
+        tn = self.time_norm(t.to(dtype), dphase)[:, None]
+        k = torch.arange(1, self.harmonics + 1, device=t.device, dtype=dtype)
+        if self.period is None:
+            return tn, [tn, torch.sin(math.pi * k * tn), torch.cos(math.pi * k * tn) - 1]
+        s, c = torch.sin(2 * math.pi * k * tn), torch.cos(2 * math.pi * k * tn)
+        if self.time_symmetric:  # the same path in and out: u(phi) = u(1 - phi)
+            return 1 - c, ([c] if self.time_in_net else [])
+        # at phase 0: sin = 0.0 and 1 - cos = 0.0 exactly
+        return torch.cat([s, 1 - c], dim=-1), ([s, c] if self.time_in_net else [])
 
     def forward(self, x_mm: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         xn = self.frame.normalise(x_mm)
-        tn = self.time_norm(t.to(x_mm.dtype))[:, None]
-        k = torch.arange(1, self.harmonics + 1, device=x_mm.device, dtype=x_mm.dtype)
-        feats = [self.enc(xn), xn, tn, torch.sin(math.pi * k * tn), torch.cos(math.pi * k * tn) - 1]
-        out = self.net(torch.cat(feats, dim=-1)).float()
-        return tn.float() * out * self.scale_mm  # exactly 0 at t_ref
+        dphase, logamp = self.frame_latents(t)
+        basis, tfeat = self.time_basis(t, x_mm.dtype, dphase)
+        enc = self.enc(xn) * self.window.to(xn.dtype).repeat(2)  # (sin | cos) share one window
+        out = self.net(torch.cat([enc, xn, *tfeat], dim=-1)).float().reshape(len(xn), self.n_basis, 3)
+        amp = torch.exp(logamp)[:, None]
+        return amp * (basis.float()[:, :, None] * out).sum(1) * self.scale_mm  # exactly 0 at t_ref
 
     # ------------------------------------------------------------------ SVF
     def coarse_shape(self) -> tuple[int, int, int]:

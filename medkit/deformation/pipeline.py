@@ -280,7 +280,7 @@ def run_pipeline(cfg: DeformPipelineConfig, run: RunDir, *, device: str = "auto"
     like = seq_in.frames[reference]
     affine = torch.as_tensor(np.asarray(like.affine), dtype=torch.float32)
     images = torch.stack([torch.as_tensor(np.asarray(f[0]), dtype=torch.float32) for f in seq_in.frames])
-    seq = Sequence(images, seq_in.times, affine, reference, seq_in.names)
+    seq = Sequence(images, seq_in.times, affine, reference, seq_in.names, period=seq_in.period)
     state = run.load_checkpoint("last") if resume else None
     log(f"{n} time points ({seq_in.unit}): {', '.join(f'{t:g}' for t in seq_in.times)}; reference {reference}; "
         f"device {dev}{'; resuming' if state else ''}")

@@ -36,6 +36,9 @@ class LoadedSequence:
     unit: str
     names: list[str]
     landmarks: dict | None = None  # {frame index: (K, 3) voxel indices, 0-based}
+    # One breathing cycle in ``unit`` when the series is one cycle (phase-sorted 4D CT: ``times.json``
+    # "period", or 100 for phases in %); None for longitudinal series. Selects periodic time in the fit.
+    period: float | None = None
 
 
 def _nii(p: Path) -> bool:
@@ -90,15 +93,22 @@ def _read_nifti_folder(folder: Path, files: list[Path]) -> LoadedSequence:
     frames = [load_volume(p) for p in files]
     for p, v in zip(files[1:], frames[1:]):
         _same_grid(frames[0], v, p)
-    times, unit = [float(k) for k in range(len(files))], "index"
+    times, unit, period = [float(k) for k in range(len(files))], "index", None
     tj = folder / "times.json"
     if tj.exists():
         info = json.loads(tj.read_text())
         if len(info.get("times", [])) != len(files):
             raise MedkitInputError(tj, f"{len(info.get('times', []))} times for {len(files)} frames")
         times, unit = [float(t) for t in info["times"]], str(info.get("unit", "s"))
+        if info.get("period") is not None:
+            period = float(info["period"])
+            if not period > max(times) - min(times):
+                raise MedkitInputError(tj, f"period {period} must exceed the span of the times "
+                                       f"({max(times) - min(times):g}): one breathing cycle holds every frame")
+        elif unit == "%":
+            period = 100.0
     names = [p.name.split(".")[0] for p in files]
-    return LoadedSequence(frames, times, unit, names)
+    return LoadedSequence(frames, times, unit, names, period=period)
 
 
 def _series_time(series) -> tuple[float | None, float | None, float | None]:
@@ -138,7 +148,9 @@ def read_dicom_sequence(folder: Path) -> LoadedSequence:
     for (_, uid, _), v in zip(keyed[1:], frames[1:]):
         _same_grid(frames[0], v, folder / uid)
     times = [k[0][slot] - t0 for k in keyed]
-    return LoadedSequence(frames, times, unit, [s.description or uid for _, uid, s in keyed])
+    # Phases in % of the cycle (4D-Lung "Gated, 40.0%"): one breathing cycle is 100 %.
+    return LoadedSequence(frames, times, unit, [s.description or uid for _, uid, s in keyed],
+                          period=100.0 if unit == "%" else None)
 
 
 # ----------------------------------------------------------------------------- DIR-Lab
@@ -179,14 +191,77 @@ def read_landmarks_txt(path: Path) -> np.ndarray:
     return pts - 1.0
 
 
+_PACK = re.compile(r"^case(\d+)pack$", re.IGNORECASE)
+
+
+def _dirlab_root(folder: Path, case: int) -> Path:
+    """The folder holding case ``case``'s files: ``folder`` itself, or its ``Case{case}Pack``
+    (any case) when ``folder`` holds several packs. Refuses a folder of packs without that case."""
+    if not folder.is_dir():
+        raise MedkitInputError(folder, "no such folder (a DIR-Lab case pack, or a folder of Case{n}Pack folders)")
+    packs = {int(m.group(1)): p for p in folder.iterdir() if p.is_dir() and (m := _PACK.match(p.name))}
+    if case in packs:
+        return packs[case]
+    if packs:
+        raise MedkitInputError(folder, f"no Case{case}Pack here; this folder holds the packs of case(s) "
+                               f"{', '.join(str(k) for k in sorted(packs))}")
+    return folder
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every file under ``root``, following linked folders (a pack linked into a folder of packs)."""
+    import os
+
+    return [Path(d) / f for d, _, fs in os.walk(root, followlinks=True) for f in fs]
+
+
+def _dirlab_file(root: Path, case: int, pattern: str, what: str) -> Path | None:
+    """The one file under ``root`` whose name matches ``pattern`` for ``case``. The case number
+    is part of the name (``case8_T00.img``, ``case6_dirLab300_T00_xyz.txt``), so a stray file of
+    another case (cases 6, 8 and 9 share a grid) is never picked up; two candidates are refused."""
+    rx = re.compile(pattern.format(case=case), re.IGNORECASE)
+    hits = sorted(p for p in _walk(root) if rx.match(p.name))
+    if len(hits) > 1:
+        raise MedkitInputError(root, f"{len(hits)} files could be the {what} of DIR-Lab case {case}: "
+                               + ", ".join(str(h.relative_to(root)) for h in hits[:4]))
+    return hits[0] if hits else None
+
+
+def _cases_present(root: Path) -> list[int]:
+    rx = re.compile(r"^case(\d+)_", re.IGNORECASE)
+    return sorted({int(m.group(1)) for p in _walk(root) if (m := rx.match(p.name))})
+
+
+def read_dirlab_landmarks(folder: str | Path, case: int, phases: tuple[int, ...] = (0, 50)) -> dict[int, np.ndarray]:
+    """DIR-Lab 300-landmark files of ``case`` for ``phases`` (%): ``{phase: (300, 3)}`` 0-based voxels.
+
+    Both distributed formats: cases 1-5 ``ExtremePhases/Case{n}_300_T{ph}_xyz.txt``, cases 6-10
+    ``extremePhases/case{n}_dirLab300_T{ph}_xyz.txt``. ``folder`` is a pack or a folder of packs.
+    A phase without a file is left out."""
+    folder = Path(folder)
+    root = _dirlab_root(folder, case)
+    out = {}
+    for ph in phases:
+        hit = _dirlab_file(root, case, rf"^case{{case}}_(dirlab)?300_T{ph:02d}_xyz\.txt$", f"T{ph:02d} landmarks")
+        if hit is not None:
+            out[ph] = read_landmarks_txt(hit)
+    return out
+
+
 def read_dirlab_case(folder: str | Path, case: int, phases: list[int] | None = None,
                      hu_offset: float = -1024.0) -> LoadedSequence:
-    """A DIR-Lab 4D CT case laid out as published (``Case{n}Pack/``): ``Images/*T{00..90}*.img``
-    and ``ExtremePhases/Case{n}_300_T{00,50}_xyz.txt``.
+    """A DIR-Lab 4D CT case laid out as published (``Case{n}Pack/``): ``Images/case{n}_T{00..90}*.img``
+    and ``{E,e}xtremePhases/`` landmark files (:func:`read_dirlab_landmarks`).
+
+    ``folder`` is one case pack, or a folder holding several packs (as the data card says to
+    unpack them): the requested case's pack is used, and a folder of packs without it is refused
+    with the cases it does hold. File names must carry the case number (DIR-Lab's do), so case
+    8 never reads case 6's files although the two share a grid.
 
     DIR-Lab files carry no orientation: the affine is ``diag(spacing)`` at the origin
     in the raw index frame, the same frame the landmark indices use. Times are the
-    phase fractions (0, 10, ..., 90 %); ``landmarks`` maps frame index -> (300, 3) voxels.
+    phase fractions (0, 10, ..., 90 %, one cycle: ``period`` 100); ``landmarks`` maps
+    frame index -> (300, 3) voxels.
     """
     from monai.data import MetaTensor
 
@@ -196,17 +271,18 @@ def read_dirlab_case(folder: str | Path, case: int, phases: list[int] | None = N
     shape, spacing = DIRLAB_CASES[case]
     aff = np.diag([*spacing, 1.0])
     phases = list(range(0, 100, 10)) if phases is None else phases
+    root = _dirlab_root(folder, case)
     frames, names = [], []
     for ph in phases:
-        hits = sorted(folder.rglob(f"*[Tt]{ph:02d}*.img"))
-        if not hits:
-            raise MedkitInputError(folder, f"no phase T{ph:02d} .img file for DIR-Lab case {case}")
-        frames.append(MetaTensor(read_dirlab_raw(hits[0], shape, hu_offset)[None], affine=aff,
-                                 meta={"filename_or_obj": str(hits[0])}))
+        # case1_T00_s.img, case2_T00-ssm.img, case6_T00.img: the case number, then the phase
+        hit = _dirlab_file(root, case, rf"^case{{case}}_T{ph:02d}(?!\d)[^/]*\.img$", f"T{ph:02d} image")
+        if hit is None:
+            others = [c for c in _cases_present(root) if c != case]
+            raise MedkitInputError(root, f"no phase T{ph:02d} .img file of DIR-Lab case {case} (case{case}_T{ph:02d}*.img)"
+                                   + (f"; files of case(s) {others} are here" if others else ""))
+        frames.append(MetaTensor(read_dirlab_raw(hit, shape, hu_offset)[None], affine=aff,
+                                 meta={"filename_or_obj": str(hit)}))
         names.append(f"T{ph:02d}")
-    lms = {}
-    for k, ph in enumerate(phases):
-        hits = sorted(folder.rglob(f"*300*[Tt]{ph:02d}*.txt"))
-        if hits:
-            lms[k] = read_landmarks_txt(hits[0])
-    return LoadedSequence(frames, [float(p) for p in phases], "%", names, lms or None)
+    found = read_dirlab_landmarks(root, case, tuple(phases))
+    lms = {k: found[ph] for k, ph in enumerate(phases) if ph in found}
+    return LoadedSequence(frames, [float(p) for p in phases], "%", names, lms or None, period=100.0)

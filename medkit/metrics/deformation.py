@@ -42,8 +42,12 @@ def psnr(pred: np.ndarray, true: np.ndarray, data_range: float | None = None) ->
 
 
 def ssim3d(pred: np.ndarray, true: np.ndarray, data_range: float | None = None, sigma: float = 1.5) -> float:
-    """Mean 3D SSIM (Wang et al. 2004) with a Gaussian window of ``sigma`` voxels
-    (truncated at 3.5 sigma, as skimage's ``gaussian_weights``), K1 = 0.01, K2 = 0.03."""
+    """Mean 3D SSIM (Wang et al. 2004): Gaussian window of ``sigma`` voxels truncated at 3.5 sigma
+    (11 voxels for 1.5), K1 = 0.01, K2 = 0.03, population (co)variances, averaged over the voxels
+    whose window lies inside the image. That is MONAI's ``SSIMMetric`` (win_size 11, kernel_sigma
+    1.5) and scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False)``; tests/metrics/test_def_metrics.py checks MONAI's.
+    ``data_range`` defaults to ``true.max() - true.min()``."""
     from scipy.ndimage import gaussian_filter
 
     x, y = np.asarray(pred, np.float64), np.asarray(true, np.float64)
@@ -53,7 +57,10 @@ def ssim3d(pred: np.ndarray, true: np.ndarray, data_range: float | None = None, 
     mx, my = f(x), f(y)
     vx, vy, cxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
+    r = int(3.5 * sigma + 0.5)  # window radius: inside this margin the window would leave the image
+    if min(s.shape) <= 2 * r:
+        raise ValueError(f"ssim3d: image {s.shape} is smaller than the {2 * r + 1}-voxel window")
+    return float(s[(slice(r, -r),) * s.ndim].mean())
 
 
 def folding_fraction(jac_det: np.ndarray, mask: np.ndarray | None = None) -> float:

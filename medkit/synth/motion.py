@@ -46,14 +46,19 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .breathing import (  # noqa: F401  (public names of this module)
+    BreathingMotion,
+    RigidBreathing,
+    _PhaseMap,
+    breathing_signal,
+    irregular_state,
+)
 from .shapes import downsample_labels, downsample_mean, grid_affine, rotation_matrix
 from .thorax import (
     LABELS,
     N_LABELS,
     TextureField,
     ThoraxParams,
-    cavity_depth,
-    dome_height,
     sample_thorax,
     thorax_hu_labels,
 )
@@ -79,6 +84,17 @@ class Motion4DConfig:
     fine_factor: int = 2  # each output voxel averages fine_factor^3 exact samples
     texture_mm: float = 2.0  # spacing of the vessel/texture lattices
     noise_hu: float = 10.0  # CT noise, independent per phase (0: noiseless)
+    # Per-phase noise: when > noise_hu, phase k's noise std is drawn from U(noise_hu, noise_hu_max)
+    # (low-dose 4D CT phases; REALISTIC_4DCT uses 60-100 HU).
+    noise_hu_max: float = 0.0
+    # Irregular breathing (0 = the regular cycle). Each phase bin of a sorted 4D CT comes from a
+    # different breathing cycle: its breathing state is scaled by (1 + e), e ~ N(0, amplitude_cv)
+    # (clipped at +-2.5 sd), and its breathing phase is off by N(0, phase_jitter) cycles.
+    amplitude_cv: float = 0.0
+    phase_jitter: float = 0.0
+    # Hysteresis: the AP and lateral states follow s(phi) (1 - eta sin(2 pi phi)), eta ~ U(range) per
+    # patient: they lag the SI state on inhale and lead it on exhale (a loop, not a line).
+    hysteresis: tuple[float, float] = (0.0, 0.0)
     n_phases: int = 10
     period_s: tuple[float, float] = (3.5, 4.5)
     signal_power: int = 2  # s(t) = sin^(2n)(pi t / T)
@@ -104,6 +120,7 @@ class LongitudinalConfig:
     fine_factor: int = 2
     texture_mm: float = 2.0
     noise_hu: float = 10.0
+    noise_hu_max: float = 0.0  # > noise_hu: scan k's noise std ~ U(noise_hu, noise_hu_max)
     n_timepoints: int = 4
     interval_days: float = 21.0
     breath_hold: tuple[float, float] = (0.0, 0.3)  # breathing state s of each follow-up scan
@@ -123,6 +140,14 @@ class LongitudinalConfig:
     forward_fields: bool = True
 
 
+#: Realism of a clinical phase-sorted 4D CT (``Motion4DConfig(**REALISTIC_4DCT)``), used by
+#: ``bench/deformation.py`` for every method alike. Sources and caveats: data_cards/synth-4dct.md.
+REALISTIC_4DCT = {"noise_hu": 60.0, "noise_hu_max": 100.0, "amplitude_cv": 0.15, "phase_jitter": 0.03,
+                  "hysteresis": (0.0, 0.3)}
+#: The same noise for longitudinal scans (``LongitudinalConfig(**REALISTIC_LONGITUDINAL)``).
+REALISTIC_LONGITUDINAL = {"noise_hu": 60.0, "noise_hu_max": 100.0}
+
+
 def _check(cfg) -> None:
     if cfg.n_cases < 1:
         raise ValueError(f"n_cases must be >= 1, got {cfg.n_cases}")
@@ -131,153 +156,24 @@ def _check(cfg) -> None:
     if cfg.fine_factor < 1:
         raise ValueError(f"fine_factor must be >= 1, got {cfg.fine_factor}")
     lo, hi = cfg.diaphragm_mm
-    if not 0 <= lo <= hi or hi >= 0.9 * min(cfg.decay_up_mm, cfg.decay_down_mm):
+    peak = 1.0 + 2.5 * getattr(cfg, "amplitude_cv", 0.0)  # largest breathing state an irregular cycle reaches
+    if not 0 <= lo <= hi or hi * peak >= 0.9 * min(cfg.decay_up_mm, cfg.decay_down_mm):
         # A / decay < 1 keeps d(phi_z)/dz > 0: the map must not fold.
         raise ValueError(f"diaphragm_mm {cfg.diaphragm_mm} must satisfy 0 <= lo <= hi < 0.9 x decay lengths")
     if cfg.sliding_mm <= 0:
         raise ValueError("sliding_mm must be > 0")
+    if cfg.noise_hu < 0 or cfg.noise_hu_max < 0:
+        raise ValueError("noise_hu and noise_hu_max must be >= 0")
+    for key in ("amplitude_cv", "phase_jitter"):
+        if not 0 <= getattr(cfg, key, 0.0) < 0.3:
+            raise ValueError(f"{key} must be in [0, 0.3), got {getattr(cfg, key)}")
+    h = getattr(cfg, "hysteresis", (0.0, 0.0))
+    if not 0 <= h[0] <= h[1] < 0.9:
+        raise ValueError(f"hysteresis {h} must satisfy 0 <= lo <= hi < 0.9")
 
 
 # ----------------------------------------------------------------------------- motion
-
-
-def breathing_signal(t, period_s: float, power: int = 2):
-    """Breathing state ``s(t) = sin^(2n)(pi t / T)`` in [0, 1]: 0 end exhale, 1 peak inhale."""
-    return np.sin(np.pi * np.asarray(t, dtype=np.float64) / period_s) ** (2 * power)
-
-
-def _softplus(u, w: float):
-    return w * np.logaddexp(0.0, u / w)
-
-
-def _sigmoid(u):
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
-
-
-def _softplus_sigmoid(u, w: float):
-    """``(softplus_w(u), sigmoid(u / w))`` from one exp and one log1p (the hot loop)."""
-    e = np.exp(-np.abs(u) / w)
-    sp = np.maximum(u, 0.0) + w * np.log1p(e)
-    sig = np.where(u >= 0, 1.0, e) / (1.0 + e)
-    return sp, sig
-
-
-@dataclass
-class BreathingMotion:
-    """Peak-inhale displacement model of one patient, scaled by the state ``s``.
-
-    ``forward``/``inverse`` take and return ``(x, y, z)`` world-mm arrays (float64).
-    """
-
-    anatomy: ThoraxParams
-    amplitude_mm: float
-    ap_mm: float
-    lat_mm: float
-    decay_up_mm: float = 90.0
-    decay_down_mm: float = 150.0
-    sliding_mm: float = 10.0
-    wall_fraction: float = 0.1
-
-    _W_SP = 8.0  # softness (mm) of the kinks in G and D_y
-
-    def _g(self, h):
-        """G(h) and dG/dh: decay with height h above the dome, G(0) = 1."""
-        w = self._W_SP
-        sp, sig = _softplus_sigmoid(h, w)  # softplus(-h) = softplus(h) - h
-        e = -sp / self.decay_up_mm - (sp - h) / self.decay_down_mm
-        e0 = -w * np.log(2.0) * (1 / self.decay_up_mm + 1 / self.decay_down_mm)
-        g = np.exp(e - e0)
-        dg = g * (-sig / self.decay_up_mm + (1.0 - sig) / self.decay_down_mm)
-        return g, dg
-
-    def weight(self, x, y):
-        """W(x, y): 1 in the cavity, ``wall_fraction`` in the chest wall and spine."""
-        p = self.anatomy
-        inside = _sigmoid(cavity_depth(x, y, p) * (4.4 / self.sliding_mm))
-        spine = np.exp(-((x / 35.0) ** 2 + ((y - p.y_spine) / 28.0) ** 2) ** 2)
-        return self.wall_fraction + (1 - self.wall_fraction) * inside * (1 - spine)
-
-    def _ap_height(self) -> float:
-        p = self.anatomy
-        return p.b_m + p.fat_mm - p.y_spine
-
-    def _dx(self, x):
-        p = self.anatomy
-        return self.lat_mm * x / (p.a_m + p.fat_mm)
-
-    def _dy(self, y):
-        return self.ap_mm * _softplus(y - self.anatomy.y_spine, 15.0) / self._ap_height()
-
-    def forward(self, pts, s: float):
-        """``phi_s(x) = x + s D(x)`` at reference points ``(x, y, z)``."""
-        x, y, z = (np.asarray(c, dtype=np.float64) for c in pts)
-        if s == 0:
-            return x.copy(), y.copy(), z.copy()
-        h = z - dome_height(x, y, self.anatomy)
-        g, _ = self._g(h)
-        dz = -self.amplitude_mm * self.weight(x, y) * g
-        return x + s * self._dx(x), y + s * self._dy(y), z + s * dz
-
-    def inverse(self, pts, s: float, iters: int = 30, tol: float = 1e-7):
-        """``phi_s^{-1}(y)``: x in closed form, y and z by 1D Newton (monotone)."""
-        yx, yy, yz = (np.asarray(c, dtype=np.float64) for c in pts)
-        if s == 0:
-            return yx.copy(), yy.copy(), yz.copy()
-        p = self.anatomy
-        x = yx / (1.0 + s * self.lat_mm / (p.a_m + p.fat_mm))
-        y = yy.copy()
-        hgt = self._ap_height()
-        for _ in range(iters):
-            sp, sig = _softplus_sigmoid(y - p.y_spine, 15.0)
-            f = y + s * self.ap_mm * sp / hgt - yy
-            y -= f / (1.0 + s * self.ap_mm * sig / hgt)
-            if np.max(np.abs(f)) < tol:
-                break
-        zd = dome_height(x, y, p)
-        aw = self.amplitude_mm * self.weight(x, y)
-        z = yz + s * aw * self._g(yz - zd)[0]  # one fixed-point step as the first guess
-        for _ in range(iters):
-            g, dg = self._g(z - zd)
-            f = z - s * aw * g - yz
-            z -= f / (1.0 - s * aw * dg)
-            if np.max(np.abs(f)) < tol:
-                break
-        return x, y, z
-
-
-@dataclass
-class RigidBreathing:
-    """Breathing state ``s`` then a rigid repositioning: ``y = Q phi_s(x) + c`` (mm)."""
-
-    breathing: BreathingMotion
-    s: float
-    rotation: np.ndarray  # (3, 3)
-    translation: np.ndarray  # (3,)
-
-    def forward(self, pts):
-        b = self.breathing.forward(pts, self.s)
-        q, c = self.rotation, self.translation
-        return tuple(q[i, 0] * b[0] + q[i, 1] * b[1] + q[i, 2] * b[2] + c[i] for i in range(3))
-
-    def inverse(self, pts):
-        q, c = self.rotation, self.translation
-        d = [np.asarray(pts[i], dtype=np.float64) - c[i] for i in range(3)]
-        r = tuple(q[0, i] * d[0] + q[1, i] * d[1] + q[2, i] * d[2] for i in range(3))  # Q^T d
-        return self.breathing.inverse(r, self.s)
-
-
-class _PhaseMap:
-    """Adapter: forward/inverse of one breathing state."""
-
-    def __init__(self, motion: BreathingMotion, s: float):
-        self.motion, self.s = motion, s
-
-    def forward(self, pts):
-        return self.motion.forward(pts, self.s)
-
-    def inverse(self, pts):
-        return self.motion.inverse(pts, self.s)
-
+# (the breathing model lives in medkit.synth.breathing; re-exported here)
 
 # ----------------------------------------------------------------------------- rendering
 
@@ -410,10 +306,21 @@ def _patient(cfg, rng: np.random.Generator):
     return anatomy, motion, tex
 
 
+def _noise_sd(cfg, k: int, noise_rng: np.random.Generator) -> float:
+    """Noise std (HU) of frame ``k``: ``noise_hu``, or U(noise_hu, noise_hu_max) per frame."""
+    if cfg.noise_hu_max > cfg.noise_hu:
+        return float(noise_rng.uniform(cfg.noise_hu, cfg.noise_hu_max))
+    return float(cfg.noise_hu)
+
+
 def _write_case(case_dir: Path, cfg, anatomy: ThoraxParams, tex: TextureField, frames: list[dict],
-                rng: np.random.Generator, time_unit: str) -> dict:
+                rng: np.random.Generator, time_unit: str, noise_rng: np.random.Generator | None = None,
+                period: float | None = None) -> dict:
     """Render and write every frame of one case; ``frames[k]`` holds ``map``, ``time``,
-    ``anatomy`` (that scan's anatomy). Frame 0 is the reference (identity map)."""
+    ``anatomy`` (that scan's anatomy). Frame 0 is the reference (identity map).
+    ``noise_rng`` draws per-frame noise levels (a stream of its own, so the default
+    data stay bit-identical); ``period`` (one breathing cycle) goes into ``times.json``."""
+    noise_rng = noise_rng if noise_rng is not None else np.random.default_rng(0)
     from ..io import save_volume
 
     shape, spacing = tuple(cfg.shape), tuple(cfg.spacing_mm)
@@ -433,8 +340,10 @@ def _write_case(case_dir: Path, cfg, anatomy: ThoraxParams, tex: TextureField, f
             idx = pick_landmarks(hu, lab == 3, cfg.n_landmarks)
             ref_pts = (aff[:3, :3] @ idx.T + aff[:3, 3:4]).T  # (K, 3) mm
             lm["reference"] = {"mm": _r(ref_pts), "voxel": idx.tolist()}
-        if cfg.noise_hu > 0:
-            hu = hu + rng.normal(0.0, cfg.noise_hu, hu.shape).astype(np.float32)
+        sd = _noise_sd(cfg, k, noise_rng)
+        if sd > 0:
+            hu = hu + rng.normal(0.0, sd, hu.shape).astype(np.float32)
+            fr.setdefault("info", {})["noise_hu"] = round(sd, 3)
         ddf, fwd = displacement_fields(fr["map"], shape, spacing)
         pk = np.stack(fr["map"].forward(tuple(ref_pts.T.astype(np.float64)))).T  # (K, 3)
         back = np.stack(fr["map"].inverse(tuple(pk.T))).T
@@ -460,7 +369,7 @@ def _write_case(case_dir: Path, cfg, anatomy: ThoraxParams, tex: TextureField, f
     write_json(case_dir / "landmarks.json", lm)
     write_json(case_dir / "times.json", {
         "unit": time_unit, "reference_index": 0, "times": [fr["time"] for fr in frames],
-        "frames": per_frame,
+        **({"period": period} if period is not None else {}), "frames": per_frame,
     })
     return {"seconds": time.perf_counter() - t0, "max_inverse_residual_mm": max(max_res, max_lm_res),
             "n_landmarks": len(ref_pts)}
@@ -505,15 +414,20 @@ def generate_4dct_dataset(cfg: Motion4DConfig, out: Path, progress: Callable | N
         anatomy, motion, tex = _patient(cfg, rng)
         period = float(rng.uniform(*cfg.period_s))
         times = [k * period / cfg.n_phases for k in range(cfg.n_phases)]
+        # Irregularity draws come from their own stream: with them off the data are unchanged.
+        irr = np.random.default_rng([cfg.seed, i, 1])
+        eta = float(irr.uniform(*cfg.hysteresis))
         frames = []
-        for t in times:
-            s = float(breathing_signal(t, period, cfg.signal_power))
-            frames.append({"map": _PhaseMap(motion, s), "time": round(t, 6), "anatomy": anatomy,
-                           "info": {"breathing_state": s}})
-        stats = _write_case(out / cid, cfg, anatomy, tex, frames, rng, "s")
+        for k, t in enumerate(times):
+            st = irregular_state(k * 1.0 / cfg.n_phases, cfg, eta, irr, reference=k == 0)
+            frames.append({"map": _PhaseMap(motion, st["states"]), "time": round(t, 6), "anatomy": anatomy,
+                           "info": {"breathing_state": st["states"][2], "state_lat_ap_si": _r(st["states"], 6),
+                                    "cycle_phase": round(st["phase"], 6), "cycle_amplitude": round(st["amp"], 6)}})
+        stats = _write_case(out / cid, cfg, anatomy, tex, frames, rng, "s", noise_rng=irr, period=round(period, 6))
         write_json(out / cid / "case.json", {
             "case_id": cid, "period_s": period, "diaphragm_amplitude_mm": motion.amplitude_mm,
-            "ap_mm": motion.ap_mm, "lat_mm": motion.lat_mm, "anatomy": _anatomy_json(anatomy), **stats})
+            "ap_mm": motion.ap_mm, "lat_mm": motion.lat_mm, "hysteresis_eta": eta,
+            "anatomy": _anatomy_json(anatomy), **stats})
         rows.append({"case_id": cid, "diaphragm_amplitude_mm": motion.amplitude_mm, **stats})
     _dataset_json(out, "synth-4dct", cfg, ids, "s", cfg.n_phases)
     return {"n_cases": len(rows), "out": str(out), "cases": rows,
@@ -554,7 +468,8 @@ def generate_longitudinal_dataset(cfg: LongitudinalConfig, out: Path, progress: 
                            "info": {"breathing_state": s, "tumour_radius_mm": a_k.tumour_mm,
                                     "fat_mm": a_k.fat_mm, "translation_mm": _r(tr, 4),
                                     "rotation": _r(rot, 6)}})
-        stats = _write_case(out / cid, cfg, anatomy, tex, frames, rng, "days")
+        stats = _write_case(out / cid, cfg, anatomy, tex, frames, rng, "days",
+                            noise_rng=np.random.default_rng([cfg.seed, i, 1]))
         write_json(out / cid / "case.json", {
             "case_id": cid, "diaphragm_amplitude_mm": motion.amplitude_mm, "tumour_volume_loss": shrink,
             "shrink_tau_days": tau, "fat_change_mm": dfat, "anatomy": _anatomy_json(anatomy), **stats})

@@ -74,3 +74,89 @@ def test_single_dicom_series_refused(tmp_path, tiny_sequence):
     write_dicom_series(load_volume(tiny_sequence / "phase_00.nii.gz"), tmp_path / "one", uid_seed=3)
     with pytest.raises(MedkitInputError, match="one 3D volume"):
         S.read_sequence(tmp_path / "one")
+
+
+# ----------------------------------------------------------------------------- DIR-Lab, several packs
+DIRLAB = "dirlab_format_clone"  # Case1Pack (cases 1-5 format), Case6Pack and Case8Pack (cases 6-10 format)
+
+
+def test_dirlab_landmarks_both_formats_from_a_folder_of_packs(realformat):
+    root = realformat / DIRLAB
+    lm8 = S.read_dirlab_landmarks(root, 8)
+    lm6 = S.read_dirlab_landmarks(root, 6)
+    lm1 = S.read_dirlab_landmarks(root, 1)
+    for lm in (lm8, lm6, lm1):
+        assert set(lm) == {0, 50} and lm[0].shape == (300, 3)
+    # case 8's first row " 136\t 209\t 53\t\r\n" (1-based) -> 0-based (135, 208, 52): its own file, not case 6's
+    np.testing.assert_array_equal(lm8[0][0], [135, 208, 52])
+    assert not np.array_equal(lm8[0], lm6[0])
+    np.testing.assert_array_equal(lm1[0][0], [53, 164, 12])  # "54\t165\t13\r\n"
+    # a pack folder itself works too
+    np.testing.assert_array_equal(S.read_dirlab_landmarks(root / "Case8Pack", 8)[50], lm8[50])
+
+
+def test_dirlab_case_absent_from_a_folder_of_packs_is_refused(realformat):
+    with pytest.raises(MedkitInputError, match=r"no Case9Pack here.*case\(s\) 1, 6, 8"):
+        S.read_dirlab_landmarks(realformat / DIRLAB, 9)
+    with pytest.raises(MedkitInputError, match="no Case7Pack"):
+        S.read_dirlab_case(realformat / DIRLAB, 7)
+
+
+def _pack_with_images(tmp_path, realformat, case: int, value: int) -> None:
+    """Case{case}Pack: the genuine-format landmark folder (linked, not copied) + tiny raw images."""
+    pack = tmp_path / f"Case{case}Pack"
+    (pack / "Images").mkdir(parents=True)
+    (pack / "extremePhases").symlink_to(realformat / DIRLAB / f"Case{case}Pack" / "extremePhases")
+    for ph in (0, 50):
+        np.full(6 * 5 * 4, value + ph, dtype="<i2").tofile(pack / "Images" / f"case{case}_T{ph:02d}.img")
+
+
+def test_dirlab_several_packs_read_the_requested_case(tmp_path, realformat, monkeypatch):
+    """Cases 6, 8 and 9 share a grid: with Case6Pack and Case8Pack unpacked side by side, case 8
+    must come back with case 8's images and landmarks (it used to return case 6's)."""
+    for c in (6, 8):
+        monkeypatch.setitem(S.DIRLAB_CASES, c, ((6, 5, 4), (0.97, 0.97, 2.5)))
+    _pack_with_images(tmp_path, realformat, 6, 600)
+    _pack_with_images(tmp_path, realformat, 8, 800)
+    seq8 = S.read_dirlab_case(tmp_path, 8, phases=[0, 50])
+    seq6 = S.read_dirlab_case(tmp_path, 6, phases=[0, 50])
+    assert seq8.frames[0][0].numpy().max() == 800 - 1024 and seq8.frames[1][0].numpy().max() == 850 - 1024
+    assert seq6.frames[0][0].numpy().max() == 600 - 1024
+    assert "Case8Pack" in seq8.frames[0].meta["filename_or_obj"]
+    np.testing.assert_array_equal(seq8.landmarks[0][0], [135, 208, 52])
+    assert not np.array_equal(seq8.landmarks[0], seq6.landmarks[0])
+    assert seq8.period == 100.0 and seq8.times == [0.0, 50.0]
+
+
+def test_dirlab_flat_folder_never_mixes_cases(tmp_path, monkeypatch):
+    """A flat folder with case 1 and case 10 images: case1_T00 must not match case10_T00, and a
+    case whose images are missing is refused naming the cases that are there."""
+    monkeypatch.setitem(S.DIRLAB_CASES, 1, ((6, 5, 4), (0.97, 0.97, 2.5)))
+    monkeypatch.setitem(S.DIRLAB_CASES, 10, ((6, 5, 4), (0.97, 0.97, 2.5)))
+    np.full(120, 10, dtype="<i2").tofile(tmp_path / "case10_T00.img")
+    with pytest.raises(MedkitInputError, match=r"no phase T00 .img file of DIR-Lab case 1 .*case\(s\) \[10\]"):
+        S.read_dirlab_case(tmp_path, 1, phases=[0])
+    np.full(120, 1, dtype="<i2").tofile(tmp_path / "case1_T00_s.img")
+    assert S.read_dirlab_case(tmp_path, 1, phases=[0]).frames[0][0].numpy().max() == 1 - 1024
+    assert S.read_dirlab_case(tmp_path, 10, phases=[0]).frames[0][0].numpy().max() == 10 - 1024
+    (tmp_path / "copy").mkdir()
+    np.full(120, 1, dtype="<i2").tofile(tmp_path / "copy" / "case1_T00_s.img")
+    with pytest.raises(MedkitInputError, match="2 files could be the T00 image of DIR-Lab case 1"):
+        S.read_dirlab_case(tmp_path, 1, phases=[0])
+
+
+def test_period_from_times_json_and_percent(tmp_path, tiny_sequence):
+    import json
+    import shutil
+
+    sf = S.read_sequence(tiny_sequence)
+    assert sf.period is None  # times.json without a period: a longitudinal-style series
+    d = tmp_path / "cyc"
+    shutil.copytree(tiny_sequence, d)
+    (d / "times.json").write_text(json.dumps({"unit": "s", "times": [0.0, 1.0, 2.0], "period": 3.0}))
+    assert S.read_sequence(d).period == 3.0
+    (d / "times.json").write_text(json.dumps({"unit": "s", "times": [0.0, 1.0, 2.0], "period": 1.5}))
+    with pytest.raises(MedkitInputError, match="period 1.5 must exceed"):
+        S.read_sequence(d)
+    (d / "times.json").write_text(json.dumps({"unit": "%", "times": [0.0, 20.0, 40.0]}))
+    assert S.read_sequence(d).period == 100.0

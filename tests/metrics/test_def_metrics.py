@@ -22,7 +22,7 @@ def test_tre_lost_landmark_counts_as_worst():
 
 
 def test_ncc_psnr_ssim_identical():
-    a = np.random.default_rng(0).normal(size=(8, 8, 8))
+    a = np.random.default_rng(0).normal(size=(16, 16, 16))
     assert M.ncc(a, a) == pytest.approx(1.0)
     assert M.ncc(a, 2 * a + 3) == pytest.approx(1.0)
     assert M.ncc(a, -a) == pytest.approx(-1.0)
@@ -45,3 +45,41 @@ def test_folding_and_dice():
     b = np.array([1, 0, 0, 0])
     d = M.dice(a, b, [1, 2, 3])  # label 1: 2*1/(2+1); 2: missing in truth -> 0; 3: absent in both -> 1
     assert d[1] == pytest.approx(2 / 3) and d[2] == 0.0 and d[3] == 1.0
+
+
+def _pair(shape=(20, 18, 16)):
+    rng = np.random.default_rng(3)
+    true = rng.normal(size=shape).cumsum(0).cumsum(1)  # structured, not white noise
+    return true + rng.normal(scale=2.0, size=shape), true
+
+
+@pytest.mark.parametrize("data_range", [None, 50.0])
+def test_ssim3d_equals_monai_ssim_metric(data_range):
+    import torch
+    from monai.metrics import SSIMMetric
+
+    pred, true = _pair()
+    L = float(true.max() - true.min()) if data_range is None else data_range
+    theirs = SSIMMetric(spatial_dims=3, data_range=L, win_size=11, kernel_sigma=1.5)(
+        torch.as_tensor(pred)[None, None].float(), torch.as_tensor(true)[None, None].float())
+    ours = M.ssim3d(pred, true, data_range=data_range)
+    assert ours == pytest.approx(float(theirs.mean()), abs=2e-4)  # float32 convolutions in MONAI
+    assert 0.0 < ours < 0.99
+
+
+def test_ssim3d_refuses_an_image_smaller_than_the_window():
+    with pytest.raises(ValueError, match="window"):
+        M.ssim3d(np.zeros((10, 30, 30)), np.ones((10, 30, 30)))
+
+
+def test_psnr_equals_monai_psnr_metric():
+    import torch
+    from monai.metrics import PSNRMetric
+
+    pred, true = _pair()
+    L = float(true.max() - true.min())
+    theirs = PSNRMetric(max_val=L)(torch.as_tensor(pred)[None, None], torch.as_tensor(true)[None, None])
+    assert M.psnr(pred, true) == pytest.approx(float(theirs.mean()), rel=1e-6)
+    assert M.psnr(pred, true, data_range=1500.0) == pytest.approx(
+        float(PSNRMetric(max_val=1500.0)(torch.as_tensor(pred)[None, None], torch.as_tensor(true)[None, None]).mean()),
+        rel=1e-6)

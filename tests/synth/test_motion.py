@@ -242,3 +242,39 @@ def test_cli_synth_4dct(tmp_path):
 def test_config_rejects_folding_amplitude():
     with pytest.raises(ValueError, match="diaphragm_mm"):
         generate_4dct_dataset(Motion4DConfig(diaphragm_mm=(5.0, 200.0)), Path("/nonexistent/never"))
+
+
+def test_irregular_breathing_hysteresis_and_per_phase_noise(tmp_path):
+    """REALISTIC_4DCT: each phase bin from its own cycle (amplitude, phase), AP/lateral states off the SI
+    state (a loop), noise std per phase in 60-100 HU; the ground truth stays exact and invertible."""
+    from medkit.synth.motion import REALISTIC_4DCT, irregular_state
+
+    cfg = Motion4DConfig(**{**TINY, "n_phases": 6, "n_landmarks": 20, **REALISTIC_4DCT, "hysteresis": (0.25, 0.3)})
+    summary = generate_4dct_dataset(cfg, tmp_path)
+    assert summary["max_inverse_residual_mm"] < 1e-3          # inverse maps still exact with per-axis states
+    case = tmp_path / "4dct_000"
+    info = json.loads((case / "times.json").read_text())
+    fr = info["frames"]
+    assert info["period"] == pytest.approx(json.loads((case / "case.json").read_text())["period_s"], abs=1e-5)
+    assert fr[0]["state_lat_ap_si"] == [0.0, 0.0, 0.0] and np.abs(_load(case / "ddf_00.nii.gz")).max() == 0
+    assert all(60.0 <= f["noise_hu"] <= 100.0 for f in fr) and len({f["noise_hu"] for f in fr}) == len(fr)
+    amps = [f["cycle_amplitude"] for f in fr[1:]]
+    assert np.std(amps) > 0.01 and all(abs(a - 1) <= 2.5 * 0.15 + 1e-9 for a in amps)
+    # hysteresis: on inhale (phase < 0.5) AP lags SI, on exhale it leads: inhale and exhale paths differ
+    for f in fr[1:]:
+        s_lat, s_ap, s_si = f["state_lat_ap_si"]
+        ph = f["cycle_phase"] % 1.0
+        assert s_lat == s_ap and (s_ap < s_si if 0.02 < ph < 0.48 else s_ap > s_si if 0.52 < ph < 0.98 else True)
+    # pure function: regular breathing and no hysteresis give one state on every axis (the old data)
+    reg = irregular_state(0.3, Motion4DConfig(), 0.0, np.random.default_rng(0))
+    assert reg["states"] == (pytest.approx(breathing_signal(0.3, 1.0, 2)),) * 3 and reg["amp"] == 1.0
+    # the observed noise matches the recorded level (flat air outside the body)
+    ph = _load(case / "phase_03.nii.gz")
+    assert np.std(ph[:3, :3, :]) == pytest.approx(fr[3]["noise_hu"], rel=0.15)
+
+
+def test_realistic_settings_are_checked():
+    with pytest.raises(ValueError, match="amplitude_cv"):
+        generate_4dct_dataset(Motion4DConfig(amplitude_cv=0.5), Path("/nonexistent/never"))
+    with pytest.raises(ValueError, match="hysteresis"):
+        generate_4dct_dataset(Motion4DConfig(hysteresis=(0.5, 0.2)), Path("/nonexistent/never"))
