@@ -16,6 +16,8 @@ class DataConfig:
     n_train: int = 200             # cases with oracle demonstrations (SFT)
     n_rl: int = 32                 # further training cases for RL (no demonstrations)
     n_eval: int = 12               # held-out cases for evaluation
+    eval_split: str = "validate"   # where `medkit dialogue train` evaluates its stages (never test)
+    kb_split: str = "train"        # ddxplus: the patients the knowledge base is counted on
     seed: int = 0
 
 
