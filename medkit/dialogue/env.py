@@ -26,6 +26,7 @@ import numpy as np
 
 from .actions import FORMAT_REMINDER, Action, FormatError, norm, parse_action
 from .patient import match_test, scrub
+from .readers import ANY as ANY_VALUE
 
 
 @dataclass
@@ -126,8 +127,9 @@ class DialogueEnv:
                 facts = rep.facts or ({rep.evidence: rep.present} if rep.present is not None else {})
                 if len(facts) > 1:
                     # a multi-choice answer ("forehead") states its values, not the absence of the
-                    # 163 others: counting each as an independent "no" would swamp the posterior
-                    facts = {e: v for e, v in facts.items() if v}
+                    # 163 others: counting each as an independent "no" would swamp the posterior;
+                    # whether any value was given is the question's one "(any)" evidence
+                    facts = {e: v for e, v in facts.items() if v or self.kb.evidences[e].value == ANY_VALUE}
                 self.known.update(facts)
                 if rep.present is False:
                     self._skip_children(rep.evidence)

@@ -193,7 +193,7 @@ class PersonaPatient:
         if len(q.evidences) == 1:
             text = self._voice(self.kb.evidences[q.evidences[0]], bool(yes))
         else:
-            text = self._values([self.kb.evidences[e].value for e in yes])
+            text = self._values([self.kb.evidences[e].value for e in yes if self.kb.evidences[e].value != "(any)"])
         return Reply(scrub(text, self.names), qid, bool(yes), facts)
 
     def _values(self, values: list[str]) -> str:

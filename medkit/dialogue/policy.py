@@ -210,7 +210,7 @@ class ConstrainedDoctor:
                                       temperature=self.temperature, generator=self.generator)
         if self.record:
             for env, d in zip(envs, decisions):
-                self._traces.setdefault(id(env), []).extend(d)
+                self._traces.setdefault(id(env), []).extend((env.turns, x) for x in d)
         self.stats["turns"] += len(envs)
         self.stats["calls"] += sess.calls - calls0
         self.stats["fed_tokens"] += sess.fed_tokens - fed0
@@ -220,12 +220,11 @@ class ConstrainedDoctor:
     def act(self, env) -> str:
         return self.act_batch([env])[0]
 
-    def trace(self, env):
-        """``RowTrace`` of a finished episode: its whole token stream and its branch-point decisions."""
-        from ..lm.constrained import RowTrace
-
-        ids, _ = doctor_stream(env, self.grammar(env.kb))
-        return RowTrace(ids, list(self._traces.get(id(env), [])))
+    def trace(self, env) -> tuple[list[int], list[int], list]:
+        """``(stream ids, action mask, [(turn (0-based), Decision), ...])`` of a finished episode:
+        its whole token stream and the branch-point decisions of its doctor turns (``record=True``)."""
+        ids, mask = doctor_stream(env, self.grammar(env.kb))
+        return ids, mask, list(self._traces.get(id(env), []))
 
     def reset(self) -> None:
         """Drop every KV cache and recorded trace (call after a batch of episodes)."""

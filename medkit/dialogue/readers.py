@@ -38,6 +38,7 @@ import numpy as np
 
 from ..io.errors import MedkitInputError
 
+ANY = "(any)"    # value of the per-question "answered with a non-default value" evidence
 CSV_COLUMNS = ("AGE", "SEX", "PATHOLOGY", "EVIDENCES", "INITIAL_EVIDENCE", "DIFFERENTIAL_DIAGNOSIS")
 SPLITS = ("train", "validate", "test")
 
@@ -192,6 +193,13 @@ def present_evidences(codes: list[str], qs: dict, vals: dict, *, where: str = ""
     return list(dict.fromkeys(out))
 
 
+def with_any(present: list[str]) -> list[str]:
+    """``present`` plus ``E_x_@_(any)`` for every categorical / multi-choice question answered
+    with a non-default value (see :func:`ddxplus_knowledge_base`)."""
+    groups = dict.fromkeys(e.split("_@_")[0] for e in present if "_@_" in e)
+    return list(present) + [f"{g}_@_{ANY}" for g in groups]
+
+
 def _condition_defs(root: Path) -> dict:
     path = root / "release_conditions.json"
     data = _read_json(path)
@@ -208,7 +216,9 @@ def ddxplus_knowledge_base(root: str | Path, *, split: str = "train", max_rows: 
     Evidences: every yes/no question is one evidence; every non-default value of a
     categorical / multi-choice question (``E_55_@_V_29``: pain in the forehead) is one
     evidence whose ``group`` is the question, so asking the question reveals all its values
-    (:attr:`KnowledgeBase.questions`). A question asked only after a yes to another
+    (:attr:`KnowledgeBase.questions`), together with ``E_x_@_(any)``, present when the answer
+    is not the default: a "no" is then one calibrated factor P(no value | c) in the posterior,
+    not the absence of each of 164 locations counted as independent evidence. A question asked only after a yes to another
     (``code_question``: pain location after "any pain?") records that parent.
 
     P(e | c) = (n(e, c) + alpha) / (n(c) + 2 alpha) over the ``split`` patients (the
@@ -241,6 +251,11 @@ def ddxplus_knowledge_base(root: str | Path, *, split: str = "train", max_rows: 
             evidences[code] = Evidence(code, etype, question=q["text"], say=labels[code], salience=1,
                                        parent=q["parent"])
             continue
+        # "any value": present when the answer is not the default. One calibrated factor for a "no"
+        # answer, where the absence of each of 164 pain locations would count one "no" 164 times
+        any_id = f"{code}_@_{ANY}"
+        evidences[any_id] = Evidence(any_id, etype, question=q["text"], say=labels[code], salience=0, group=code,
+                                     value=ANY, parent=q["parent"])
         for v, meaning in vals[code].items():
             eid = f"{code}_@_{v}"
             evidences[eid] = Evidence(eid, etype, question=f"{q['text']} - {meaning}", say=labels[code], salience=1,
@@ -249,7 +264,7 @@ def ddxplus_knowledge_base(root: str | Path, *, split: str = "train", max_rows: 
     for name, c in conds.items():
         pats = by_c.get(name, [])
         listed = set(c.get("symptoms") or {}) | set(c.get("antecedents") or {})
-        counts = Counter(e for p in pats for e in p)
+        counts = Counter(e for p in pats for e in with_any(p))
         lik = {eid: float((counts.get(eid, 0) + alpha) / (len(pats) + 2 * alpha))
                for eid in evidences if eid.split("_@_")[0] in listed}
         ages = [a for a, _ in demo.get(name, [])] or [0, 40, 100]
@@ -290,7 +305,7 @@ def read_ddxplus_cases(root: str | Path, split: str, kb, *, limit: int | None = 
         cid = names.get(r["pathology"])
         if cid is None:
             raise DatasetFormatError(path, f"row {r['row']}: PATHOLOGY {r['pathology']!r} is not in release_conditions.json")
-        present = present_evidences(r["evidences"], qs, vals, where=f"{path} row {r['row']}")
+        present = with_any(present_evidences(r["evidences"], qs, vals, where=f"{path} row {r['row']}"))
         unknown = [e for e in present + [r["initial"]] if e not in kb.evidences]
         if unknown:
             raise DatasetFormatError(path, f"row {r['row']}: evidence code(s) {unknown[:3]} not in release_evidences.json")

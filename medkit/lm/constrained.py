@@ -24,7 +24,7 @@ far; logits ``(B, V)`` at each row's last fed token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class TrieNode:
@@ -228,11 +228,3 @@ def decode_step(streams: BatchStreams, rows: Sequence[int], contexts: Sequence[S
             _force(c, emitted[i])
             pending[i] = emitted[i][start:]
     return emitted, decisions, pending
-
-
-@dataclass
-class RowTrace:
-    """Everything RL needs about one row: its whole stream and its branch-point decisions."""
-
-    stream: list[int] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
