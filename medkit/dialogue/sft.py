@@ -110,6 +110,7 @@ def agreement(model, examples: list[dict], pad: int, *, batch_size: int = 8) -> 
     was = model.training
     model.eval()
     first, turns, diag = [], [], []
+    examples = sorted(examples, key=lambda e: len(e["ids"]))     # similar lengths: little padding
     for s in range(0, len(examples), batch_size):
         part = examples[s:s + batch_size]
         h, off = hidden_states(model, [e["ids"] for e in part], pad)
@@ -180,6 +181,21 @@ def freeze_lower(model, train_layers: int | None, train_embeddings: bool = False
             p.requires_grad_(True)
 
 
+def length_batches(examples: list[dict], k: int, rng: random.Random):
+    """Endless batches of ``k`` examples of similar length: every epoch the length-sorted list is cut
+    into consecutive chunks (from a random offset) and the chunks are shuffled, so each example is
+    seen once per epoch. Left padding to the longest of a random batch wastes ~40 % of the compute
+    at batch 8; within a chunk lengths differ little."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["ids"]))
+    while True:
+        off = rng.randrange(k)
+        chunks = [order[max(0, s - off): s - off + k] for s in range(0, len(order) + off, k)]
+        chunks = [c for c in chunks if c]
+        rng.shuffle(chunks)
+        for c in chunks:
+            yield [examples[i] for i in c]
+
+
 def train_sft(model, tok, train: list[dict], cfg: SFTLoopConfig, out_dir: str | Path, *,
               evals: dict[str, list[dict]] | None = None, log=None, resume: bool = False) -> dict:
     """Fine-tune ``model`` (its trainable parameters) on ``train`` examples (:func:`replay_example`).
@@ -208,6 +224,7 @@ def train_sft(model, tok, train: list[dict], cfg: SFTLoopConfig, out_dir: str | 
         start = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
     rng = random.Random(cfg.seed * 1000003 + start)
+    batches = length_batches(train, min(cfg.batch_size, len(train)), rng)
     evals = evals or {}
     curve = [r for r in mlog.read() if r.get("kind") == "eval" and r["step"] <= start]
 
@@ -230,7 +247,7 @@ def train_sft(model, tok, train: list[dict], cfg: SFTLoopConfig, out_dir: str | 
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        batch = rng.sample(train, min(cfg.batch_size, len(train)))
+        batch = next(batches)
         loss, n_tok = sft_loss(model, batch, pad)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else torch.tensor(0.0)
