@@ -82,6 +82,9 @@ def error_discovery(doctor, cases, kb, *, max_turns: int = 10, seed: int = 0) ->
     return out
 
 
+_error_discovery = error_discovery   # evaluate()'s flag of the same name shadows the function
+
+
 def _ci_text(m: dict) -> str:
     """``0.250 [0.12, 0.40]`` (mean and 95 % CI), ``n/a`` when nothing was scored."""
     return "n/a" if m.get("mean") is None else f"{m['mean']:.3f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
@@ -263,7 +266,8 @@ def evaluate(model: str | Path = "oracle", data: str | Path | None = None, split
         recs, summ = evaluate_doctor(doctor, cases, kb, patient=patient, max_turns=cfg.max_turns, seed=seed, lm=lm,
                                      judge=the_judge, batch_size=batch_size,
                                      progress=lambda d, n: say(f"  {d}/{n} dialogues"))
-        errors = error_discovery(doctor, cases, kb, max_turns=cfg.max_turns, seed=seed) if error_discovery else None
+        errors = (_error_discovery(doctor, cases, kb, max_turns=cfg.max_turns, seed=seed)
+                  if error_discovery else None)
     except BaseException:
         if run is not None:
             run.finish("failed")
