@@ -37,6 +37,29 @@ DIALOGUE_OVERRIDES = ["sft.steps=400", "data.n_train=200", "data.n_rl=0", "data.
                       "srppo.enabled=false", "grpo.enabled=false", "grpo_entropy_alpha=0"]
 DDXPLUS = ROOT.parent / "shared" / "realformat" / "ddxplus"   # the genuine DDXPlus files (--ddxplus)
 
+CURVE_CELLS = ROOT / "bench" / "results" / "dialogue_sft_curve-cpu" / "cells"
+
+
+def curve_recipe() -> tuple[list[str], dict]:
+    """The SFT recipe of the SmolLM2 doctor, read from bench/dialogue_sft_curve.py's finished cells:
+    the arm with the highest first-action agreement on its training dialogues at the end of the
+    curve (ties: fewer trainable parameters). Returns ``(overrides, {arm, value, cell})``; no cells:
+    ``([], {})`` (the pipeline as written)."""
+    import yaml
+
+    arms = []
+    for f in sorted(CURVE_CELLS.glob("arm__*.json")) if CURVE_CELLS.exists() else []:
+        r = json.loads(f.read_text())["result"]
+        arms.append((r["curve"][-1]["train_first_action"], -r["trainable_params"], r, f))
+    if not arms:
+        return [], {}
+    score, _, r, f = max(arms, key=lambda a: (a[0], a[1]))
+    lora = "null" if r["lora"] is None else yaml.safe_dump(r["lora"], default_flow_style=True).strip()
+    return ([f"model.sft_lora={lora}", f"sft.lr={r['lr']}"],
+            {"arm": r["arm"], "train_first_action": score, "cell": str(f.relative_to(ROOT)),
+             "arms": {a[2]["arm"]: a[0] for a in arms}})
+
+
 PORTABLE_ROOT = "data/synth-cxr-64"  # data.root recorded in exported CoFE configs (the pipelines' value)
 
 # name -> (kind, pipeline, overrides); the SmolLM2 pipelines are CPU-sized as written.
@@ -260,6 +283,11 @@ def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run
     from medkit.pipelines import run_spec
 
     _, pipeline, overrides = SPECS[name]
+    recipe: dict = {}
+    if name == "dialogue-doctor-smollm2":
+        rec, recipe = curve_recipe()
+        overrides = [*overrides, *rec]
+        SPECS[name] = (SPECS[name][0], pipeline, overrides)     # check_run compares against these
     run = from_run or work / name
     extra = [f"data.root={ddxplus}"] if name == "dialogue-doctor-smollm2" else []
     if from_run is None:
@@ -277,7 +305,7 @@ def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run
     metrics = {"component": "dialogue", "format": "medkit-model/1", "model": name, "pipeline": f"pipelines/{pipeline}",
                "stage": "sft", "eval_split": summ.get("eval_split", "validate"), "n_eval": summ["n_eval"],
                "patient": summ["patient"], "validation": {k: by_source[k] for k in ("sft", "base", "oracle")},
-               "sft_curve": summ.get("sft_curve", []), "overrides": overrides,
+               "sft_curve": summ.get("sft_curve", []), "overrides": overrides, "recipe_from_curve": recipe,
                "sft_seconds": json.loads((run / "sft" / "stage.json").read_text()).get("stage_s"),
                "training_config": json.loads(json.dumps(summ.get("config")))}
     old = MODELS / name / "metrics.json"

@@ -57,6 +57,7 @@ class ModelConfig:
         "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
     top_k: int = 3                           # differential length of a DIAGNOSIS
     dtype: str = "float32"
+    save_dtype: str = "float32"              # float16: stage weights stored at half size (loaded back as dtype)
 
 
 # --------------------------------------------------------------------------- tokeniser
@@ -280,7 +281,11 @@ def save_policy(path: str | Path, cfg: ModelConfig, vocab: list[str] | None, lay
     path = Path(path)
     if path.suffix == ".pt":
         path = path.parent
-    weights = {f"layers.{i}.{n}": v for i, layer in enumerate(layers) for n, v in layer["state"].items()}
+    import torch
+
+    store = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.save_dtype]
+    weights = {f"layers.{i}.{n}": (v.to(store) if v.is_floating_point() else v)
+               for i, layer in enumerate(layers) for n, v in layer["state"].items()}
     assets = {"vocab": vocab, "meta": meta,
               "layers": [{"lora": layer["lora"], "keys": sorted(layer["state"])} for layer in layers]}
     save_model_folder(path, config=cfg, weights=weights, component="dialogue", assets=assets,

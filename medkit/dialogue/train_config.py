@@ -112,3 +112,5 @@ def check_config(cfg: DialogueTrainConfig) -> None:
         raise ConfigError("grpo.group_size must be at least 2 (group-normalised advantages)")
     if cfg.model.top_k < 1:
         raise ConfigError("model.top_k must be at least 1")
+    if cfg.model.save_dtype not in ("float32", "float16", "bfloat16"):
+        raise ConfigError(f"model.save_dtype = {cfg.model.save_dtype!r} must be float32, float16 or bfloat16")
