@@ -131,7 +131,7 @@ def run_rl(arm: str, seed: int) -> dict:
     if spec["kind"] == "srppo":
         cfg.srppo = SRPPOStage(steps=spec["steps"], cases_per_step=spec["cases_per_step"], lr=spec["lr"],
                                vf_lr=spec["vf_lr"], temperature=spec["temperature"])
-        base, _ = build_base(mcfg)
+        base, _ = build_base(mcfg, vocab)     # pi_base: the model SFT started from
         model, layer, row = srppo_stage(sft, base, tok, parts, cfg, out, seed=seed, resume=True, log=log)
     else:
         cfg.grpo = GRPOStage(steps=spec["steps"], cases_per_step=spec["cases_per_step"],
