@@ -30,6 +30,10 @@ ARMS = {  # name -> (sft_lora or None for full fine-tuning, lr, train_layers)
     "lora_r64_all_lr5e-4": ({"r": 64, "lora_alpha": 64, "target_modules": [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}, 5e-4, None),
     "full_lr1e-4": (None, 1e-4, None),
+    # added after the first two LoRA arms were still rising at step 160: higher learning rates
+    "lora_r64_all_lr2e-3": ({"r": 64, "lora_alpha": 64, "target_modules": [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}, 2e-3, None),
+    "full_lr3e-4": (None, 3e-4, None),
 }
 SETTINGS = {"n_train": 300, "n_val": 48, "steps": 160, "batch_size": 4, "eval_every": 40, "eval_n": 48,
             "max_turns": 10, "seed": 0, "warmup": 10}
