@@ -29,6 +29,7 @@ an error the fault-free oracle does not show (:mod:`medkit.dialogue.sage`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -344,6 +345,9 @@ def assemble(bench) -> None:
             **target_ci(paired_diff(pa, ga, units=units, seed=0)), "persona": float(np.mean(pa)),
             "generic": float(np.mean(ga)), "seeds": len(sage)}
 
+    # ---- the shipped doctor's card: its test-set numbers, when the cells evaluated these very weights
+    _card_test_numbers({k: shipped[k] for k in ("synth_test", "ddxplus_test") if k in shipped}, evals)
+
     # ---- transcripts for the report (shipped doctor on genuine DDXPlus rows)
     ex = evals.get("eval/sft/seed0/ddxplus_test")
     extra = {"missing_cells": missing, "transcripts_ddxplus": ex["transcripts"] if ex else [],
@@ -352,6 +356,27 @@ def assemble(bench) -> None:
     print(f"\nwrote {path.relative_to(ROOT)}; {len(missing)} cells missing")
     for k, t in targets.items():
         print(f"  target {k}: value {t.get('value')}, target {t.get('target')}, held {t.get('held')}")
+
+
+def _card_test_numbers(rows: dict, evals: dict) -> None:
+    """Write the SFT doctor's test rows into models/dialogue-doctor-smollm2/metrics.json and re-render
+    its card, only if every eval cell used ran on the weights now in the folder (sha256)."""
+    from bench.shipped_models import render_cards
+    from medkit.io.atomic import write_json
+    from medkit.runs import sha256_file
+
+    mfile = SFT_MODEL / "metrics.json"
+    if not rows or not mfile.exists():
+        return
+    sha = sha256_file(SFT_MODEL / "model.safetensors")
+    if any(evals[f"eval/sft/seed0/{k}"]["weights_sha256"] != sha for k in rows):
+        print("the SFT eval cells are of other weights than models/dialogue-doctor-smollm2: card not updated")
+        return
+    m = json.loads(mfile.read_text())
+    m["test"] = {k.split("_")[0]: {f: r[f] for f in ("n", "top1", "top3", "mean_turns", "format_errors",
+                                                     "invented_conditions")} for k, r in rows.items()}
+    write_json(mfile, m)
+    render_cards()
 
 
 def main() -> None:

