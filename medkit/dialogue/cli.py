@@ -55,26 +55,32 @@ def train(
                                                       "checkpoint (only step counts may change)."),
 ) -> None:
     """Oracle demonstrations -> SFT -> SR-PPO and multi-turn GRPO; evaluates every stage on validation cases."""
-    from ..config import ConfigError
-    from ..io.errors import MedkitInputError
     from ..pipelines import run_spec
 
-    overrides = list(set_)
-    if data is not None:
-        if not data.is_dir():
-            raise MedkitInputError(data, "not a folder (--data takes a DDXPlus release folder)")
-        from ..config import read_pipeline_spec
-
-        spec_path = _spec_path(pipeline)
-        src = (read_pipeline_spec(spec_path, "dialogue-train").get("data") or {}).get("source")
-        overrides = [f"data.source={'both' if src == 'both' else 'ddxplus'}", f"data.root={data}", *overrides]
-    if split is not None:
-        if split not in ("train", "validate", "test"):
-            raise ConfigError(f"--split {split!r} must be train, validate or test")
-        overrides = [f"data.train_split={split}", *overrides]
+    overrides = [*data_overrides(pipeline, data, split), *set_]
     run = run_spec(pipeline, out=out, overrides=overrides, resume=resume, expect="dialogue-train",
                    log=lambda m: typer.echo(m, err=True))
     typer.echo(f"run folder: {run}")
+
+
+def data_overrides(pipeline: str, data: Path | None, split: str | None) -> list[str]:
+    """The config overrides ``--data`` / ``--split`` stand for: a DDXPlus folder makes the spec's
+    source ``ddxplus`` (or keeps ``both``, one doctor for synthetic and DDXPlus cases) with that root;
+    ``--split`` is where the training cases come from."""
+    from ..config import ConfigError, read_pipeline_spec
+    from ..io.errors import MedkitInputError
+
+    out = []
+    if data is not None:
+        if not data.is_dir():
+            raise MedkitInputError(data, "not a folder (--data takes a DDXPlus release folder)")
+        src = (read_pipeline_spec(_spec_path(pipeline), "dialogue-train").get("data") or {}).get("source")
+        out += [f"data.source={'both' if src == 'both' else 'ddxplus'}", f"data.root={data}"]
+    if split is not None:
+        if split not in ("train", "validate", "test"):
+            raise ConfigError(f"--split {split!r} must be train, validate or test")
+        out.append(f"data.train_split={split}")
+    return out
 
 
 def _spec_path(pipeline: str) -> Path:

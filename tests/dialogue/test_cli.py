@@ -211,12 +211,13 @@ def test_help_examples_run(tmp_path, monkeypatch, realformat):
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "ddx" / "summary.json").read_text())
     assert s["sources"] == ["ddxplus"] and s["config"]["data"]["root"] == str(realformat / "ddxplus")
-    from medkit.config import load_config
-    from medkit.dialogue.cli import _spec_path
-    from medkit.dialogue.train_config import DialogueTrainConfig
+    # a spec of both sources keeps both when --data is given (the DDXPlus folder fills data.root)
+    from medkit.dialogue.cli import data_overrides
 
-    assert _spec_path("dialogue_smollm2_cpu").name == "dialogue_smollm2_cpu.yaml"
-    assert load_config(ROOT / "pipelines" / "dialogue_smollm2_cpu.yaml", DialogueTrainConfig).name  # spec, not config
+    root = realformat / "ddxplus"
+    assert data_overrides("dialogue_smollm2_cpu", root, None) == ["data.source=both", f"data.root={root}"]
+    assert data_overrides("dialogue_tiny", root, "validate") == ["data.source=ddxplus", f"data.root={root}",
+                                                                 "data.train_split=validate"]
 
     assert all(c.startswith("ddxplus_validate_") for c in s["eval_case_ids"]["ddxplus"])
 
