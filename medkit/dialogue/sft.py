@@ -34,17 +34,19 @@ def replay_example(case: dict, kb, actions: list[str], grammar, *, patient: str 
     every branch point of every action.
 
     Returns ``{"case_id", "ids", "mask", "branches"}``; ``branches[t]`` lists turn t's
-    ``(position, allowed tokens, oracle token)``. Raises ValueError when an action is not
+    ``(position, allowed tokens, oracle token)``; ``first_end[t]`` is where turn t's first segment
+    (the kind and the first item: the final diagnosis' first name) ends. Raises ValueError when an action is not
     legal under ``grammar`` at its turn (the demonstration and the grammar disagree)."""
     from .env import DialogueEnv
     from .policy import doctor_stream
     from .rollout import make_patient
 
     env = DialogueEnv(case, make_patient(patient, case, kb), kb, max_turns=max_turns)
-    branches = []
+    branches, first_end = [], []
     for a in actions:
         text = grammar.canonical(a)
         start = len(doctor_stream(env, grammar)[0])
+        first_end.append(start + len(grammar.first.sequences[grammar.parse(text)[0]]))
         c = grammar.constraint(env)
         turn = []
         for k, t in enumerate(grammar.encode(text)):
@@ -57,7 +59,7 @@ def replay_example(case: dict, kb, actions: list[str], grammar, *, patient: str 
         branches.append(turn)
         env.step(text)
     ids, mask = doctor_stream(env, grammar)
-    return {"case_id": case["case_id"], "ids": ids, "mask": mask, "branches": branches}
+    return {"case_id": case["case_id"], "ids": ids, "mask": mask, "branches": branches, "first_end": first_end}
 
 
 def _body_head(model):
@@ -105,33 +107,38 @@ def sft_loss(model, examples: list[dict], pad: int) -> tuple[torch.Tensor, int]:
 def agreement(model, examples: list[dict], pad: int, *, batch_size: int = 8) -> dict:
     """Teacher-forced agreement of greedy constrained decoding with the demonstrations (module doc).
 
-    Returns ``{"first_action", "action", "diagnosis", "n_dialogues", "n_turns"}`` (shares in [0, 1])."""
+    Returns ``{"first_action", "action", "diagnosis", "diagnosis_top1", "n_dialogues", "n_turns"}``
+    (shares in [0, 1]; ``diagnosis_top1``: the final diagnosis' first name only)."""
     _, head = _body_head(model)
     was = model.training
     model.eval()
-    first, turns, diag = [], [], []
+    first, turns, diag, top1 = [], [], [], []
     examples = sorted(examples, key=lambda e: len(e["ids"]))     # similar lengths: little padding
     for s in range(0, len(examples), batch_size):
         part = examples[s:s + batch_size]
         h, off = hidden_states(model, [e["ids"] for e in part], pad)
         for b, e in enumerate(part):
-            oks = []
-            for turn in e["branches"]:
+            oks, head_ok = [], True
+            for t, turn in enumerate(e["branches"]):
                 ok = True
                 for pos, allowed, tok in turn:
                     lg = head(h[b, off[b] + pos - 1]).float()
                     al = torch.tensor(allowed, device=lg.device)
                     if int(al[int(torch.argmax(lg[al]))]) != tok:
                         ok = False
+                        if t == len(e["branches"]) - 1 and pos < e.get("first_end", [10**9] * (t + 1))[t]:
+                            head_ok = False
                         break
                 oks.append(ok)
             first.append(oks[0])
             turns += oks
             diag.append(oks[-1])
+            top1.append(oks[-1] or head_ok)
     model.train(was)
     n = len(examples)
     return {"first_action": sum(first) / max(n, 1), "action": sum(turns) / max(len(turns), 1),
-            "diagnosis": sum(diag) / max(n, 1), "n_dialogues": n, "n_turns": len(turns)}
+            "diagnosis": sum(diag) / max(n, 1), "diagnosis_top1": sum(top1) / max(n, 1), "n_dialogues": n,
+            "n_turns": len(turns)}
 
 
 # --------------------------------------------------------------------------- training
