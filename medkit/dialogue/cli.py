@@ -55,9 +55,12 @@ def train(
                                                       "checkpoint (only step counts may change)."),
 ) -> None:
     """Oracle demonstrations -> SFT -> SR-PPO and multi-turn GRPO; evaluates every stage on validation cases."""
-    from ..pipelines import run_spec
+    from ..pipelines import resolve, run_spec
+    from .train_config import check_config
 
     overrides = [*data_overrides(pipeline, data, split), *set_]
+    if not resume:   # a bad config is refused before a run folder exists (a resumed run checks its own)
+        check_config(resolve(pipeline, overrides, expect="dialogue-train")[1])
     run = run_spec(pipeline, out=out, overrides=overrides, resume=resume, expect="dialogue-train",
                    log=lambda m: typer.echo(m, err=True))
     typer.echo(f"run folder: {run}")

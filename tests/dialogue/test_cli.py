@@ -168,7 +168,8 @@ def test_eval_bad_ddxplus_folder_and_read_only_output(tmp_path, realformat):
         ro.chmod(0o700)
 
 
-def test_train_user_errors(tmp_path, realformat):
+def test_train_user_errors(tmp_path, monkeypatch, realformat):
+    monkeypatch.chdir(tmp_path)     # the default run folder would be runs/<name>-<time> here
     res = runner.invoke(app, ["dialogue", "train", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 2 and "no such pipeline spec" in res.output
     bad = tmp_path / "bad.yaml"
@@ -182,6 +183,7 @@ def test_train_user_errors(tmp_path, realformat):
     res = runner.invoke(app, ["dialogue", "train", "dialogue_tiny", "--data", str(realformat / "ddxplus"),
                               "--set", "data.eval_split=train"])
     assert res.exit_code == 2 and "held-out cases must not be training cases" in res.output
+    assert not (tmp_path / "runs").exists(), "a refused config must not leave a run folder behind"
     res = runner.invoke(app, ["dialogue", "chat", "--role", "nurse"])
     assert res.exit_code == 2 and "must be doctor or patient" in res.output
 
