@@ -2,6 +2,7 @@
 
     python bench/dialogue_sft_curve.py --arm ARM      # one arm (a resumable cell; queue one per arm)
     python bench/dialogue_sft_curve.py                # every arm not yet run, then the table and PNG
+    python bench/dialogue_sft_curve.py --assemble     # the table and PNG from the arms finished so far
 
 Each arm fine-tunes the packaged SmolLM2-135M-Instruct on the same oracle dialogues
 (synthetic training cases, seed 0) for the same number of steps and batch size, and
@@ -90,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arm", choices=list(ARMS), default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "dialogue-sft-curve")
+    ap.add_argument("--assemble", action="store_true", help="table and PNG from the finished arms only")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a few dialogues (checks the script)")
     a = ap.parse_args()
     import torch
@@ -103,6 +105,9 @@ def main() -> None:
         s.update(n_train=8, n_val=4, steps=4, batch_size=2, eval_every=2, eval_n=4, warmup=1)
     bench = Bench("dialogue_sft_curve" + ("_smoke" if a.smoke else ""), device="cpu", config=s)
     arms = [a.arm] if a.arm else list(ARMS)
+    if a.assemble:
+        arms = [arm for arm in ARMS if bench.done(f"arm/{arm}")]
+        print(f"assembling {len(arms)} finished arms; not run: {[x for x in ARMS if x not in arms]}")
     res = {arm: bench.cell(f"arm/{arm}", lambda arm=arm: run_arm(arm, a.work, s)) for arm in arms}
     if a.arm:
         return
@@ -131,7 +136,7 @@ def main() -> None:
     best = max(rows, key=lambda r: r["train_first_action"])
     bench.write({"arms": rows}, targets={"sft_train_first_action": target(best["train_first_action"], 0.9, ">=",
                                                                           arm=best["arm"])},
-                extra={"png": str(png.relative_to(ROOT))})
+                extra={"png": str(png.relative_to(ROOT)), "arms_not_run": [x for x in ARMS if x not in res]})
 
 
 if __name__ == "__main__":
