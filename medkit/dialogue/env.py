@@ -26,6 +26,7 @@ import numpy as np
 
 from .actions import FORMAT_REMINDER, Action, FormatError, norm, parse_action
 from .patient import match_test, scrub
+from .readers import ANY as ANY_VALUE
 
 
 @dataclass
@@ -79,6 +80,7 @@ class DialogueEnv:
         self.predicted: list[str | None] = []
         self.known: dict[str, bool] = {}
         self.asked: list[str] = []          # evidence ids asked about (answered or not)
+        self.asked_q: list[str] = []        # question ids asked, in order
         self.tests: list[str] = []          # test ids ordered, in order
         self.gains: list[float] = []
         cc = c["chief_complaint"]["evidence"]
@@ -119,9 +121,19 @@ class DialogueEnv:
             row["kind"] = "ask"
             rep = self.patient.answer(act.text)
             if rep.evidence is not None:
-                self.asked.append(rep.evidence)
-                if rep.present is not None:
-                    self.known[rep.evidence] = rep.present
+                q = self.kb.questions.get(rep.evidence)
+                self.asked_q.append(rep.evidence)
+                self.asked.extend(q.evidences if q is not None else [rep.evidence])
+                facts = rep.facts or ({rep.evidence: rep.present} if rep.present is not None else {})
+                if len(facts) > 1:
+                    # a multi-choice answer ("forehead") states its values, not the absence of the
+                    # 163 others: counting each as an independent "no" would swamp the posterior;
+                    # whether any value was given is the question's one "(any)" evidence
+                    facts = {e: v for e, v in facts.items() if v or self.kb.evidences[e].value == ANY_VALUE}
+                self.known.update(facts)
+                if rep.present is False:
+                    self._skip_children(rep.evidence)
+                row["question"] = q.text if q is not None else act.text
             row.update(evidence=rep.evidence, present=rep.present)
             obs = rep.text
         elif act.kind == "EXAM":
@@ -146,6 +158,15 @@ class DialogueEnv:
         if row["kind"] != "diagnosis":
             self.transcript.append({"role": "patient" if row["kind"] == "ask" else "system", "text": obs})
         return StepResult(obs, self.done, {"kind": row["kind"], "info_gain": gain})
+
+    def _skip_children(self, qid: str) -> None:
+        """A no to ``qid`` answers every question asked only after a yes to it (DDXPlus: no pain ->
+        no pain location, character or intensity): they count as asked. They are not recorded as
+        absent evidence, which would count one "no" many times over in the posterior."""
+        for q in self.kb.questions.values():
+            if q.parent == qid and q.id not in self.asked_q:
+                self.asked_q.append(q.id)
+                self.asked.extend(q.evidences)
 
     def _exam(self, name: str, row: dict) -> str:
         tid = match_test(self.kb, name)

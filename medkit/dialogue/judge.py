@@ -98,7 +98,11 @@ def _present(case: dict, kb, eid: str) -> bool:
 
 def asked_and_examined(transcript: list[dict], kb) -> tuple[set[str], set[str]]:
     """``(asked, examined)``: evidences the doctor asked about; findings of the tests it ordered."""
-    asked = {r["evidence"] for r in transcript if r.get("kind") == "ask" and r.get("evidence")}
+    asked = set()
+    for r in transcript:
+        if r.get("kind") == "ask" and r.get("evidence"):   # a question id: every evidence its answer settles
+            q = kb.questions.get(r["evidence"])
+            asked |= set(q.evidences) if q is not None else {r["evidence"]}
     tests = {r["test"] for r in transcript if r.get("kind") == "exam" and r.get("test")}
     return asked, {e for e, ev in kb.evidences.items() if ev.test in tests}
 

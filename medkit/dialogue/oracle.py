@@ -9,7 +9,9 @@ known-present / known-absent evidences, age, sex), never the case. Each turn:
 3. else the action of largest expected information gain (entropy reduction, nats):
    asking evidence e splits p by P(e | c); a test reveals several findings, scored
    as the sum of its findings' gains (an upper bound: findings are treated as
-   independent given nothing) times ``test_weight`` (< 1: ask before you order).
+   independent given nothing) times ``test_weight`` (< 1: ask before you order);
+   a DDXPlus multi-choice question (pain location) likewise, times ``group_weight``.
+   A question is asked by its short label (``ASK: chest pain``).
 
 With ``rationale=k`` a ``DIAGNOSIS`` also cites (``| because: ...``) up to ``k``
 established-present findings that most favour the chosen condition: largest
@@ -51,12 +53,19 @@ class OracleDoctor:
 
     def __init__(self, kb, *, stop_p: float = 0.85, min_gain: float = 0.01, test_weight: float = 0.7,
                  top_k: int = 3, background_rate: float = 0.01, use_tests: bool = True,
-                 rationale: int = 0):
+                 rationale: int = 0, confidence: bool = True, group_weight: float = 1.0):
         self.kb, self.stop_p, self.min_gain, self.test_weight = kb, stop_p, min_gain, test_weight
         self.top_k, self.bg, self.use_tests, self.rationale = top_k, background_rate, use_tests, rationale
+        self.confidence, self.group_weight = confidence, group_weight
         self.q = kb.probs(background_rate)
-        self.askable = np.array([e.type in ("symptom", "history") for e in kb.evidences.values()])
         self.test_of = np.array([e.test or "" for e in kb.evidences.values()])
+        # (Q, E) membership of evidences in askable questions (a DDXPlus multi-choice question
+        # reveals all its values; a synthetic question is one evidence)
+        self.qids = list(kb.questions)
+        self.member = np.zeros((len(self.qids), len(kb.ev_ids)), dtype=bool)
+        for i, qid in enumerate(self.qids):
+            self.member[i, [kb.ev_index[e] for e in kb.questions[qid].evidences]] = True
+        self.qweight = np.where(self.member.sum(1) > 1, group_weight, 1.0)
 
     def posterior(self, env) -> np.ndarray:
         from ..synth.knowledge import log_posterior_indexed
@@ -67,27 +76,40 @@ class OracleDoctor:
         return np.exp(log_posterior_indexed(kb, pres, absn, env.case.get("age"), env.case.get("sex"),
                                             background_rate=self.bg))
 
+    def gains(self, env, p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """``(question_gains (Q,), test_gains (T,), test_ids)``: expected information gain (nats) of
+        each askable question and each test not yet asked / ordered (-inf when not available).
+        A question or test revealing several evidences scores the sum of their gains (an upper
+        bound), times ``group_weight`` / ``test_weight``."""
+        kb = self.kb
+        p = self.posterior(env) if p is None else p
+        sex = env.case.get("sex")
+        done = set(env.known) | set(env.asked)
+        ok = np.array([e not in done and ev.sex in (None, sex) for e, ev in kb.evidences.items()])
+        g = np.where(ok, expected_gains(p, self.q), 0.0)
+        gq = (self.member * g[None, :]).sum(1) * self.qweight
+        asked = set(getattr(env, "asked_q", ()))
+        avail = (self.member & ok[None, :]).any(1) & np.array([q not in asked for q in self.qids])
+        gq = np.where(avail, gq, -np.inf)
+        tids = list(kb.tests) if self.use_tests else []
+        gt = np.full(len(tids), -np.inf)
+        for j, tid in enumerate(tids):
+            cols = (self.test_of == tid) & ok
+            if tid not in env.tests and cols.any():
+                gt[j] = self.test_weight * g[cols].sum()
+        return gq, gt, tids
+
     def choose(self, env) -> Action:
         kb = self.kb
         p = self.posterior(env)
-        sex = env.case.get("sex")
         if p.max() >= self.stop_p or env.turns + 1 >= env.max_turns:
             return self._diagnose(p, env)
-        done = set(env.known) | set(env.asked)
-        ok = np.array([e not in done and ev.sex in (None, sex) for e, ev in kb.evidences.items()])
-        g = expected_gains(p, self.q)
-        g_ask = np.where(self.askable & ok, g, -np.inf)
-        best_ask = int(np.argmax(g_ask))
-        best = (g_ask[best_ask], Action("ASK", kb.evidences[kb.ev_ids[best_ask]].question))
-        if self.use_tests:
-            for tid, t in kb.tests.items():
-                if tid in env.tests:
-                    continue
-                cols = (self.test_of == tid) & ok
-                if cols.any():
-                    gt = self.test_weight * g[cols].sum()
-                    if gt > best[0]:
-                        best = (gt, Action("EXAM", t.name))
+        gq, gt, tids = self.gains(env, p)
+        iq = int(np.argmax(gq))
+        best = (gq[iq], Action("ASK", kb.questions[self.qids[iq]].label))
+        if len(gt) and gt.max() > best[0]:
+            j = int(np.argmax(gt))
+            best = (gt[j], Action("EXAM", kb.tests[tids[j]].name))
         if not np.isfinite(best[0]) or best[0] < self.min_gain:
             return self._diagnose(p, env)
         return best[1]
@@ -96,7 +118,8 @@ class OracleDoctor:
         order = np.argsort(-p, kind="stable")[: self.top_k]
         names = tuple(self.kb.conditions[i].name for i in order)
         why = self.cite(p, int(order[0]), env) if self.rationale and env is not None else ()
-        return Action("DIAGNOSIS", names[0], names, round(float(p[order[0]]), 2), why)
+        conf = round(float(p[order[0]]), 2) if self.confidence else None
+        return Action("DIAGNOSIS", names[0], names, conf, why)
 
     def cite(self, p: np.ndarray, top: int, env) -> tuple[str, ...]:
         """Up to ``rationale`` established-present findings favouring condition ``top`` (see module doc)."""

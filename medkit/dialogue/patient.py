@@ -16,10 +16,13 @@ SAGE (arXiv 2510.11997) builds a simulated user from a top-down persona
 - :class:`LLMPatient`: the same grounded fact, re-voiced by a local causal LM
   (SmolLM2 by default) in the persona's style; falls back to the rule text when
   the LM reply is empty or contradicts the fact (a "no" fact needs a negation).
-- :class:`GenericPatient` (the control): no persona (flat "Yes." / "No.") and no
-  case grounding: it answers from the textbook picture of the condition
-  (present iff P(e | condition) >= 0.5), the way an LLM asked to "play a patient
-  with X" does.
+- :class:`GenericPatient` (the control): the same case facts without a persona
+  (flat "Yes." / "No.", no misunderstanding, nothing volunteered), so a difference
+  between the two simulators is the persona's doing.
+
+A question (:attr:`medkit.synth.knowledge.KnowledgeBase.questions`) is named by its
+short label (``chest pain``), its id or its text; a DDXPlus multi-choice question
+("where is the pain?") is answered with every value present ("forehead, temple(L)").
 
 Every reply passes :func:`scrub`, which removes the true diagnosis name (and its
 parenthesised alias) so a patient never says it verbatim.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,11 +47,16 @@ LITERACY_CONFUSION = 0.4
 
 @dataclass(frozen=True)
 class Reply:
-    """A patient turn: the text the doctor sees, and the fact it carries (None: no information)."""
+    """A patient turn: the text the doctor sees and the facts it carries.
+
+    ``evidence`` is the question id answered (None: no information), ``present`` whether any of
+    its evidences is present, ``facts`` every evidence the answer settles (``{id: present}``;
+    one for a yes/no question, each value of a DDXPlus multi-choice question)."""
 
     text: str
     evidence: str | None = None
     present: bool | None = None
+    facts: dict = field(default_factory=dict)
 
 
 def _content(s: str) -> set[str]:
@@ -65,6 +73,9 @@ def _index(kb) -> dict:
             exact[norm(ev.question)] = eid
             exact[norm(eid)] = eid
             words[eid] = _content(ev.question) | _content(eid.replace("_", " "))
+        for qid, q in kb.questions.items():   # a question's label / id / text names its first evidence
+            for k in (q.label, qid, q.text):
+                exact.setdefault(norm(k), q.evidences[0])
         tests = {}
         for tid, t in kb.tests.items():
             tests[norm(tid)] = tid
@@ -99,6 +110,13 @@ def match_question(kb, question: str, sex: str | None = None, min_coverage: floa
     if eid is not None and sex is not None and kb.evidences[eid].sex not in (None, sex):
         return None
     return eid
+
+
+def match_ask(kb, text: str, sex: str | None = None) -> str | None:
+    """The question id an ``ASK:`` names: its label, id or text exactly (any case / punctuation),
+    else the question of :func:`match_question`'s evidence; None when nothing matches."""
+    eid = match_question(kb, text, sex)
+    return None if eid is None else kb.question_of(eid)
 
 
 def match_test(kb, text: str) -> str | None:
@@ -162,15 +180,30 @@ class PersonaPatient:
         return scrub(text, self.names)
 
     def answer(self, question: str) -> Reply:
-        eid = match_question(self.kb, question, self.case.get("sex"))
-        if eid is None:
+        qid = match_ask(self.kb, question, self.case.get("sex"))
+        if qid is None:
             return Reply(NOT_UNDERSTOOD)
-        ev = self.kb.evidences[eid]
-        if (ev.type == "history" and self.persona.get("health_literacy") == "low"
-                and _rng(self.case["case_id"], eid).random() < LITERACY_CONFUSION):
+        q = self.kb.questions[qid]
+        if (q.type == "history" and self.persona.get("health_literacy") == "low"
+                and _rng(self.case["case_id"], qid).random() < LITERACY_CONFUSION):
             return Reply("I don't really know what that means, sorry.")
-        yes = self.fact(eid)
-        return Reply(scrub(self._voice(ev, yes), self.names), eid, yes)
+        sex = self.case.get("sex")
+        facts = {e: self.fact(e) for e in q.evidences if self.kb.evidences[e].sex in (None, sex)}
+        yes = [e for e, v in facts.items() if v]
+        if len(q.evidences) == 1:
+            text = self._voice(self.kb.evidences[q.evidences[0]], bool(yes))
+        else:
+            text = self._values([self.kb.evidences[e].value for e in yes if self.kb.evidences[e].value != "(any)"])
+        return Reply(scrub(text, self.names), qid, bool(yes), facts)
+
+    def _values(self, values: list[str]) -> str:
+        """Answer to a multi-choice question (DDXPlus): the values present, or no."""
+        if not values:
+            return {"terse": "No.", "normal": "No, none.", "rambling": "No, nothing like that at all."}.get(
+                self.persona.get("verbosity", "normal"), "No.")
+        listed = ", ".join(values)
+        return {"terse": f"{listed}.", "rambling": f"Yes, {listed}, I think that's all."}.get(
+            self.persona.get("verbosity", "normal"), f"Yes: {listed}.")
 
     def _voice(self, ev, yes: bool) -> str:
         verb = self.persona.get("verbosity", "normal")
@@ -187,17 +220,18 @@ class PersonaPatient:
 
 
 class GenericPatient(PersonaPatient):
-    """Control simulator: no persona, no case grounding (textbook answers for the condition)."""
+    """Control simulator (SAGE's "generic" user): the same case facts, no persona.
+
+    It answers every question from the case (as :class:`PersonaPatient` does) in a flat
+    voice ("Yes." / "No." / the values), never misunderstands, never volunteers anything
+    beyond the chief complaint and never voices worry: what is left is exactly the persona's
+    contribution. (It used to answer from the textbook picture of the condition, which made
+    part of the errors it found its own.)"""
 
     kind = "generic"
 
-    def __init__(self, case: dict, kb, threshold: float = 0.5):
+    def __init__(self, case: dict, kb):
         super().__init__({**case, "persona": {}}, kb)
-        cond = kb.condition(case["diagnosis"]["id"]) if case["diagnosis"]["id"] in kb.cond_index else None
-        self.textbook = {e for e, p in (cond.likelihoods.items() if cond else ()) if p >= threshold}
-
-    def fact(self, evidence: str) -> bool:
-        return evidence in self.textbook
 
     def opening(self) -> str:
         self.volunteered = []
@@ -205,6 +239,9 @@ class GenericPatient(PersonaPatient):
 
     def _voice(self, ev, yes: bool) -> str:
         return "Yes." if yes else "No."
+
+    def _values(self, values: list[str]) -> str:
+        return f"{', '.join(values)}." if values else "No."
 
 
 _YES_START = re.compile(r"^\W*(yes|yeah|yep|i do|i have|i've|i am|sure)\b", re.I)
@@ -253,7 +290,7 @@ class LLMPatient(PersonaPatient):
         if not out or not consistent(out, bool(base.present)):
             self.stats["fallbacks"] += 1
             return base
-        return Reply(scrub(out, self.names), base.evidence, base.present)
+        return Reply(scrub(out, self.names), base.evidence, base.present, base.facts)
 
 
 PATIENTS = {"persona": PersonaPatient, "generic": GenericPatient}

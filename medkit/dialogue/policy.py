@@ -1,23 +1,36 @@
-"""LM doctors: prompts, a word-level tokeniser for the tiny test LM, build / save / load.
+"""LM doctors: the dialogue as a token stream, constrained decoding, build / save / load.
 
-A doctor turn is one chat completion. The dialogue so far is rendered as a chat:
-the patient's turns (and exam results, format reminders) are ``user`` messages,
-the doctor's earlier actions ``assistant`` messages, so over a whole episode the
-doctor's tokens are exactly the assistant spans (the mask used in training).
+The doctor sees the dialogue as one plain-text stream, the same for every model::
+
+    P: 45-year-old female. I've come in because of chest pain.
+    D: ASK: fever<eos>
+    P: No, I don't think so.
+    D: EXAM: 12-lead ECG<eos>
+    R: 12-lead ECG: ST elevation.
+    D: DIAGNOSIS: Acute myocardial infarction; Unstable angina; Pericarditis<eos>
+
+``P:`` lines are the patient, ``R:`` lines test results, ``D:`` lines the doctor's
+actions, each ended by the tokenizer's EOS token. A doctor turn is decoded under the
+grammar of legal actions (:mod:`medkit.dialogue.grammar`, :mod:`medkit.lm.constrained`):
+format errors and invented conditions cannot happen. The stream has no system prompt
+and no chat template: it is short (about 16 tokens a turn with SmolLM2's tokenizer),
+which is what makes CPU training and evaluation affordable, and the model learns the
+format from supervised fine-tuning on the oracle's dialogues, rendered by the same
+function (:func:`doctor_stream`) that decoding extends turn by turn, so training and
+decoding see identical token ids.
 
 Models (``ModelConfig.name``):
 
 - ``"tiny"``: a random-init 2-layer Llama (:func:`medkit.lm.tiny_causal_lm`) over a
-  word-level vocabulary built from the knowledge base and demonstration text
-  (the CPU / test default; a character vocabulary would need far more steps).
-  SFT fine-tunes all its weights.
-- ``"smollm2-135m-instruct"`` or a local HF folder: LoRA SFT (``sft_lora``), merged
-  into the weights after SFT.
+  word-level vocabulary built from the knowledge base and demonstration text (the
+  CPU / test default). SFT fine-tunes all its weights.
+- ``"smollm2-135m-instruct"`` or a local HF folder: SFT fully (``sft_lora: null``) or
+  through a LoRA adapter (merged after SFT).
 
 RL stages add a fresh LoRA adapter (``rl_lora``) on the SFT weights, so "the
 reference policy = adapter disabled" (medkit.rl convention) is the SFT model.
-A stage is saved as ``policy.pt``: the model config, the vocabulary, and the
-chain of weight layers (full state or LoRA state) to replay on the base model.
+A stage is saved as a model folder: the model config, the vocabulary, and the chain
+of weight layers (full state or LoRA state) to replay on the base model.
 """
 
 from __future__ import annotations
@@ -27,13 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DOCTOR_SYSTEM = ("You are a doctor. Interview the patient, order tests, then diagnose. Reply with one line: "
-                 "ASK: <question> or EXAM: <test> or DIAGNOSIS: <name>; <second>; <third> | confidence: <0-1>.")
-RATIONALE_SYSTEM = (" End a DIAGNOSIS with | because: <fact>; <fact>, citing only facts the patient or a test "
-                    "gave you.")
 TINY_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+ROLE_TAG = {"patient": "P", "system": "R"}
 
 
 @dataclass
@@ -42,14 +52,12 @@ class ModelConfig:
     hidden: int = 128                        # tiny only
     layers: int = 2                          # tiny only
     heads: int = 4                           # tiny only
-    sft_lora: dict[str, Any] | None = None   # None: full fine-tuning in SFT (tiny); LoRA options otherwise
+    sft_lora: dict[str, Any] | None = None   # None: full fine-tuning in SFT; LoRA options otherwise
     rl_lora: dict[str, Any] = field(default_factory=lambda: {
         "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
-    max_new_tokens: int = 32
-    max_prompt_len: int = 480
-    system_prompt: bool = True               # False: no system message (the tiny model learns the format from SFT)
-    rationale: int = 0                       # > 0: demonstrations cite up to this many facts (| because: ...)
+    top_k: int = 3                           # differential length of a DIAGNOSIS
     dtype: str = "float32"
+    save_dtype: str = "float32"              # float16: stage weights stored at half size (loaded back as dtype)
 
 
 # --------------------------------------------------------------------------- tokeniser
@@ -91,62 +99,137 @@ def word_tokenizer(vocab: list[str]):
 
 
 def kb_texts(kb) -> list[str]:
-    """Every phrase a dialogue over ``kb`` can contain (questions, test names, findings, conditions)."""
-    out = [DOCTOR_SYSTEM, TINY_TEMPLATE]
+    """Every phrase a dialogue over ``kb`` can contain (questions, labels, values, test names,
+    findings, conditions, the stream's role tags and action keywords)."""
+    out = [TINY_TEMPLATE, "P: R: D: ASK: EXAM: DIAGNOSIS: ;"]
     for ev in kb.evidences.values():
-        out += [ev.question, ev.say, ev.finding]
+        out += [ev.question, ev.say, ev.finding, ev.value]
+    out += [q.label for q in kb.questions.values()]
     for t in kb.tests.values():
         out += [t.name, t.normal]
     out += [c.name for c in kb.conditions]
     return [t for t in out if t]
 
 
-# --------------------------------------------------------------------------- prompts
-def messages(env) -> list[dict]:
-    """The episode so far as chat messages (doctor = assistant)."""
-    out = []
-    for i, row in enumerate(env.transcript):
+# --------------------------------------------------------------------------- streams
+def stream_pieces(env) -> list[tuple[str, bool]]:
+    """The dialogue so far as ``(text, is_action)`` pieces (see the module docstring); the
+    stream always ends ready for the doctor's next action (``...\nD:``) until the episode
+    is over. Action pieces are canonical action texts."""
+    out: list[tuple[str, bool]] = []
+    rows = env.transcript
+    out.append((f"P: {env.intro} {rows[0]['text']}\nD:", False))
+    for row in rows[1:]:
         if row["role"] == "doctor":
-            out.append({"role": "assistant", "content": row["text"]})
+            out.append((row["text"], True))
         else:
-            text = f"{env.intro} {row['text']}" if i == 0 else row["text"]
-            out.append({"role": "user", "content": text})
+            out.append((f"\n{ROLE_TAG.get(row['role'], 'P')}: {row['text']}\nD:", False))
     return out
 
 
-def doctor_prompt(tok, env, system: str | None = DOCTOR_SYSTEM) -> str:
-    from ..lm.generate import chat_prompt
+def doctor_stream(env, grammar) -> tuple[list[int], list[int]]:
+    """``(token ids, action mask)`` of the dialogue so far: actions tokenised by
+    :meth:`ActionGrammar.encode` (EOS included, mask 1), everything else by the tokenizer (mask 0)."""
+    from .grammar import encode_text
 
-    return chat_prompt(tok, messages(env), system)
+    ids: list[int] = []
+    mask: list[int] = []
+    for text, is_action in stream_pieces(env):
+        t = grammar.encode(text) if is_action else encode_text(grammar.tok, text)
+        ids += t
+        mask += [int(is_action)] * len(t)
+    return ids, mask
 
 
-class LMDoctor:
-    """A causal LM acting as the doctor; ``act_batch(envs)`` generates one turn for each env.
+class ConstrainedDoctor:
+    """A causal LM acting as the doctor under the action grammar; ``act_batch(envs)`` decodes one
+    turn for each env.
 
-    With ``record=True`` every generated batch is kept in ``chunks`` as
-    ``(Rollout, [env.uid, ...])`` for multi-turn policy-gradient updates.
+    The envs of one call share a KV cache (:class:`medkit.lm.constrained.BatchStreams`) that
+    lives across turns: each turn only the new part of every stream is fed. Play a batch of
+    episodes to the end (:func:`medkit.dialogue.rollout.run_episodes` does) and call
+    :meth:`reset` after. ``greedy=False`` samples at ``temperature``; with ``record=True`` the
+    branch-point decisions of every env are kept for policy-gradient updates (:meth:`trace`).
     """
 
-    def __init__(self, model, tok, *, max_new_tokens: int = 32, temperature: float = 1.0,
-                 do_sample: bool = False, max_prompt_len: int | None = 480, record: bool = False,
-                 system: str | None = DOCTOR_SYSTEM):
-        self.model, self.tok, self.system = model, tok, system
-        self.max_new_tokens, self.temperature, self.do_sample = max_new_tokens, temperature, do_sample
-        self.max_prompt_len, self.record = max_prompt_len, record
-        self.chunks: list = []
+    def __init__(self, model, tok, *, top_k: int = 3, greedy: bool = True, temperature: float = 1.0,
+                 record: bool = False, seed: int | None = None):
+        import torch
+
+        self.model, self.tok, self.top_k = model, tok, top_k
+        self.greedy, self.temperature, self.record = greedy, temperature, record
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator().manual_seed(seed)
+        self._grammars: dict[int, object] = {}
+        self._sessions: list[tuple[object, list[int]]] = []   # (BatchStreams, env ids in row order)
+        self._traces: dict[int, list] = {}
+        self.stats = {"turns": 0, "calls": 0, "fed_tokens": 0, "seconds": 0.0}
+
+    def grammar(self, kb):
+        from .grammar import ActionGrammar
+
+        g = self._grammars.get(id(kb))
+        if g is None:
+            g = self._grammars[id(kb)] = ActionGrammar(kb, self.tok, top_k=self.top_k)
+        return g
+
+    def _session(self, envs):
+        from ..lm.constrained import BatchStreams
+
+        ids = [id(e) for e in envs]
+        for k, (sess, rows) in enumerate(self._sessions):
+            if set(ids) <= set(rows):
+                sess.select([rows.index(i) for i in ids])   # finished episodes leave the cache
+                self._sessions[k] = (sess, ids)
+                return sess
+        # a new batch (or one mixing sessions): start a fresh cache for these envs
+        self._sessions = [(s, r) for s, r in self._sessions if set(r).isdisjoint(ids)]
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        sess = BatchStreams(self.model, len(envs), pad)
+        self._sessions.append((sess, ids))
+        return sess
 
     def act_batch(self, envs) -> list[str]:
-        from ..lm.generate import generate
+        import time
 
-        prompts = [doctor_prompt(self.tok, e, self.system) for e in envs]
-        roll = generate(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
-                        temperature=self.temperature, do_sample=self.do_sample, max_prompt_len=self.max_prompt_len)
+        from ..lm.constrained import decode_step
+
+        t0 = time.perf_counter()
+        sess = self._session(envs)
+        calls0, fed0 = sess.calls, sess.fed_tokens
+        contexts, cons = [], []
+        for r, env in enumerate(envs):
+            g = self.grammar(env.kb)
+            full, _ = doctor_stream(env, g)
+            fed = sess.streams[r]
+            if full[: len(fed)] != fed:
+                raise RuntimeError(f"case {env.case.get('case_id')}: the dialogue no longer extends what was fed")
+            contexts.append(full[len(fed):])
+            cons.append(g.constraint(env))
+        _, decisions, _ = decode_step(sess, list(range(len(envs))), contexts, cons, greedy=self.greedy,
+                                      temperature=self.temperature, generator=self.generator)
         if self.record:
-            self.chunks.append((roll, [getattr(e, "uid", i) for i, e in enumerate(envs)]))
-        return [t.strip() for t in roll.texts]
+            for env, d in zip(envs, decisions):
+                self._traces.setdefault(id(env), []).extend((env.turns, x) for x in d)
+        self.stats["turns"] += len(envs)
+        self.stats["calls"] += sess.calls - calls0
+        self.stats["fed_tokens"] += sess.fed_tokens - fed0
+        self.stats["seconds"] += time.perf_counter() - t0
+        return [c.text() for c in cons]
 
     def act(self, env) -> str:
         return self.act_batch([env])[0]
+
+    def trace(self, env) -> tuple[list[int], list[int], list]:
+        """``(stream ids, action mask, [(turn (0-based), Decision), ...])`` of a finished episode:
+        its whole token stream and the branch-point decisions of its doctor turns (``record=True``)."""
+        ids, mask = doctor_stream(env, self.grammar(env.kb))
+        return ids, mask, list(self._traces.get(id(env), []))
+
+    def reset(self) -> None:
+        """Drop every KV cache and recorded trace (call after a batch of episodes)."""
+        self._sessions, self._traces = [], {}
 
 
 # --------------------------------------------------------------------------- models
@@ -198,7 +281,11 @@ def save_policy(path: str | Path, cfg: ModelConfig, vocab: list[str] | None, lay
     path = Path(path)
     if path.suffix == ".pt":
         path = path.parent
-    weights = {f"layers.{i}.{n}": v for i, layer in enumerate(layers) for n, v in layer["state"].items()}
+    import torch
+
+    store = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[cfg.save_dtype]
+    weights = {f"layers.{i}.{n}": (v.to(store) if v.is_floating_point() else v)
+               for i, layer in enumerate(layers) for n, v in layer["state"].items()}
     assets = {"vocab": vocab, "meta": meta,
               "layers": [{"lora": layer["lora"], "keys": sorted(layer["state"])} for layer in layers]}
     save_model_folder(path, config=cfg, weights=weights, component="dialogue", assets=assets,
@@ -230,17 +317,9 @@ def load_model(folder: str | Path, *, device: str = "cpu"):
     return model, cfg
 
 
-def system_of(cfg: ModelConfig) -> str | None:
-    """The doctor's system prompt for ``cfg`` (None: no system message)."""
-    if not cfg.system_prompt:
-        return None
-    return DOCTOR_SYSTEM + (RATIONALE_SYSTEM if cfg.rationale else "")
-
-
-def make_doctor(model, tok, cfg: ModelConfig, **kw) -> LMDoctor:
-    """An :class:`LMDoctor` with ``cfg``'s lengths and system prompt (greedy unless ``do_sample=True``)."""
-    return LMDoctor(model, tok, max_new_tokens=cfg.max_new_tokens, max_prompt_len=cfg.max_prompt_len,
-                    system=system_of(cfg), **kw)
+def make_doctor(model, tok, cfg: ModelConfig, **kw) -> ConstrainedDoctor:
+    """A :class:`ConstrainedDoctor` with ``cfg``'s differential length (greedy unless ``greedy=False``)."""
+    return ConstrainedDoctor(model, tok, top_k=cfg.top_k, **kw)
 
 
 def frozen_copy(model):

@@ -32,15 +32,24 @@ def make_envs(cases, kb, *, patient: str = "persona", max_turns: int = 10, repea
     return envs
 
 
-def run_episodes(envs, doctor, *, batch_size: int | None = None) -> list[dict]:
-    """Play every env to the end with ``doctor.act_batch``; returns ``env.record()`` rows in order."""
-    while True:
-        active = [e for e in envs if not e.done]
-        if not active:
-            break
-        bs = batch_size or len(active)
-        for s in range(0, len(active), bs):
-            part = active[s:s + bs]
-            for e, text in zip(part, doctor.act_batch(part)):
+def run_episodes(envs, doctor, *, batch_size: int | None = None, progress=None) -> list[dict]:
+    """Play every env to the end with ``doctor.act_batch``; returns ``env.record()`` rows in order.
+
+    Episodes run in consecutive batches of ``batch_size`` (None: all at once), each batch to
+    its end before the next starts, so a doctor that keeps a KV cache per batch
+    (:class:`medkit.dialogue.policy.ConstrainedDoctor`) holds one batch in memory at a time.
+    ``progress(done, total)`` is called after each batch."""
+    bs = batch_size or max(len(envs), 1)
+    for s in range(0, len(envs), bs):
+        part = envs[s:s + bs]
+        while True:
+            active = [e for e in part if not e.done]
+            if not active:
+                break
+            for e, text in zip(active, doctor.act_batch(active)):
                 e.step(text)
+        if hasattr(doctor, "reset") and not getattr(doctor, "record", False):
+            doctor.reset()
+        if progress:
+            progress(min(s + bs, len(envs)), len(envs))
     return [e.record() for e in envs]

@@ -1,123 +1,108 @@
-"""The training stages of `medkit dialogue train`: SFT on oracle turns, SR-PPO, multi-turn GRPO.
+"""The training stages of `medkit dialogue train`: SFT on oracle dialogues, SR-PPO, multi-turn GRPO.
 
 Each takes the models and cases and a stage folder and returns ``(model, weight layer, row)``;
-:mod:`.train` decides which stages run, resume or are loaded.
+:mod:`.train` decides which stages run, resume or are loaded. Every stage trains the
+constrained doctor (:mod:`medkit.dialogue.grammar`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
-from .grpo import DialogueGRPOConfig
 from .train_config import DialogueTrainConfig
 
 
-def sft_examples_of(tok, turn_rows, system: str | None, max_len: int) -> tuple[list, int]:
-    """SFT examples from the oracle's turn rows: each dialogue packed into one example when its
-    chat template allows it (:func:`medkit.lm.pack_turns`) and it fits ``max_len`` tokens, else
-    one example per turn. Returns ``(examples, n_packed_dialogues)``."""
-    from itertools import groupby
+def sft_examples(parts, demo_rows: dict, tok, cfg: DialogueTrainConfig) -> tuple[list, list]:
+    """``(train_examples, validation_examples)`` (:func:`medkit.dialogue.sft.replay_example`) of the
+    oracle dialogues of every part; ``demo_rows[part.name]`` = (training rows, held-out rows)."""
+    from .grammar import ActionGrammar
+    from .sft import replay_example
 
-    from ..lm.generate import chat_prompt, pack_turns
-
-    examples, packed = [], 0
-    for _, grp in groupby(turn_rows, key=lambda r: r["case_id"]):
-        grp = list(grp)
-        prompts = [chat_prompt(tok, r["messages"], system) for r in grp]
-        responses = [r["action"] for r in grp]
-        segs = pack_turns(tok, prompts, responses)
-        if segs is not None and sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1
-                                    for t, _ in segs) <= max_len:
-            examples.append(segs)
-            packed += 1
-        else:
-            examples += [[(p, False), (r, True)] for p, r in zip(prompts, responses)]
-    return examples, packed
+    train, val = [], []
+    for p in parts:
+        g = ActionGrammar(p.kb, tok, top_k=cfg.model.top_k)
+        by_id = {c["case_id"]: c for c in p.demo + p.held_out}
+        tr_rows, va_rows = demo_rows[p.name]
+        train += [replay_example(by_id[r["case_id"]], p.kb, r["actions"], g, patient=cfg.patient,
+                                 max_turns=cfg.max_turns) for r in tr_rows]
+        val += [replay_example(by_id[r["case_id"]], p.kb, r["actions"], g, patient=cfg.patient,
+                               max_turns=cfg.max_turns) for r in va_rows]
+    return train, val
 
 
-def sft_stage(base, tok, turn_rows, cfg: DialogueTrainConfig, out: Path, *, resume: bool = False):
-    """SFT on the oracle's turns; returns ``(sft_model, layer, loop result)`` (LoRA merged).
+def sft_stage(base, tok, train: list, val: list, cfg: DialogueTrainConfig, out: Path, *, resume: bool = False,
+              log=None):
+    """SFT on the oracle dialogues; returns ``(sft_model, layer, result)`` (a LoRA adapter is merged).
     ``resume``: continue from ``out/loop/checkpoints/last.pt`` when there is one."""
+    import random
+
     from ..lm.lora import add_lora, trainable_state_dict
-    from ..rl import SFTConfig, sft_examples
-    from .policy import system_of
+    from .sft import SFTLoopConfig, freeze_lower, train_sft
 
     model = copy.deepcopy(base)
     if cfg.model.sft_lora is not None:
         model = add_lora(model, dict(cfg.model.sft_lora))
+    else:
+        freeze_lower(model, cfg.sft.train_layers, cfg.sft.train_embeddings)
     s = cfg.sft
-    examples, n_packed = sft_examples_of(tok, turn_rows, system_of(cfg.model), s.max_len)
+    lc = SFTLoopConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup=s.warmup, train_layers=s.train_layers,
+                       train_embeddings=s.train_embeddings, eval_every=s.eval_every, eval_n=s.eval_n,
+                       save_every=s.save_every, seed=cfg.seed)
+    # a fixed mixed subset of the training dialogues is scored for the fit (sources interleaved)
+    scored = random.Random(cfg.seed).sample(train, min(s.eval_n, len(train)))
     if resume:
         trim_loop_log(out / "loop")
-    res = sft_examples(model, tok, examples, SFTConfig(out_dir=str(out / "loop"), steps=s.steps,
-                                                       batch_size=s.batch_size, lr=s.lr, max_len=s.max_len,
-                                                       seed=cfg.seed, save_every=s.save_every, resume=resume,
-                                                       device=cfg.device))
-    res = {**res, "n_examples": len(examples), "n_packed_dialogues": n_packed}
+    res = train_sft(model, tok, train, lc, out / "loop", evals={"train": scored, "val": val}, log=log, resume=resume)
+    res = {**res, "n_examples": len(train)}
     layer = {"lora": cfg.model.sft_lora, "state": trainable_state_dict(model)}
     if cfg.model.sft_lora is not None:
         model = model.merge_and_unload()
     return model.eval(), layer, res
 
 
-def srppo_stage(sft_model, base, tok, cases, kb, cfg: DialogueTrainConfig, out: Path, *, resume: bool = False):
-    """Self-rewarding PPO from the SFT policy on cases without demonstrations.
+def _kb_map(parts, which: str) -> tuple[list, dict]:
+    cases = [c for p in parts for c in getattr(p, which)]
+    return cases, {c["case_id"]: p.kb for p in parts for c in getattr(p, which)}
 
-    The PPO prompts are kept in ``out/prompts.json`` so that a resumed stage trains on
-    the same prompts (they are sampled, so regenerating them would give others)."""
-    from ..io.atomic import write_json
-    from ..lm.lora import add_lora, add_value_head, trainable_state_dict
-    from ..rl import PPOConfig, SelfReward, train_ppo
-    from .policy import doctor_prompt, frozen_copy, make_doctor, strip_value_head, system_of
-    from .rollout import make_envs
+
+def srppo_stage(sft_model, base, tok, parts, cfg: DialogueTrainConfig, out: Path, *, seed: int | None = None,
+                resume: bool = False, log=None):
+    """Self-rewarding PPO from the SFT policy on the parts' RL cases (no demonstrations)."""
+    from ..lm.lora import add_lora, trainable_state_dict
+    from .policy import frozen_copy
+    from .srppo import DialogueSRPPOConfig, train_dialogue_srppo
 
     s = cfg.srppo
-    # 1. prompts: every doctor turn of the SFT policy (sampling) on the new cases
-    saved = out / "prompts.json"
-    if resume and saved.exists():
-        prompts = json.loads(saved.read_text(encoding="utf-8"))
-    else:
-        envs = make_envs(cases, kb, patient=cfg.patient, max_turns=cfg.max_turns)
-        doctor = make_doctor(sft_model, tok, cfg.model, temperature=s.temperature, do_sample=True)
-        prompts = []
-        while any(not e.done for e in envs):
-            active = [e for e in envs if not e.done]
-            prompts += [doctor_prompt(tok, e, system_of(cfg.model)) for e in active]
-            for e, t in zip(active, doctor.act_batch(active)):
-                e.step(t)
-        write_json(saved, prompts)
-    # 2. PPO with the self-reward; reference (adapter disabled) = SFT
-    policy = add_value_head(add_lora(copy.deepcopy(sft_model), dict(cfg.model.rl_lora)))
-    reward = SelfReward(frozen_copy(sft_model), base_model=frozen_copy(base))
-    pc = PPOConfig(out_dir=str(out / "loop"), steps=s.steps, batch_size=s.batch_size, mini_batch_size=s.mini_batch_size,
-                   ppo_epochs=s.ppo_epochs, lr=s.lr, kl_coef=s.kl_coef, temperature=s.temperature,
-                   max_new_tokens=cfg.model.max_new_tokens, seed=cfg.seed, save_every=s.save_every, resume=resume,
-                   device=cfg.device)
-    if resume:
-        trim_loop_log(out / "loop")
-    row = train_ppo(policy, tok, prompts, [reward], pc)
-    layer = {"lora": cfg.model.rl_lora, "state": strip_value_head(trainable_state_dict(policy))}
-    return policy.merge_and_unload().eval(), layer, {**row, "n_prompts": len(prompts)}
+    cases, kbs = _kb_map(parts, "rl")
+    policy = add_lora(copy.deepcopy(sft_model), dict(cfg.model.rl_lora))
+    pc = DialogueSRPPOConfig(out_dir=str(out / "loop"), steps=s.steps, cases_per_step=s.cases_per_step, lr=s.lr,
+                             vf_lr=s.vf_lr, temperature=s.temperature, ppo_epochs=s.ppo_epochs, kl_coef=s.kl_coef,
+                             max_turns=cfg.max_turns, top_k=cfg.model.top_k, patient=cfg.patient,
+                             seed=cfg.seed if seed is None else seed, device=cfg.device, save_every=s.save_every,
+                             resume=resume)
+    row = train_dialogue_srppo(policy, tok, frozen_copy(base), cases, kbs, pc, log=log)
+    layer = {"lora": cfg.model.rl_lora, "state": trainable_state_dict(policy)}
+    return policy.merge_and_unload().eval(), layer, row
 
 
-def grpo_stage(sft_model, tok, cases, kb, cfg: DialogueTrainConfig, out: Path, *, entropy_alpha: float, log=None,
-               resume: bool = False):
+def grpo_stage(sft_model, tok, parts, cfg: DialogueTrainConfig, out: Path, *, entropy_alpha: float,
+               seed: int | None = None, log=None, resume: bool = False):
+    """Multi-turn GRPO from the SFT policy on the parts' RL cases."""
     from ..lm.lora import add_lora, trainable_state_dict
-    from .grpo import train_dialogue_grpo
-    from .policy import system_of
+    from .grpo import DialogueGRPOConfig, train_dialogue_grpo
 
     g = cfg.grpo
+    cases, kbs = _kb_map(parts, "rl")
     policy = add_lora(copy.deepcopy(sft_model), dict(cfg.model.rl_lora))
     gc = DialogueGRPOConfig(out_dir=str(out / "loop"), steps=g.steps, cases_per_step=g.cases_per_step,
-                            group_size=g.group_size, lr=g.lr, temperature=g.temperature,
-                            max_new_tokens=cfg.model.max_new_tokens, max_prompt_len=cfg.model.max_prompt_len,
-                            max_turns=cfg.max_turns, reward=g.reward, info_gain_weight=g.info_gain_weight,
-                            entropy_alpha=entropy_alpha, entropy_kappa=g.entropy_kappa, patient=cfg.patient,
-                            system=system_of(cfg.model), seed=cfg.seed, device=cfg.device,
-                            save_every=g.save_every, resume=resume)
-    row = train_dialogue_grpo(policy, tok, cases, kb, gc, log=log)
+                            group_size=g.group_size, lr=g.lr, temperature=g.temperature, max_turns=cfg.max_turns,
+                            top_k=cfg.model.top_k, reward=g.reward, info_gain_weight=g.info_gain_weight,
+                            entropy_alpha=entropy_alpha, entropy_kappa=g.entropy_kappa,
+                            planning_upweight=g.planning_upweight, patient=cfg.patient,
+                            seed=cfg.seed if seed is None else seed, device=cfg.device, save_every=g.save_every,
+                            resume=resume)
+    row = train_dialogue_grpo(policy, tok, cases, kbs, gc, log=log)
     layer = {"lora": cfg.model.rl_lora, "state": trainable_state_dict(policy)}
     return policy.merge_and_unload().eval(), layer, row
 

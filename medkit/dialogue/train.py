@@ -1,30 +1,33 @@
 """`medkit dialogue train`: oracle demonstrations -> SFT -> SR-PPO and multi-turn GRPO -> evaluation.
 
-Stages (each a subfolder of the run with its ``policy.pt``):
+Stages (each a subfolder of the run, a model folder once completed):
 
-1. ``demonstrations.jsonl``: the oracle doctor (:mod:`medkit.dialogue.oracle`) on
-   the first ``data.n_train`` training cases; one row per doctor turn
-   (case_id, chat messages so far, the oracle's action) plus the dialogues.
-2. ``sft/``: supervised fine-tuning on the oracle's turns (:func:`medkit.rl.sft`).
-3. ``srppo/``: Self-Rewarding PPO (arXiv 2510.21090) on *new* cases without
-   demonstrations: the SFT policy plays them, every doctor-turn prompt becomes a
-   PPO prompt, reward ``log pi_SFT(y|x) - log pi_base(y|x)`` at EOS
-   (:class:`medkit.rl.SelfReward`, :func:`medkit.rl.train_ppo`), fresh LoRA on SFT.
-4. ``grpo/`` (and ``grpo_entropy/`` when ``grpo_entropy_alpha > 0``): multi-turn
-   GRPO (:mod:`medkit.dialogue.grpo`), fresh LoRA on SFT.
-5. ``summary.json``: every stage (and the base model and the oracle) evaluated on
-   the held-out cases against the persona patient, with 95 % bootstrap CIs.
+1. ``demonstrations.jsonl``: the oracle doctor (:mod:`medkit.dialogue.oracle`) on the
+   first ``data.n_train`` training cases of each source (synthetic, DDXPlus or both);
+   one row per dialogue (case_id, the oracle's actions), plus the dialogues and the
+   oracle's dialogues on the held-out cases (for the validation agreement).
+2. ``sft/``: supervised fine-tuning on the oracle's dialogues (:mod:`medkit.dialogue.sft`),
+   logging the teacher-forced agreement with the oracle on training and held-out dialogues.
+3. ``srppo/``: Self-Rewarding PPO (:mod:`medkit.dialogue.srppo`) on the RL cases
+   (no demonstrations), fresh LoRA on SFT.
+4. ``grpo/`` (and ``grpo_entropy/`` when ``grpo_entropy_alpha > 0``): multi-turn GRPO
+   (:mod:`medkit.dialogue.grpo`), fresh LoRA on SFT.
+5. ``summary.json``: every stage (and the base model and the oracle) evaluated on each
+   source's held-out cases of ``data.eval_split`` (validation by default) against the
+   persona patient, with 95 % bootstrap CIs.
+
+Every doctor acts under the grammar of legal actions (:mod:`medkit.dialogue.grammar`).
 
 Resume (``medkit dialogue train ... --out RUN --resume``): each stage folder holds a
 ``stage.json`` (``running`` / ``completed``, steps done, the SFT it was trained on)
 and its loop's ``loop/checkpoints/last.pt`` (saved every ``save_every`` steps). A
 killed run, or one resumed with more steps, continues where it stopped: completed
-stages whose step count is unchanged are loaded from their ``policy.pt``, not
-redone; an unfinished or extended stage continues from its loop checkpoint (the
-step counter goes on); RL stages trained on an earlier SFT are redone when SFT
-changed. Only step counts (``sft.steps``, ``srppo.steps``, ``grpo.steps``),
-``save_every`` and ``device`` may differ from the run's ``config.yaml``; any other
-change is refused (start a new folder). Evaluation is always redone.
+stages whose step count is unchanged are loaded, not redone; an unfinished or
+extended stage continues from its loop checkpoint (the step counter goes on); RL
+stages trained on an earlier SFT are redone when SFT changed. Only step counts
+(``sft.steps``, ``srppo.steps``, ``grpo.steps``), ``save_every`` and ``device`` may
+differ from the run's ``config.yaml``; any other change is refused (start a new
+folder). Evaluation is redone only for stages whose weights or cases changed.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, to_dict
-from .data import demonstrations, load_cases, vocabulary
+from .data import demonstrations, load_parts, vocabulary
 from .oracle import OracleDoctor
-from .stages import grpo_stage, sft_stage, srppo_stage
+from .stages import grpo_stage, sft_examples, sft_stage, srppo_stage
 from .train_config import DialogueTrainConfig, check_config
 
 __all__ = ["DialogueTrainConfig", "run_pipeline", "run_training"]
@@ -117,7 +120,8 @@ def _eval_key(policy: Path, held_out, cfg: DialogueTrainConfig) -> str:
 
     weights = policy / "model.safetensors"
     h = hashlib.sha1(weights.read_bytes() if weights.exists() else b"")
-    h.update(json.dumps([[c["case_id"] for c in held_out], cfg.patient, cfg.max_turns, cfg.seed]).encode())
+    h.update(json.dumps([[c["case_id"] for c in held_out], cfg.patient, cfg.max_turns, cfg.seed,
+                         cfg.model.top_k]).encode())
     return h.hexdigest()
 
 
@@ -156,6 +160,13 @@ def run_training(cfg: DialogueTrainConfig, out: Path, *, resume: bool = False, l
         raise
 
 
+def make_oracle(kb, cfg: DialogueTrainConfig) -> OracleDoctor:
+    """The demonstrating oracle of ``cfg`` (canonical actions: no confidence, no rationale)."""
+    o = cfg.oracle
+    return OracleDoctor(kb, stop_p=o.stop_p, min_gain=o.min_gain, test_weight=o.test_weight,
+                        group_weight=o.group_weight, top_k=cfg.model.top_k, confidence=False)
+
+
 def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
     import torch
 
@@ -165,27 +176,37 @@ def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
 
     out = run.path
     t_all = time.perf_counter()
-    kb, cases, held_out = load_cases(cfg.data)
-    demo_cases, rl_cases = cases[: cfg.data.n_train], cases[cfg.data.n_train:]
-    oracle = OracleDoctor(kb, stop_p=cfg.oracle.stop_p, min_gain=cfg.oracle.min_gain, test_weight=cfg.oracle.test_weight,
-                          rationale=cfg.model.rationale)
-    demo_files = (out / "demonstrations.jsonl", out / "demonstration_dialogues.jsonl")
-    if resume and all(f.exists() for f in demo_files):
-        turn_rows, demo_recs = (_read_jsonl(f) for f in demo_files)
-        log(f"demonstrations: {len(turn_rows)} doctor turns (loaded)")
+    parts = load_parts(cfg.data)
+    demo_file, held_file, dial_file = (out / "demonstrations.jsonl", out / "demonstrations_held_out.jsonl",
+                                       out / "demonstration_dialogues.jsonl")
+    if resume and all(f.exists() for f in (demo_file, held_file, dial_file)):
+        rows, held_rows, demo_recs = (_read_jsonl(f) for f in (demo_file, held_file, dial_file))
+        log(f"demonstrations: {len(rows)} oracle dialogues (loaded)")
     else:
-        turn_rows, demo_recs = demonstrations(demo_cases, kb, oracle, max_turns=cfg.max_turns, patient=cfg.patient)
-        write_jsonl(demo_files[0], turn_rows)
-        write_jsonl(demo_files[1], demo_recs)
-        log(f"demonstrations: {len(turn_rows)} doctor turns from {len(demo_cases)} oracle dialogues")
+        rows, held_rows, demo_recs = [], [], []
+        for p in parts:
+            r, recs = demonstrations(p.demo, p.kb, make_oracle(p.kb, cfg), max_turns=cfg.max_turns,
+                                     patient=cfg.patient)
+            h, _ = demonstrations(p.held_out, p.kb, make_oracle(p.kb, cfg), max_turns=cfg.max_turns,
+                                  patient=cfg.patient)
+            rows += [{**x, "source": p.name} for x in r]
+            held_rows += [{**x, "source": p.name} for x in h]
+            demo_recs += recs
+        write_jsonl(demo_file, rows)
+        write_jsonl(held_file, held_rows)
+        write_jsonl(dial_file, demo_recs)
+        log(f"demonstrations: {len(rows)} oracle dialogues ({', '.join(p.name for p in parts)})")
+    demo_rows = {p.name: ([r for r in rows if r["source"] == p.name], [r for r in held_rows if r["source"] == p.name])
+                 for p in parts}
     base_pt = out / "base"
     if resume and (base_pt / "assets.json").exists():
         vocab = json.loads((base_pt / "assets.json").read_text()).get("vocab")
     else:
-        vocab = vocabulary(kb, turn_rows, demo_cases) if cfg.model.name == "tiny" else None
+        vocab = vocabulary([p.kb for p in parts], demo_recs) if cfg.model.name == "tiny" else None
     torch.manual_seed(cfg.seed)
     base, tok = build_base(cfg.model, vocab, seed=cfg.seed, device=cfg.device)
-    meta = {"seed": cfg.seed, "knowledge_base": str(kb.root)}
+    meta = {"seed": cfg.seed, "sources": [p.name for p in parts], "max_turns": cfg.max_turns,
+            "patient": cfg.patient}
     stages: dict = {"base": (base, [])}
     times: dict[str, float] = {}
     if not (base_pt / "model.safetensors").exists():
@@ -206,12 +227,14 @@ def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
         prev = (_stage(out, "sft") or {}).get("stage_s", 0.0) if plan == "continue" else 0.0
         _mark(out, "sft", status="running", steps=None, upstream="demonstrations", stage_s=prev)
         t0 = time.perf_counter()
-        sft_model, sft_layer, res = sft_stage(base, tok, turn_rows, cfg, out / "sft", resume=plan == "continue")
+        train_ex, val_ex = sft_examples(parts, demo_rows, tok, cfg)
+        sft_model, sft_layer, res = sft_stage(base, tok, train_ex, val_ex, cfg, out / "sft",
+                                              resume=plan == "continue", log=log)
         sft_s = prev + time.perf_counter() - t0
-        log(f"sft: {res['step']} steps, loss {res['loss']:.3f}, {sft_s:.0f} s ({res['n_examples']} examples, "
-            f"{res['n_packed_dialogues']} of them whole packed dialogues)")
+        log(f"sft: {res['step']} steps, loss {res['loss']:.3f}, {sft_s:.0f} s ({res['n_examples']} dialogues)")
         save_policy(out / "sft", cfg.model, vocab, [sft_layer], {**meta, "stage": "sft"})
-        _mark(out, "sft", status="completed", steps=res["step"], upstream="demonstrations", stage_s=round(sft_s, 2))
+        _mark(out, "sft", status="completed", steps=res["step"], upstream="demonstrations", stage_s=round(sft_s, 2),
+              curve=res["curve"])
     times["sft"] = sft_s
     stages["sft"] = (sft_model, [sft_layer])
     upstream = f"sft:{cfg.sft.steps}"
@@ -235,39 +258,45 @@ def _pipeline(cfg: DialogueTrainConfig, run, resume: bool, log) -> dict:
         return m
 
     if cfg.srppo.enabled:
-        def srppo(cont):
-            m, layer, row = srppo_stage(sft_model, base, tok, rl_cases, kb, cfg, out / "srppo", resume=cont)
-            log(f"sr-ppo: {row.get('step')} steps on {row['n_prompts']} prompts, reward {row.get('reward')}")
-            return m, layer, row
-
-        rl_stage("srppo", cfg.srppo.steps, srppo)
+        rl_stage("srppo", cfg.srppo.steps,
+                 lambda cont: srppo_stage(sft_model, base, tok, parts, cfg, out / "srppo", resume=cont, log=log))
     variants = [("grpo", cfg.grpo.entropy_alpha)] if cfg.grpo.enabled else []
     if cfg.grpo.enabled and cfg.grpo_entropy_alpha > 0:
         variants.append(("grpo_entropy", cfg.grpo_entropy_alpha))
     for name, alpha in variants:
         rl_stage(name, cfg.grpo.steps,
-                 lambda cont, name=name, alpha=alpha: grpo_stage(sft_model, tok, rl_cases, kb, cfg, out / name,
+                 lambda cont, name=name, alpha=alpha: grpo_stage(sft_model, tok, parts, cfg, out / name,
                                                                  entropy_alpha=alpha, log=log, resume=cont))
 
-    results = {}
+    results: dict = {}
     for name, (m, _) in stages.items():
-        key = _eval_key(out / name, held_out, cfg)
-        summ = _cached_eval(out, name, key) if resume else None
-        if summ is None:
-            doc = make_doctor(m, tok, cfg.model)
-            recs, summ = evaluate_doctor(doc, held_out, kb, patient=cfg.patient, max_turns=cfg.max_turns,
-                                         seed=cfg.seed)
-            write_jsonl(out / "predictions" / f"{name}.jsonl", recs)
-            write_json(out / "eval" / f"{name}.json", {"key": key, "summary": summ})
-        else:
-            log(f"eval {name}: unchanged weights and cases, reusing eval/{name}.json")
-        results[name] = {**summ, "train_s": round(times.get(name, 0.0), 1)}
-        log(f"eval {name}: top-1 {summ['top1']['mean']:.3f} {summ['top1']['ci95']}, turns {summ['turns']['mean']:.1f}")
-    recs, summ = evaluate_doctor(oracle, held_out, kb, patient=cfg.patient, max_turns=cfg.max_turns, seed=cfg.seed)
-    write_jsonl(out / "predictions" / "oracle.jsonl", recs)
-    results["oracle"] = {**summ, "train_s": 0.0}
-    summary = {"name": cfg.name, "config": to_dict(cfg), "n_eval": len(held_out),
-               "eval_case_ids": [c["case_id"] for c in held_out], "patient": cfg.patient, "results": results,
+        for p in parts:
+            tag = f"{name}-{p.name}" if len(parts) > 1 else name
+            key = _eval_key(out / name, p.held_out, cfg)
+            summ = _cached_eval(out, tag, key) if resume else None
+            if summ is None:
+                recs, summ = evaluate_doctor(make_doctor(m, tok, cfg.model), p.held_out, p.kb, patient=cfg.patient,
+                                             max_turns=cfg.max_turns, seed=cfg.seed, judge=None)
+                write_jsonl(out / "predictions" / f"{tag}.jsonl", recs)
+                write_json(out / "eval" / f"{tag}.json", {"key": key, "summary": summ})
+            else:
+                log(f"eval {tag}: unchanged weights and cases, reusing eval/{tag}.json")
+            results.setdefault(name, {})[p.name] = {**summ, "train_s": round(times.get(name, 0.0), 1)}
+            log(f"eval {tag}: top-1 {summ['top1']['mean']:.3f} {summ['top1']['ci95']}, "
+                f"turns {summ['turns']['mean']:.1f}")
+    for p in parts:
+        recs, summ = evaluate_doctor(make_oracle(p.kb, cfg), p.held_out, p.kb, patient=cfg.patient,
+                                     max_turns=cfg.max_turns, seed=cfg.seed, judge=None)
+        tag = f"oracle-{p.name}" if len(parts) > 1 else "oracle"
+        write_jsonl(out / "predictions" / f"{tag}.jsonl", recs)
+        results.setdefault("oracle", {})[p.name] = {**summ, "train_s": 0.0}
+    if len(parts) == 1:   # one source: the flat layout results[stage] = metrics
+        results = {k: v[parts[0].name] for k, v in results.items()}
+    sft_state = _stage(out, "sft") or {}
+    summary = {"name": cfg.name, "config": to_dict(cfg), "sources": [p.name for p in parts],
+               "n_eval": {p.name: len(p.held_out) for p in parts}, "eval_split": cfg.data.eval_split,
+               "eval_case_ids": {p.name: [c["case_id"] for c in p.held_out] for p in parts}, "patient": cfg.patient,
+               "results": results, "sft_curve": sft_state.get("curve", []),
                "oracle_demonstrations": {"n_dialogues": len(demo_recs),
                                          "top1": sum(r["success"] for r in demo_recs) / max(len(demo_recs), 1)}}
     run.write_summary(summary)

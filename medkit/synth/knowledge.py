@@ -85,6 +85,9 @@ class Evidence:
     finding: str = ""
     sex: str | None = None
     base: float | None = None
+    group: str | None = None      # the question that reveals it (DDXPlus multi-choice); None: its own question
+    value: str = ""               # the answer it stands for within its group ("forehead", "7")
+    parent: str | None = None     # question asked only after a yes to this one (DDXPlus code_question)
 
     @property
     def antecedent(self) -> bool:
@@ -98,6 +101,21 @@ class Test:
     name: str
     kind: str
     normal: str
+
+
+@dataclass(frozen=True)
+class Question:
+    """One askable question: its short ``label`` (what the doctor's ``ASK:`` names), the lay
+    ``text``, and the evidences its answer reveals (one for a yes/no question, every non-default
+    value of a DDXPlus categorical / multi-choice question)."""
+
+    id: str
+    label: str
+    text: str
+    evidences: tuple[str, ...]
+    type: str
+    sex: str | None = None
+    parent: str | None = None     # a no to this question means no to this one too (pain -> pain location)
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,7 @@ class KnowledgeBase:
     conditions: list[Condition]
     root: Path
     sha256: str
+    labels: dict[str, str] = field(default_factory=dict)   # question id -> short label (DDXPlus)
     ev_ids: list[str] = field(init=False)
     ev_index: dict[str, int] = field(init=False)
     cond_index: dict[str, int] = field(init=False)
@@ -205,6 +224,34 @@ class KnowledgeBase:
             f = self._female if sex == "female" else 1 - self._female
             out += np.log(np.clip(f, 1e-6, 1.0))
         return out
+
+    @property
+    def questions(self) -> dict[str, Question]:
+        """Askable questions (symptoms and history), keyed by question id, in vocabulary order.
+
+        A question is an evidence's ``group`` (DDXPlus: the evidence code whose answer values
+        are separate evidences) or else the evidence itself; its label is the id in words
+        (``chest_pain`` -> ``chest pain``) unless ``labels`` names it."""
+        if "questions" not in self._cache:
+            groups: dict[str, list[Evidence]] = {}
+            for e in self.evidences.values():
+                if e.type in ("symptom", "history"):
+                    groups.setdefault(e.group or e.id, []).append(e)
+            labels = self.labels
+            out = {}
+            for qid, evs in groups.items():
+                first = evs[0]
+                text = first.question.split(" - ")[0] if first.group else first.question
+                sexes = {e.sex for e in evs}
+                out[qid] = Question(qid, labels.get(qid, qid.replace("_", " ")), text, tuple(e.id for e in evs),
+                                    first.type, sexes.pop() if len(sexes) == 1 else None, first.parent)
+            self._cache["questions"] = out
+        return self._cache["questions"]
+
+    def question_of(self, evidence_id: str) -> str:
+        """The id of the question whose answer reveals ``evidence_id``."""
+        ev = self.evidences[evidence_id]
+        return ev.group or ev.id
 
     def index(self, evidence_ids: Iterable[str]) -> np.ndarray:
         try:

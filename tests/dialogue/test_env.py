@@ -127,13 +127,22 @@ def test_the_diagnosis_name_never_leaks(cases, kb):
     assert c["diagnosis"]["name"].lower() not in opening.lower() and "this problem" in opening
 
 
-def test_generic_patient_answers_from_the_textbook_not_the_case(cases, kb):
+def test_generic_patient_answers_from_the_case_without_a_persona(cases, kb):
+    """SAGE's control: the same case facts as the persona patient, a flat voice, nothing volunteered,
+    no misunderstanding (so any difference between the simulators is the persona's doing)."""
+    from medkit.dialogue.patient import PersonaPatient
+
     c = cases[7]
-    cond = kb.condition(c["diagnosis"]["id"])
-    g = GenericPatient(c, kb)
-    for e, p in cond.likelihoods.items():
-        assert g.fact(e) == (p >= 0.5)
+    c = {**c, "persona": {**c["persona"], "verbosity": "rambling", "health_literacy": "low", "anxiety": "high"}}
+    g, p = GenericPatient(c, kb), PersonaPatient(c, kb)
+    for q in kb.questions.values():
+        e = q.evidences[0]
+        assert g.fact(e) == p.fact(e) == any(e in v for v in c["evidences"].values())
+        if kb.evidences[e].sex in (None, c["sex"]):
+            rg = g.answer(q.label)
+            assert rg.text in ("Yes.", "No.") and rg.present == g.fact(e)
     assert g.opening() == f"I've come in because of {c['chief_complaint']['text']}." or "this problem" in g.opening()
+    assert g.volunteered == [] and "worried" not in g.opening()
 
 
 def test_persona_changes_the_voice_not_the_fact(cases, kb):
