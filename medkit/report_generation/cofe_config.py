@@ -60,6 +60,10 @@ class CounterfactualConfig:
     negatives: Literal["report", "image"] = "report"  # similarity used to pick the negative study
     text_embedder: Literal["minilm", "tfidf"] = "minilm"  # report embedding (InfoNCE text side, negatives)
     patch: int = 8  # swapped patch side, pixels (of the image_size input)
+    # which patches are most relevant: "gradient" (first-order, one backward pass per batch of
+    # studies) or "occlusion" (one forward pass per patch: exact, ~20x slower on CPU)
+    relevance: Literal["gradient", "occlusion"] = "gradient"
+    swap_chunk: int = 8  # cumulative swap candidates scored per forward pass
     max_fraction: float = 0.5  # most of the image that may be swapped
     warmup_steps: int = 100  # diagnosis-only encoder steps before counterfactuals are built
     # rebuild the training counterfactuals every this many steps after the warm-up, against the

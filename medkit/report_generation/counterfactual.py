@@ -111,6 +111,30 @@ def occlusion_relevance(predict: Predict, anchor: torch.Tensor, negative: torch.
     return rel.view(gh, gw)
 
 
+def gradient_relevance(predict: Predict, anchors: torch.Tensor, negatives: torch.Tensor, patch: int,
+                       target_negative: torch.Tensor) -> torch.Tensor:
+    """``(B, gh, gw)`` first-order relevance of every cell for a batch of anchor/negative pairs.
+
+    Swapping cell c changes the image by ``delta = (negative - anchor) * 1_c``; to first order the
+    distance ``d = |p(x) - t|_1`` to the negative's target ``t`` changes by ``grad_x d . delta``, so
+    relevance ``-sum_{pixels in c} grad_x d * (negative - anchor)`` (larger = the swap moves the
+    prediction further towards ``t``). One forward and backward pass for the whole batch instead of
+    one forward per cell (:func:`occlusion_relevance`); the model must be in eval mode (batch
+    statistics would couple the samples).
+
+    Args:
+        anchors, negatives: ``(B, C, H, W)``. target_negative: ``(B, L)``.
+    """
+    gh, gw = _grid(anchors, patch)
+    x = anchors.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        d = (predict(x) - target_negative.to(x.device).float()).abs().sum()
+        (g,) = torch.autograd.grad(d, x)
+    contrib = -(g * (negatives - anchors)).sum(1)  # (B, H, W)
+    B = contrib.shape[0]
+    return contrib.reshape(B, gh, patch, gw, patch).sum((2, 4)).detach().cpu()
+
+
 @dataclass
 class Counterfactual:
     """``image`` ``(C, H, W)``; ``mask`` ``(H, W)`` bool (True = pixel from the negative);
@@ -140,7 +164,9 @@ def swap_counterfactual(predict: Predict, anchor: torch.Tensor, negative: torch.
     """Swap the negative's patches into the anchor, most relevant first, until the diagnosis shifts.
 
     Candidate k holds the k most relevant cells swapped (k = 1..K, K = ``max_fraction`` of
-    the cells); all candidates are scored in batches and the first shifted one is kept.
+    the cells); candidates are scored ``batch`` at a time, stopping at the first chunk holding a
+    shifted one, and the first shifted one is kept. ``relevance`` ``(gh, gw)`` defaults to
+    :func:`occlusion_relevance`.
 
     Args:
         target_anchor, target_negative: ``(L,)`` what the shift is measured against: the two

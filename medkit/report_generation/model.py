@@ -39,7 +39,12 @@ from torch import nn
 
 from ..metrics.clinical import OBSERVATIONS
 from .cofe_config import ReportConfig
-from .counterfactual import cosine_similarity, pick_negatives, swap_counterfactual
+from .counterfactual import (
+    cosine_similarity,
+    gradient_relevance,
+    pick_negatives,
+    swap_counterfactual,
+)
 from .encoder import ImageEncoder
 from .losses import counterfactual_info_nce, diagnosis_loss, report_nll
 
@@ -201,12 +206,17 @@ class CoFE(nn.Module):
         bank_y = self.bank_labels if known else (torch.sigmoid(bank["logits"]) > 0.5).float()
         neg = pick_negatives(sim, (p > 0.5).cpu().numpy(), (bank_y > 0.5).cpu().numpy())
         out = p.clone()
+        cc = self.cfg.counterfactual
+        jj = torch.as_tensor(np.maximum(neg, 0), device=images.device)
+        t_neg = bank_y[jj] if known else torch.sigmoid(bank["logits"])[jj]
+        rel = (gradient_relevance(self.encoder.diagnose, images, self.bank_images[jj], cc.patch, t_neg)
+               if cc.relevance == "gradient" else None)
         for i, j in enumerate(neg):
             if j < 0:
                 continue
-            cf = swap_counterfactual(self.encoder.diagnose, images[i], self.bank_images[j],
-                                     self.cfg.counterfactual.patch, max_fraction=self.cfg.counterfactual.max_fraction,
-                                     target_negative=bank_y[j] if known else None)
+            cf = swap_counterfactual(self.encoder.diagnose, images[i], self.bank_images[j], cc.patch,
+                                     max_fraction=cc.max_fraction, batch=cc.swap_chunk,
+                                     relevance=rel[i] if rel is not None else None, target_negative=t_neg[i])
             out[i] = self.encoder.diagnose(cf.image[None])[0]
         self.encoder.train(was)
         return out

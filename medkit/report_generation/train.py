@@ -44,6 +44,7 @@ from ..runs import RunDir, pick_device, seed_everything
 from .cofe_config import ReportConfig
 from .counterfactual import (
     cosine_similarity,
+    gradient_relevance,
     pick_negatives,
     save_counterfactual_png,
     swap_counterfactual,
@@ -77,6 +78,14 @@ def build_counterfactuals(model: CoFE, images: torch.Tensor, labels: np.ndarray,
         sim = cosine_similarity(model.encoder(images)["pooled"].cpu().numpy())
     neg = pick_negatives(sim, labels)
     y = torch.as_tensor(labels, dtype=torch.float32, device=images.device)
+    cc = cfg.counterfactual
+    rel = None
+    if cc.relevance == "gradient":
+        rel, jj = [], torch.as_tensor(np.maximum(neg, 0), device=images.device)
+        for s in range(0, len(neg), 64):
+            rel.append(gradient_relevance(model.encoder.diagnose, images[s:s + 64], images[jj[s:s + 64]], cc.patch,
+                                          y[jj[s:s + 64]]))
+        rel = torch.cat(rel)
     cfs, masks, info = [], [], []
     for i, j in enumerate(neg):
         if j < 0:  # every other study has the same labels: nothing to contrast
@@ -85,8 +94,9 @@ def build_counterfactuals(model: CoFE, images: torch.Tensor, labels: np.ndarray,
             info.append({"index": i, "negative": -1, "n_swapped": 0, "shifted": False, "already_shifted": False,
                          "cells": []})
             continue
-        cf = swap_counterfactual(model.encoder.diagnose, images[i], images[j], cfg.counterfactual.patch,
-                                 max_fraction=cfg.counterfactual.max_fraction, target_anchor=y[i], target_negative=y[j])
+        cf = swap_counterfactual(model.encoder.diagnose, images[i], images[j], cc.patch, max_fraction=cc.max_fraction,
+                                 batch=cc.swap_chunk, relevance=rel[i] if rel is not None else None,
+                                 target_anchor=y[i], target_negative=y[j])
         cfs.append(cf.image)
         masks.append(cf.mask)
         info.append({"index": i, "negative": int(j), "n_swapped": cf.n_swapped, "shifted": cf.shifted,

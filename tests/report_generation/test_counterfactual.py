@@ -10,6 +10,7 @@ from PIL import Image
 from medkit.report_generation.counterfactual import (
     cell_hits,
     diagnosis_shifted,
+    gradient_relevance,
     occlusion_relevance,
     patch_mask,
     pick_negatives,
@@ -49,6 +50,23 @@ def test_swap_stops_at_the_diagnosis_shift():
     assert cf.shifted and cf.n_swapped == 3
     assert cf.mask.sum() == 3 * 64 and cf.mask[:16, :16].sum() == 3 * 64
     assert torch.equal(cf.image, torch.where(cf.mask[None], negative, anchor))
+
+
+def test_gradient_relevance_equals_occlusion_where_the_model_is_linear():
+    """The toy model is linear in the pixels and the distance keeps its sign along every single swap,
+    so the first-order relevance is exact: 0.25 for each top-left cell, 0 elsewhere (one backward pass
+    for a batch of two pairs)."""
+    anchor, negative = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
+    negative[:, :16, :16] = 1.0
+    t = _toy_predict(negative[None])
+    g = gradient_relevance(_toy_predict, torch.stack([anchor, anchor]), torch.stack([negative, negative]), 8,
+                           t.repeat(2, 1))
+    occ = occlusion_relevance(_toy_predict, anchor, negative, patch=8)
+    assert g.shape == (2, 4, 4)
+    assert torch.allclose(g[0], occ, atol=1e-6) and torch.allclose(g[1], occ, atol=1e-6)
+    assert torch.allclose(g[0, :2, :2], torch.full((2, 2), 0.25))
+    cf = swap_counterfactual(_toy_predict, anchor, negative, patch=8, relevance=g[0], max_fraction=1.0, batch=2)
+    assert cf.shifted and cf.n_swapped == 3  # as with occlusion, scored two candidates at a time
 
 
 def test_swap_cap_when_no_shift_is_reachable():
