@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..io import write_jsonl
-from ..metrics.clinical import ce_metrics
+from ..metrics.clinical import ce_metrics, ce_scores
 from ..metrics.text import java_executable, meteor_jar, nlg_metrics
 from ..progress import track
 from ..runs import RunDir, pick_device, seed_everything
@@ -157,6 +157,19 @@ def val_nll(model: CoFE, val: list[Study], dev, bs: int) -> float:
     return tot / n
 
 
+@torch.no_grad()
+def val_diag_f1(model: CoFE, val: list[Study], dev, bs: int = 64) -> float:
+    """Micro-F1 of the diagnosis head (probability > 0.5) against the val labels: the ceiling a
+    decoder that only verbalised the head could reach in CE micro-F1 (same labels, same flavour)."""
+    if not val:
+        return float("nan")
+    was = model.encoder.training
+    model.encoder.eval()
+    p = torch.cat([model.encoder.diagnose(stack_images(val[s:s + bs]).to(dev)) for s in range(0, len(val), bs)])
+    model.encoder.train(was)
+    return ce_scores(label_matrix(val), (p > 0.5).cpu().numpy())["micro_f1"]
+
+
 @dataclass
 class ReportData:
     """What :func:`fit` trains on: studies of the train split, and val studies (validation NLL)."""
@@ -245,7 +258,8 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
         ce_due = V > 0 and step > W and ((step - W) % V == 0 or last)
         if step > W and ((step - W) % cfg.optim.eval_every == 0 or last or ce_due) and (run is not None or ce_due):
             rec = {"step": step, **{k: round(float(v.detach()), 5) for k, v in loss_d.items()},
-                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val, dev, cfg.optim.batch_size)}
+                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val, dev, cfg.optim.batch_size),
+                   "val_diag_f1": val_diag_f1(model, val, dev)}
             if ce_due and val:
                 part = val[: cfg.evaluation.val_ce_max]
                 hyps, _ = generate_for(model, part, beams=cfg.generate.beams,
