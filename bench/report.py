@@ -1,11 +1,16 @@
 """Report-generation benchmark: CoFE vs its ablations vs nearest-neighbour retrieval, on synthetic
 radiographs whose findings co-occur and whose training set carries a spurious cue.
 
-    python bench/report.py --only curves    # 1. learning curves (seed 0), PNG, the step budget
-    python bench/report.py --only cells     # 2. cells (resumable; seed 0 of every arm first)
-    python bench/report.py --only shipped   # 3. the shipped models/cofe-smollm2 on fresh studies
-    python bench/report.py                  # all of it, then the table (bench/results/report-cpu.json)
-    python bench/report.py --assemble       # the table from finished cells only
+    python bench/report.py --only cells --seeds 0     # 1. seed 0 of every arm: their val curves (PNG)
+    python bench/report.py --only cells --seeds 1 2   # 2. the other seeds, once the curves plateau
+    python bench/report.py --only shipped             # 3. the shipped models/cofe-smollm2 on fresh studies
+    python bench/report.py                            # all of it, then the table (bench/results/report-cpu.json)
+    python bench/report.py --assemble                 # the table (and curves) from finished cells only
+
+Every trained cell logs its validation CE micro-F1 (generated reports, 100 val studies) every
+250 steps; the budget (``BUDGET`` steps after a 1,000-step diagnosis-only warm-up) was set from
+the seed-0 curves and every cell's own curve is tested for a plateau (medkit.viz.curves.plateau:
+gain < 0.01 over the last quarter) in the results file.
 
 Data (``medkit.synth.cxr``, seed 0, 64 px PA, masks): 3,000 studies, 2,100 train / 300 val /
 600 test, findings from the MIMIC-CXR-like co-occurrence model, and the spurious cue
@@ -49,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cells import RESULTS, Bench, target, target_ci  # noqa: E402
 from bench.report_plots import plot_cooccurrence, plot_overlap  # noqa: E402
-from medkit.config import load_config, to_dict  # noqa: E402
+from medkit.config import load_config  # noqa: E402
 from medkit.metrics.clinical import OBSERVATIONS, ce_scores, label_report, label_vector  # noqa: E402
 from medkit.metrics.stats import mcnemar, paired_diff  # noqa: E402
 from medkit.report_generation.cofe_config import ReportConfig  # noqa: E402
@@ -67,7 +72,8 @@ BASE = ["data.dataset=synthetic", "data.image_size=64", "encoder.init_features=1
         "decoder.tune=full", "decoder.tiny_hidden=128", "decoder.tiny_layers=2", "decoder.n_context=8",
         "decoder.max_report_tokens=160", "optim.batch_size=16", "optim.lr=2e-3", "optim.lr_lm=2e-3",
         "optim.eval_every=250", "generate.max_new_tokens=140", "evaluation.meteor=jar"]
-CURVE_STEPS, CURVE_EVERY, CURVE_VAL = 3000, 250, 100  # the curve runs: steps, check period, val studies
+BUDGET = 2000  # training steps after the warm-up, from the seed-0 curves (report-cpu-curves.png)
+CURVE_EVERY, CURVE_VAL = 250, 100  # every cell's val curve: check period (steps), val studies
 PLATEAU_TOL = 0.01  # CE micro-F1 gained over the last quarter of the steps that still counts as a plateau
 SHIPPED = {"model": "models/cofe-smollm2", "n_cases": 300, "seed": 7}  # fresh studies: another seed
 COLUMNS = [("BLEU_1", "B-1"), ("BLEU_4", "B-4"), ("METEOR", "MTR-1.5"), ("ROUGE_L", "R-L"), ("CIDEr", "CIDEr"),
@@ -186,41 +192,10 @@ def arm_config(root: Path, arm: str, seed: int, steps: int, *extra: str) -> Repo
                                           *ARMS[arm], *extra])
 
 
-def run_curve(root: Path, arm: str, dev) -> dict:
-    from medkit.report_generation.train import ReportData, fit
-
-    (st, _) = load_bench_studies(root)
-    cfg = arm_config(root, arm, 0, CURVE_STEPS, f"evaluation.val_ce_every={CURVE_EVERY}",
-                     f"evaluation.val_ce_max={CURVE_VAL}")
-    t = time.perf_counter()
-    res = fit(cfg, ReportData(st["train"], st["val"]), run=None, device=str(dev), log=lambda m: print("   ", m, flush=True),
-              progress=lambda it, *a, **k: it)
-    return {"arm": arm, "steps": CURVE_STEPS, "history": res["history"], "train_s": time.perf_counter() - t,
-            "cf_builds": [{k: v for k, v in b.items() if k != "rows"} for b in res["cf_builds"]],
-            "config": to_dict(cfg)}
-
-
-def budget_from(curves: dict[str, dict]) -> dict:
-    """The step budget: the first check at which every curve has plateaued (val CE micro-F1 gained
-    less than ``PLATEAU_TOL`` over the last quarter of the steps, 2-check running mean)."""
-    W = None
-    per = {}
-    for arm, c in curves.items():
-        h = [x for x in c["history"] if "val_ce_f1" in x]
-        W = c["config"]["counterfactual"]["warmup_steps"]
-        steps = [x["step"] - W for x in h]
-        vals = [x["val_ce_f1"] for x in h]
-        first = None
-        for k in range(3, len(steps) + 1):
-            if plateau(steps[:k], vals[:k], tol=PLATEAU_TOL, smooth=2)["reached"]:
-                first = steps[k - 1]
-                break
-        per[arm] = {"first_plateau_step": first, "final": plateau(steps, vals, tol=PLATEAU_TOL, smooth=2)}
-    firsts = [p["first_plateau_step"] for p in per.values()]
-    steps = max(firsts) if all(f is not None for f in firsts) else CURVE_STEPS
-    return {"steps": int(steps), "per_arm": per, "rule": f"plateau(tol={PLATEAU_TOL}, frac=0.25, smooth=2) on val "
-            f"CE micro-F1 ({CURVE_VAL} val studies, every {CURVE_EVERY} steps); all curves reached it: "
-            f"{all(f is not None for f in firsts)}"}
+def curve_verdict(history: list[dict], warmup: int) -> dict:
+    """The plateau test on one cell's val CE micro-F1 curve (steps counted after the warm-up)."""
+    h = [x for x in history if "val_ce_f1" in x]
+    return plateau([x["step"] - warmup for x in h], [x["val_ce_f1"] for x in h], tol=PLATEAU_TOL, smooth=2)
 
 
 def run_arm(root: Path, arm: str, seed: int, steps: int, dev, *, overlap: bool) -> dict:
@@ -231,7 +206,8 @@ def run_arm(root: Path, arm: str, seed: int, steps: int, dev, *, overlap: bool) 
 
     st, cue = load_bench_studies(root)
     train, test = st["train"], st["test"]
-    cfg = arm_config(root, arm, seed, steps)
+    cfg = arm_config(root, arm, seed, steps, f"evaluation.val_ce_every={CURVE_EVERY}",
+                     f"evaluation.val_ce_max={CURVE_VAL}")
     t = time.perf_counter()
     res = fit(cfg, ReportData(train, st["val"]), run=None, device=str(dev), log=lambda m: print("   ", m, flush=True),
               progress=lambda it, *a, **k: it)
@@ -243,7 +219,7 @@ def run_arm(root: Path, arm: str, seed: int, steps: int, dev, *, overlap: bool) 
     out = {"arm": arm, "seed": seed, "steps": steps, "train_s": train_s, "reports_per_s": len(test) / gen_s,
            "hyps": dict(zip(refs, hyps)), "scores": score(refs, dict(zip(refs, hyps)), cue),
            "cf_builds": [{k: v for k, v in b.items() if k != "rows"} for b in res["cf_builds"]],
-           "history": res["history"]}
+           "history": res["history"], "plateau": curve_verdict(res["history"], cfg.counterfactual.warmup_steps)}
     if overlap and res["cf_builds"]:
         out["cf_overlap"] = cf_overlap(root, train, res["cf_builds"], cfg.counterfactual.patch)
     if arm == "CoFE":
@@ -325,7 +301,26 @@ def fmt(vals) -> str:
     return f"{np.mean(vals):.3f}+-{np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
-def assemble(b: Bench, root: Path, curves: dict, budget: dict, dev, *, partial: bool) -> Path:
+def plot_seed0_curves(b: Bench) -> list[str]:
+    """report-cpu-curves.png from the seed-0 cells; returns the arms drawn."""
+    W = int(next(x for x in BASE if x.startswith("counterfactual.warmup_steps=")).split("=")[1])
+    series, drawn = {}, []
+    for arm in ARMS:
+        c = b.load(f"arm/{arm}/seed0")
+        if c is None:
+            continue
+        drawn.append(arm)
+        h = [x for x in c["history"] if "val_ce_f1" in x]
+        series[f"{arm}: val CE-F1 (reports)"] = ([x["step"] - W for x in h], [x["val_ce_f1"] for x in h])
+        series[f"{arm}: val F1 (diagnosis head)"] = ([x["step"] - W for x in h], [x.get("val_diag_f1") for x in h])
+    if series:
+        plot_curves(series, RESULTS / "report-cpu-curves.png", xlabel="step (after the diagnosis-only warm-up)",
+                    ylabel="micro-F1", title=f"seed 0, {CURVE_VAL} val studies, every {CURVE_EVERY} steps; "
+                                             f"budget {BUDGET} steps")
+    return drawn
+
+
+def assemble(b: Bench, root: Path, dev, *, partial: bool) -> Path:
     st, cue = load_bench_studies(root)
     test = st["test"]
     refs = {s.case_id: s.report for s in test}
@@ -351,7 +346,7 @@ def assemble(b: Bench, root: Path, curves: dict, budget: dict, dev, *, partial: 
     head = ["method"] + [c[1] for c in COLUMNS] + ["train s"]
     lines = [f"Report generation, synthetic CXR with a train-only spurious cue (pacemaker ~ cardiomegaly 90 % in "
              f"train, independent in test): {len(st['train'])}/{len(st['val'])}/{len(test)} studies "
-             f"({len(conflict)} conflict), 64 px, tiny word LM, {budget['steps']} steps; seeds {seeds_done}, "
+             f"({len(conflict)} conflict), 64 px, tiny word LM, {BUDGET} steps; seeds {seeds_done}, "
              "mean+-std over seeds", "METEOR: METEOR 1.5 (meteor-1.5.jar via Java); CE: medkit labeler, positive=1, "
              "micro-F1 (CE-F1), example-based (F1ex); abn->normal: abnormal studies given an all-normal report",
              "".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -412,7 +407,11 @@ def assemble(b: Bench, root: Path, curves: dict, budget: dict, dev, *, partial: 
     plot_cooccurrence(gen, mimic_rates(), RESULTS / "report-cpu-cooccurrence.png")
     return b.write({"printed": text, "aggregate": agg},
                    targets=targets,
-                   extra={"partial": partial, "seeds_done": seeds_done, "budget": budget,
+                   extra={"partial": partial, "seeds_done": seeds_done,
+                       "budget": {"steps": BUDGET, "warmup": 1000, "rule": f"plateau(tol={PLATEAU_TOL}, frac=0.25, "
+                                  f"smooth=2) on each cell's val CE micro-F1 ({CURVE_VAL} val studies, every "
+                                  f"{CURVE_EVERY} steps)", "plateau": {f"{m}/seed{r['seed']}": r.get("plateau")
+                                                                      for m in ARMS for r in runs[m]}},
                        "curves_png": "bench/results/report-cpu-curves.png",
                        "cf_overlap_png": "bench/results/report-cpu-cf-overlap.png",
                        "cooccurrence_png": "bench/results/report-cpu-cooccurrence.png",
@@ -424,13 +423,14 @@ def assemble(b: Bench, root: Path, curves: dict, budget: dict, dev, *, partial: 
                                                       "split": {k: len(v) for k, v in st.items()},
                                                       "conflict": len(conflict)},
                        "generator_cooccurrence": gen, "mimic_cxr_rates": mimic_rates(),
-                       "curves": {a: {"history": c["history"], "train_s": c["train_s"], "cf_builds": c["cf_builds"]}
-                                  for a, c in curves.items()}})
+                       "curves": {f"{m}/seed{r['seed']}": [{k: x.get(k) for k in ("step", "val_ce_f1", "val_diag_f1",
+                                                                                   "val_nll")} for x in r["history"]]
+                                  for m in ARMS for r in runs[m]}})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["curves", "cells", "shipped", "pixels"], default=None)
+    ap.add_argument("--only", choices=["cells", "shipped", "pixels"], default=None)
     ap.add_argument("--arm", choices=list(ARMS), default=None, help="with --only cells: this arm only")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--assemble", action="store_true", help="only assemble the table from finished cells")
@@ -438,56 +438,38 @@ def main() -> None:
     ap.add_argument("--smoke", type=Path, default=None, metavar="DIR",
                     help="a seconds-sized run of the whole flow into DIR (checks the script, measures nothing)")
     args = ap.parse_args()
-    global CURVE_STEPS, CURVE_EVERY, CURVE_VAL, RESULTS
+    global BUDGET, CURVE_EVERY, CURVE_VAL, RESULTS
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    os.environ.setdefault("MEDKIT_NO_PROGRESS", "1")
     if args.smoke is not None:
         DATA.update(n_cases=40, splits=[0.5, 0.25, 0.25])
-        CURVE_STEPS, CURVE_EVERY, CURVE_VAL, RESULTS = 6, 3, 4, Path(args.smoke)
+        BUDGET, CURVE_EVERY, CURVE_VAL, RESULTS = 6, 3, 4, Path(args.smoke)
         BASE.extend(["counterfactual.warmup_steps=2", "counterfactual.refresh_every=3", "decoder.tiny_hidden=32",
                      "decoder.tiny_layers=1", "generate.max_new_tokens=12", "counterfactual.text_embedder=tfidf",
                      "optim.batch_size=4"])
         SHIPPED.update(n_cases=3)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    os.environ.setdefault("MEDKIT_NO_PROGRESS", "1")
     dev = pick_device(args.device)
     root = ensure_data()
     settings = {"data": {**DATA, "annotation_sha256": annotation_sha(root)}, "base": BASE, "arms": ARMS,
-                "curve": {"steps": CURVE_STEPS, "every": CURVE_EVERY, "val": CURVE_VAL, "tol": PLATEAU_TOL},
+                "budget": BUDGET, "curve": {"every": CURVE_EVERY, "val": CURVE_VAL, "tol": PLATEAU_TOL},
                 "shipped": SHIPPED}
     b = Bench("report", device=dev, config=settings, root=RESULTS)
-    curves = {}
-    if args.only in (None, "curves") and not args.assemble:
-        for arm in ("CoFE", "no counterfactual"):
-            if args.arm in (None, arm):
-                curves[arm] = b.cell(f"curve/{arm}", lambda arm=arm: run_curve(root, arm, dev))
-    curves = {arm: c for arm in ("CoFE", "no counterfactual") if (c := b.load(f"curve/{arm}")) is not None}
-    if len(curves) == 2:
-        budget = budget_from(curves)
-        W = BASE[[k for k, x in enumerate(BASE) if x.startswith("counterfactual.warmup_steps=")][0]].split("=")[1]
-        series = {}
-        for a, c in curves.items():
-            h = [x for x in c["history"] if "val_ce_f1" in x]
-            series[f"{a}: val CE micro-F1 (generated reports)"] = ([x["step"] - int(W) for x in h],
-                                                                   [x["val_ce_f1"] for x in h])
-            series[f"{a}: val micro-F1 of the diagnosis head"] = ([x["step"] - int(W) for x in h],
-                                                                  [x.get("val_diag_f1") for x in h])
-        plot_curves(series, RESULTS / "report-cpu-curves.png", xlabel="step (after the diagnosis-only warm-up)",
-                    ylabel="micro-F1", title=f"seed 0, {CURVE_VAL} val studies; budget {budget['steps']} steps")
-        print(f"budget: {budget['steps']} steps ({budget['rule']})")
-    elif args.only in (None, "cells") or args.assemble:
-        raise SystemExit("the learning curves come first: python bench/report.py --only curves")
     if args.only in (None, "cells") and not args.assemble:
         for seed in args.seeds:  # seed 0 of every arm first
             for arm in ARMS:
                 if args.arm in (None, arm):
                     b.cell(f"arm/{arm}/seed{seed}", lambda arm=arm, seed=seed: run_arm(
-                        root, arm, seed, budget["steps"], dev, overlap=arm == "CoFE" and seed == 0))
-    if args.only in (None, "pixels", "cells") and not args.assemble:
+                        root, arm, seed, BUDGET, dev, overlap=arm == "CoFE" and seed == 0))
+    if args.only in (None, "pixels") and not args.assemble:
         b.cell("retrieval-pixels", lambda: run_pixels(root))
     if args.only in (None, "shipped") and not args.assemble and not (args.smoke and args.only is None):
         b.cell("shipped", lambda: run_shipped(dev))
+    drawn = plot_seed0_curves(b)
+    if drawn:
+        print(f"curves of {drawn} (seed 0): {RESULTS / 'report-cpu-curves.png'}")
     if args.only is None or args.assemble:
         done = all(b.done(f"arm/{a}/seed{s}") for a in ARMS for s in SEEDS)
-        print(f"wrote {assemble(b, root, curves, budget, dev, partial=not done)}")
+        print(f"wrote {assemble(b, root, dev, partial=not done)}")
 
 
 if __name__ == "__main__":
