@@ -268,6 +268,9 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
                                               {s_.case_id: h for s_, h in zip(part, hyps)})["micro_f1"]
                 model.train()
             history.append(rec)
+            log(f"step {step}: loss {loss.item():.3f} (nll {rec.get('nll', float('nan')):.3f}), "
+                f"val nll {rec['val_nll']:.3f}, val diagnosis-head F1 {rec['val_diag_f1']:.3f}"
+                + (f", val CE-F1 {rec['val_ce_f1']:.3f}" if "val_ce_f1" in rec else ""))
             if run is None:
                 continue
             write_jsonl(run.path / "logs" / "metrics.jsonl", history)
@@ -282,8 +285,6 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
                 run.save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "cf_images")}, "best",
                                     config=cfg)
             run.save_checkpoint(state, "last", config=cfg)
-            log(f"step {step}: loss {loss.item():.3f} (nll {rec.get('nll', float('nan')):.3f}), "
-                f"val nll {rec['val_nll']:.3f}" + (f", val CE-F1 {rec['val_ce_f1']:.3f}" if "val_ce_f1" in rec else ""))
     return {"model": model, "history": history, "step": step, "seconds": time.perf_counter() - t0,
             "counterfactuals": cf_info, "cf_builds": cf_builds, "best": best}
 
