@@ -155,7 +155,8 @@ def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None =
 
     _, pipeline, overrides_ = SPECS[name]
     run = from_run or work / name
-    if from_run is None:
+    finished = resume and (run / "summary.json").exists()  # a chunked run that already ended: export only
+    if from_run is None and not finished:
         overrides = [f"data.root={work / 'synth-cxr-64-2k'}", *overrides_]
         run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu", expect="train-report",
                  resume=resume and (run / "checkpoints" / "last.pt").exists())

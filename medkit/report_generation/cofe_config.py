@@ -131,6 +131,7 @@ class EvalConfig:
     meteor: Literal["jar", "approx", "none"] = "jar"
     val_ce_every: int = 0  # also generate val reports and log val CE micro-F1 every N steps (0: never)
     val_ce_max: int = 64  # val studies used for that (first N)
+    val_max: int | None = None  # val studies for the val NLL and diagnosis-head F1 at every check (None: all)
 
 
 @dataclass

@@ -258,8 +258,9 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
         ce_due = V > 0 and step > W and ((step - W) % V == 0 or last)
         if step > W and ((step - W) % cfg.optim.eval_every == 0 or last or ce_due) and (run is not None or ce_due):
             rec = {"step": step, **{k: round(float(v.detach()), 5) for k, v in loss_d.items()},
-                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val, dev, cfg.optim.batch_size),
-                   "val_diag_f1": val_diag_f1(model, val, dev)}
+                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val[:cfg.evaluation.val_max], dev,
+                                                                    cfg.optim.batch_size),
+                   "val_diag_f1": val_diag_f1(model, val[:cfg.evaluation.val_max], dev)}
             if ce_due and val:
                 part = val[: cfg.evaluation.val_ce_max]
                 hyps, _ = generate_for(model, part, beams=cfg.generate.beams,
