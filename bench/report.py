@@ -280,18 +280,31 @@ def not_below(diff: dict) -> dict:
             "ci95": [lo, hi], "p_boot": diff.get("p_boot"), "n_units": diff.get("n_units")}
 
 
-def paired(cells_a: list[dict], cells_b: list[dict], ids: list[str]) -> dict:
-    """Paired bootstrap of per-study F1, rows = (study, seed) with the same seed on both sides."""
-    a, b, u = [], [], []
-    for ca, cb in zip(cells_a, cells_b):
-        ha, hb, refs = ca["hyps"], cb["hyps"], ca["refs"]
-        sa = per_study({i: refs[i] for i in ids}, {i: ha[i] for i in ids})
-        sb = per_study({i: refs[i] for i in ids}, {i: hb[i] for i in ids})
+def paired(cells_a: list[dict], cells_b: list[dict], ids: list[str]) -> dict | None:
+    """Paired bootstrap of per-study F1, rows = (study, seed) with the same seed on both sides
+    (a cell without ``seed``, retrieval by pixels, pairs with every seed). None: no common seed."""
+    by_b = {cb.get("seed"): cb for cb in cells_b}
+    a, b, u, seeds = [], [], [], []
+    for ca in cells_a:
+        cb = by_b.get(ca.get("seed"), by_b.get(None))
+        if cb is None:
+            continue
+        seeds.append(ca.get("seed"))
+        refs = ca["refs"]
+        sa = per_study({i: refs[i] for i in ids}, {i: ca["hyps"][i] for i in ids})
+        sb = per_study({i: refs[i] for i in ids}, {i: cb["hyps"][i] for i in ids})
         for i in ids:
             a.append(sa[i]["f1"])
             b.append(sb[i]["f1"])
             u.append(i)
-    return paired_diff(a, b, units=u)
+    if not a:
+        return None
+    return {**paired_diff(a, b, units=u), "seeds": seeds}
+
+
+def missing_target(goal: str, why: str) -> dict:
+    """A target that cannot be computed yet: not held, with the cells it waits for."""
+    return {"value": None, "target": goal, "held": False, "reason": why}
 
 
 def fmt(vals) -> str:
@@ -320,35 +333,57 @@ def plot_seed0_curves(b: Bench) -> list[str]:
     return drawn
 
 
+def shipped_key() -> str:
+    """The shipped model's cell, keyed by its weights (a retrained model gets a new cell)."""
+    sha = hashlib.sha256((ROOT / SHIPPED["model"] / "model.safetensors").read_bytes()).hexdigest()
+    return f"shipped/{sha[:12]}"
+
+
+def collect(b: Bench, refs: dict[str, str]) -> tuple[dict[str, list[dict]], list[str]]:
+    """Every finished cell by method (``seed`` on each), and the keys of the cells still missing."""
+    runs: dict[str, list[dict]] = {m: [] for m in [*ARMS, "retrieval (pixels)", "retrieval (encoder)"]}
+    missing = []
+    for seed in SEEDS:
+        for arm in ARMS:
+            c = b.load(f"arm/{arm}/seed{seed}")
+            if c is None:
+                missing.append(f"arm/{arm}/seed{seed}")
+                continue
+            runs[arm].append({**c, "refs": refs})
+            if arm == "CoFE":  # the same seed's encoder, as a retrieval model
+                runs["retrieval (encoder)"].append({**c["retrieval_encoder"], "seed": seed, "refs": refs,
+                                                    "train_s": c["train_s"]})
+    pix = b.load("retrieval-pixels")
+    if pix is None:
+        missing.append("retrieval-pixels")
+    else:  # deterministic: no seed, pairs with every seed of the other arm
+        runs["retrieval (pixels)"] = [{**pix, "refs": refs, "train_s": 0.0}]
+    return runs, missing
+
+
 def assemble(b: Bench, root: Path, dev, *, partial: bool) -> Path:
+    """The table, paired comparisons, figures and targets from whatever cells have finished
+    (a missing cell leaves its row out and its targets not held, with the reason)."""
     st, cue = load_bench_studies(root)
     test = st["test"]
     refs = {s.case_id: s.report for s in test}
     ids = sorted(refs)
     conflict = [i for i in ids if cue[i]["conflict"]]
-    runs: dict[str, list[dict]] = {m: [] for m in [*ARMS, "retrieval (pixels)", "retrieval (encoder)"]}
-    seeds_done = []
-    for seed in SEEDS:
-        cs = {arm: b.load(f"arm/{arm}/seed{seed}") for arm in ARMS}
-        if any(c is None for c in cs.values()):
-            continue
-        seeds_done.append(seed)
-        for arm, c in cs.items():
-            runs[arm].append({**c, "refs": refs})
-        runs["retrieval (encoder)"].append({**cs["CoFE"]["retrieval_encoder"], "refs": refs,
-                                            "train_s": cs["CoFE"]["train_s"]})
-    pix = b.load("retrieval-pixels")
-    if pix is not None:
-        runs["retrieval (pixels)"] = [{**pix, "refs": refs, "train_s": 0.0} for _ in seeds_done]
-    if not seeds_done:
-        raise SystemExit("no complete seed (every arm) yet: run the cells first")
-    widths = [22] + [13] * len(COLUMNS) + [9]
-    head = ["method"] + [c[1] for c in COLUMNS] + ["train s"]
+    runs, missing = collect(b, refs)
+    if not runs["CoFE"]:
+        raise SystemExit("no CoFE cell yet: run the cells first (python bench/report.py --only cells --seeds 0)")
+    skey = shipped_key()
+    shipped = b.load(skey)
+    if shipped is None:
+        missing.append(skey)
+    widths = [22] + [13] * len(COLUMNS) + [9, 9]
+    head = ["method"] + [c[1] for c in COLUMNS] + ["train s", "seeds"]
     lines = [f"Report generation, synthetic CXR with a train-only spurious cue (pacemaker ~ cardiomegaly 90 % in "
              f"train, independent in test): {len(st['train'])}/{len(st['val'])}/{len(test)} studies "
-             f"({len(conflict)} conflict), 64 px, tiny word LM, {BUDGET} steps; seeds {seeds_done}, "
-             "mean+-std over seeds", "METEOR: METEOR 1.5 (meteor-1.5.jar via Java); CE: medkit labeler, positive=1, "
-             "micro-F1 (CE-F1), example-based (F1ex); abn->normal: abnormal studies given an all-normal report",
+             f"({len(conflict)} conflict), 64 px, tiny word LM, {BUDGET} steps after a 1,000-step warm-up; "
+             "mean+-std over the seeds listed",
+             "METEOR: METEOR 1.5 (meteor-1.5.jar via Java); CE: medkit labeler, positive=1, micro-F1 (CE-F1), "
+             "example-based (F1ex); abn->normal: abnormal studies given an all-normal report",
              "".join(h.ljust(w) for h, w in zip(head, widths))]
     agg = {}
     for m, rs in runs.items():
@@ -356,27 +391,37 @@ def assemble(b: Bench, root: Path, dev, *, partial: bool) -> Path:
             continue
         agg[m] = {k: {"mean": float(np.mean([r["scores"][k] for r in rs])), "std": float(np.std([r["scores"][k] for r in rs]))}
                   for k, _ in COLUMNS}
-        row = [m] + [fmt([r["scores"][k] for r in rs]) for k, _ in COLUMNS] + [f"{np.mean([r['train_s'] for r in rs]):.0f}"]
+        agg[m]["seeds"] = [r.get("seed") for r in rs]
+        row = [m] + [fmt([r["scores"][k] for r in rs]) for k, _ in COLUMNS] + [
+            f"{np.mean([r['train_s'] for r in rs]):.0f}", ",".join("-" if r.get("seed") is None else str(r["seed"])
+                                                                   for r in rs)]
         lines.append("".join(c.ljust(w) for c, w in zip(row, widths)))
     cofe, nocf, enc = runs["CoFE"], runs["no counterfactual"], runs["retrieval (encoder)"]
-    d_conf = paired(cofe, nocf, conflict)
-    d_all = paired(cofe, nocf, ids)
-    d_enc = paired(cofe, enc, ids)
-    d_prompt = paired(cofe, runs["no learnable prompt"], ids)
+    comparisons = {"conflict": ("CoFE - no counterfactual, per-study F1, conflict", paired(cofe, nocf, conflict)),
+                   "all": ("CoFE - no counterfactual, per-study F1, all", paired(cofe, nocf, ids)),
+                   "encoder_retrieval": ("CoFE - retrieval (encoder), per-study F1, all", paired(cofe, enc, ids)),
+                   "pixel_retrieval": ("CoFE - retrieval (pixels), per-study F1, all",
+                                       paired(cofe, runs["retrieval (pixels)"], ids)),
+                   "no_prompt": ("CoFE - no learnable prompt, per-study F1, all",
+                                 paired(cofe, runs["no learnable prompt"], ids))}
+    for name, d in comparisons.values():
+        if d is None:
+            lines.append(f"  {name}: n/a (no seed with both cells yet)")
+            continue
+        lines.append(f"  {name}: {d['mean']:+.4f} (95 % CI {d['ci95'][0]:+.4f}..{d['ci95'][1]:+.4f}, "
+                     f"p={d['p_boot']:.4f}, {d['n_units']} studies, seeds {d['seeds']})")
     cm = OBSERVATIONS.index("Cardiomegaly")
 
     def cm_right(rs):  # conflict studies x seeds: did the report get cardiomegaly right?
         return [label_vector(label_report(r["hyps"][i]))[cm] == label_vector(label_report(refs[i]))[cm]
                 for r in rs for i in conflict]
-    mc = mcnemar(cm_right(cofe), cm_right(nocf))
-    for name, d in (("CoFE - no counterfactual, per-study F1, conflict", d_conf),
-                    ("CoFE - no counterfactual, per-study F1, all", d_all),
-                    ("CoFE - retrieval (encoder), per-study F1, all", d_enc),
-                    ("CoFE - no learnable prompt, per-study F1, all", d_prompt)):
-        lines.append(f"  {name}: {d['mean']:+.4f} (95 % CI {d['ci95'][0]:+.4f}..{d['ci95'][1]:+.4f}, "
-                     f"p={d['p_boot']:.4f}, {d['n_units']} studies)")
-    lines.append(f"  cardiomegaly right on conflict studies (study x seed): CoFE {mc['acc_a']:.3f} vs no counterfactual "
-                 f"{mc['acc_b']:.3f}, McNemar p={mc['p']:.4f} (only CoFE {mc['only_a']}, only no-cf {mc['only_b']})")
+    common = sorted({r["seed"] for r in cofe} & {r["seed"] for r in nocf})
+    mc = None
+    if common:
+        mc = mcnemar(cm_right([r for r in cofe if r["seed"] in common]), cm_right([r for r in nocf if r["seed"] in common]))
+        lines.append(f"  cardiomegaly right on conflict studies (study x seed, seeds {common}): CoFE {mc['acc_a']:.3f} vs "
+                     f"no counterfactual {mc['acc_b']:.3f}, McNemar p={mc['p']:.4f} (only CoFE {mc['only_a']}, "
+                     f"only no-cf {mc['only_b']})")
     ov = (b.load("arm/CoFE/seed0") or {}).get("cf_overlap")
     if ov:
         for o in ov:
@@ -384,30 +429,46 @@ def assemble(b: Bench, root: Path, dev, *, partial: bool) -> Path:
                          f"before any swap), {o['mean_swapped']:.1f} patches; swap cells on differing findings "
                          f"{o['precision']:.3f} vs random {o['random']:.3f} ({o['n']} studies)")
         plot_overlap(ov, RESULTS / "report-cpu-cf-overlap.png")
-    shipped = b.load("shipped")
     if shipped is not None:
         s = shipped["scores"]
-        lines.append(f"  shipped {shipped['model']} on {shipped['n']} fresh synthetic studies: CE micro-F1 "
+        lines.append(f"  shipped {shipped['model']} ({skey}) on {shipped['n']} fresh synthetic studies: CE micro-F1 "
                      f"{s['micro_f1']:.3f}; abnormal studies given an all-normal report {s['abnormal_all_normal']:.3f}")
+    if missing:
+        lines.append(f"  missing cells ({len(missing)}): {', '.join(missing)}")
     text = "\n".join(lines)
     print(text)
     c0 = b.load("arm/CoFE/seed0")
+    n0 = b.load("arm/no counterfactual/seed0")
     ex_ids = [i for i in ids if not cue[i]["conflict"] and "no acute" not in refs[i]][:2] + conflict[:1]
     examples = [{"case_id": i, "conflict": cue[i]["conflict"], "cue_present": cue[i]["present"],
-                 "cardiomegaly": cue[i]["target_positive"], "generated": c0["hyps"][i], "reference": refs[i]}
+                 "cardiomegaly": cue[i]["target_positive"], "reference": refs[i], "generated": c0["hyps"][i],
+                 "generated_no_counterfactual": n0["hyps"][i] if n0 else None}
                 for i in ex_ids] if c0 else []
-    targets = {"cofe_vs_no_counterfactual_conflict": target_ci(d_conf), "cofe_vs_no_counterfactual_all": not_below(d_all),
-               "cofe_vs_encoder_retrieval": target_ci(d_enc),
-               "shipped_ce_f1": target(shipped["scores"]["micro_f1"] if shipped else None, 0.60, ">=",
-                                       abnormal_all_normal=shipped["scores"]["abnormal_all_normal"] if shipped else None,
-                                       n=shipped["n"] if shipped else None)}
+
+    def why(*arms) -> str:
+        return "no seed with cells of both " + " and ".join(arms) + f" yet (missing: {', '.join(missing)})"
+    d_conf, d_all, d_enc = (comparisons[k][1] for k in ("conflict", "all", "encoder_retrieval"))
+    targets = {
+        "cofe_vs_no_counterfactual_conflict": target_ci(d_conf) if d_conf else missing_target(
+            "ci95 low > 0", why("CoFE", "no counterfactual")),
+        "cofe_vs_no_counterfactual_all": not_below(d_all) if d_all else missing_target(
+            "ci95 high >= 0 (not below)", why("CoFE", "no counterfactual")),
+        "cofe_vs_encoder_retrieval": target_ci(d_enc) if d_enc else missing_target("ci95 low > 0", why("CoFE")),
+        "shipped_ce_f1": target(shipped["scores"]["micro_f1"], 0.60, ">=",
+                                abnormal_all_normal=shipped["scores"]["abnormal_all_normal"], n=shipped["n"],
+                                weights_sha256=shipped["weights_sha256"]) if shipped else missing_target(
+            ">= 0.60", f"cell {skey} (models/cofe-smollm2 on fresh studies) not run yet")}
+    for k, d in (("cofe_vs_no_counterfactual_conflict", d_conf), ("cofe_vs_no_counterfactual_all", d_all),
+                 ("cofe_vs_encoder_retrieval", d_enc)):
+        if d:
+            targets[k]["seeds"] = d["seeds"]
     from medkit.synth.cxr_cooccurrence import mimic_rates
 
     gen = json.loads((root / "summary.json").read_text())["cooccurrence"]
     plot_cooccurrence(gen, mimic_rates(), RESULTS / "report-cpu-cooccurrence.png")
     return b.write({"printed": text, "aggregate": agg},
                    targets=targets,
-                   extra={"partial": partial, "seeds_done": seeds_done,
+                   extra={"partial": partial, "missing_cells": missing,
                        "budget": {"steps": BUDGET, "warmup": 1000, "rule": f"plateau(tol={PLATEAU_TOL}, frac=0.25, "
                                   f"smooth=2) on each cell's val CE micro-F1 ({CURVE_VAL} val studies, every "
                                   f"{CURVE_EVERY} steps)", "plateau": {f"{m}/seed{r['seed']}": r.get("plateau")
@@ -415,8 +476,7 @@ def assemble(b: Bench, root: Path, dev, *, partial: bool) -> Path:
                        "curves_png": "bench/results/report-cpu-curves.png",
                        "cf_overlap_png": "bench/results/report-cpu-cf-overlap.png",
                        "cooccurrence_png": "bench/results/report-cpu-cooccurrence.png",
-                       "paired": {"conflict": d_conf, "all": d_all, "encoder_retrieval": d_enc, "no_prompt": d_prompt,
-                                  "cardiomegaly_conflict_mcnemar": mc},
+                       "paired": {**{k: d for k, (_, d) in comparisons.items()}, "cardiomegaly_conflict_mcnemar": mc},
                        "cf_overlap": [{k: v for k, v in o.items() if k != "per_study"} for o in ov] if ov else None,
                        "shipped": {k: v for k, v in shipped.items() if k != "hyps"} if shipped else None,
                        "examples": examples, "data": {**DATA, "annotation_sha256": annotation_sha(root),
@@ -463,7 +523,7 @@ def main() -> None:
     if args.only in (None, "pixels") and not args.assemble:
         b.cell("retrieval-pixels", lambda: run_pixels(root))
     if args.only in (None, "shipped") and not args.assemble and not (args.smoke and args.only is None):
-        b.cell("shipped", lambda: run_shipped(dev))
+        b.cell(shipped_key(), lambda: run_shipped(dev))
     drawn = plot_seed0_curves(b)
     if drawn:
         print(f"curves of {drawn} (seed 0): {RESULTS / 'report-cpu-curves.png'}")
