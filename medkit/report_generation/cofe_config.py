@@ -53,12 +53,22 @@ class EncoderConfig:
 class CounterfactualConfig:
     """Counterfactual images (:mod:`.counterfactual`) and their use in training."""
 
-    enabled: bool = True  # false: the no-counterfactual ablation (no InfoNCE, no counterfactual prompt)
+    # false: the no-counterfactual ablation. No counterfactual images: the InfoNCE term keeps only
+    # the in-batch image negatives (set loss.w_cf=0 to drop InfoNCE too) and the prompt loses its
+    # counterfactual tokens. tests/report_generation/test_model.py holds the code to this.
+    enabled: bool = True
     negatives: Literal["report", "image"] = "report"  # similarity used to pick the negative study
     text_embedder: Literal["minilm", "tfidf"] = "minilm"  # report embedding (InfoNCE text side, negatives)
     patch: int = 8  # swapped patch side, pixels (of the image_size input)
+    # which patches are most relevant: "gradient" (first-order, one backward pass per batch of
+    # studies) or "occlusion" (one forward pass per patch: exact, ~20x slower on CPU)
+    relevance: Literal["gradient", "occlusion"] = "gradient"
+    swap_chunk: int = 8  # cumulative swap candidates scored per forward pass
     max_fraction: float = 0.5  # most of the image that may be swapped
     warmup_steps: int = 100  # diagnosis-only encoder steps before counterfactuals are built
+    # rebuild the training counterfactuals every this many steps after the warm-up, against the
+    # encoder as it is then (0: build once after the warm-up and keep them)
+    refresh_every: int = 0
     bank_size: int = 256  # training images kept in the model for test-time counterfactual prompts
     n_pictures: int = 4  # original / counterfactual / mask PNGs written to the run folder
 
@@ -75,6 +85,7 @@ class DecoderConfig:
     lm: str = "smollm2-135m-instruct"
     tune: Literal["frozen", "lora", "full"] = "lora"
     lora_r: int = 8
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # projections that get a LoRA adapter
     tiny_hidden: int = 128
     tiny_layers: int = 2
     tiny_heads: int = 4
@@ -112,6 +123,18 @@ class GenerateConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How the test split is scored after training (:func:`~.train.score_reports`)."""
+
+    # jar: METEOR 1.5 (pycocoevalcap's meteor-1.5.jar, needs Java; checked before training starts);
+    # approx: medkit's pure-Python approximation, reported as such; none: no METEOR
+    meteor: Literal["jar", "approx", "none"] = "jar"
+    val_ce_every: int = 0  # also generate val reports and log val CE micro-F1 every N steps (0: never)
+    val_ce_max: int = 64  # val studies used for that (first N)
+    val_max: int | None = None  # val studies for the val NLL and diagnosis-head F1 at every check (None: all)
+
+
+@dataclass
 class ReportConfig:
     """``medkit train report`` settings (pipelines/report_*.yaml ``config:`` block)."""
 
@@ -124,3 +147,4 @@ class ReportConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)

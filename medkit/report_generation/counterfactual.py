@@ -4,10 +4,17 @@ For an anchor study, the *negative* is the most semantically similar study
 whose diagnosis labels differ (:func:`pick_negatives`; similarity from report
 embeddings or image features). Patches of the negative replace patches of the
 anchor cumulatively, most relevant first (:func:`occlusion_relevance`), until
-the predicted diagnosis shifts (:func:`diagnosis_shifted`): the prediction is
-closer (L1 over the 14 probabilities) to the negative's than to the anchor's,
-the probability-space reading of CoFE's "closer to the negative's report than
-to its own". :func:`swap_counterfactual` returns the image and its swap mask.
+the diagnosis shifts (:func:`diagnosis_shifted`): the prediction on the swapped
+image is closer (L1 over the 14 observations) to the negative's *labels* than to
+the anchor's *labels*, the label-space reading of CoFE's "closer to the
+negative's report than to its own". During training both label vectors are the
+studies' own (a shift is then a real change of what the model reads from the
+image, not a drift away from its own earlier guess); at test time the anchor's
+labels are unknown and its prediction stands in for them, while the negative is
+a training image of known labels. :func:`swap_counterfactual` returns the image
+and its swap mask; :func:`cell_hits` and :func:`swap_precision` measure how much
+of a swap mask lies on the findings that differ (against the share of random
+cells that would).
 
 Everything here is a pure function of tensors and a ``predict`` callable
 ``(K, C, H, W) -> (K, L)`` probabilities, so it is testable without the LM.
@@ -74,21 +81,23 @@ def _grid(img: torch.Tensor, patch: int) -> tuple[int, int]:
     return H // patch, W // patch
 
 
-def diagnosis_shifted(p: torch.Tensor, p_anchor: torch.Tensor, p_negative: torch.Tensor) -> torch.Tensor:
-    """``(K,)`` bool: prediction ``p`` ``(K, L)`` is nearer (L1) the negative's than the anchor's."""
-    return (p - p_negative).abs().sum(-1) < (p - p_anchor).abs().sum(-1)
+def diagnosis_shifted(p: torch.Tensor, target_anchor: torch.Tensor, target_negative: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` bool: prediction ``p`` ``(K, L)`` is nearer (L1) ``target_negative`` than ``target_anchor``
+    (each ``(L,)`` or ``(1, L)``: 0/1 labels in training, probabilities where labels are unknown)."""
+    return (p - target_negative).abs().sum(-1) < (p - target_anchor).abs().sum(-1)
 
 
 @torch.no_grad()
 def occlusion_relevance(predict: Predict, anchor: torch.Tensor, negative: torch.Tensor, patch: int,
-                        batch: int = 64) -> torch.Tensor:
+                        batch: int = 64, target_negative: torch.Tensor | None = None) -> torch.Tensor:
     """``(gh, gw)`` relevance: how far swapping that one patch moves the prediction towards the negative.
 
-    Relevance of cell c = ``d(p(anchor), p_neg) - d(p(anchor with c swapped), p_neg)`` with ``d`` the
-    L1 distance (larger = more relevant). One batched forward pass per ``batch`` cells.
+    Relevance of cell c = ``d(p(anchor), t) - d(p(anchor with c swapped), t)`` with ``d`` the L1
+    distance and ``t`` = ``target_negative`` (default: the prediction on the negative); larger =
+    more relevant. One batched forward pass per ``batch`` cells.
     """
     gh, gw = _grid(anchor, patch)
-    p_neg = predict(negative[None])[0]
+    p_neg = predict(negative[None])[0] if target_negative is None else target_negative.to(anchor.device).float()
     base = (predict(anchor[None])[0] - p_neg).abs().sum()
     rel = torch.empty(gh * gw)
     for s in range(0, gh * gw, batch):
@@ -102,35 +111,76 @@ def occlusion_relevance(predict: Predict, anchor: torch.Tensor, negative: torch.
     return rel.view(gh, gw)
 
 
+def gradient_relevance(predict: Predict, anchors: torch.Tensor, negatives: torch.Tensor, patch: int,
+                       target_negative: torch.Tensor) -> torch.Tensor:
+    """``(B, gh, gw)`` first-order relevance of every cell for a batch of anchor/negative pairs.
+
+    Swapping cell c changes the image by ``delta = (negative - anchor) * 1_c``; to first order the
+    distance ``d = |p(x) - t|_1`` to the negative's target ``t`` changes by ``grad_x d . delta``, so
+    relevance ``-sum_{pixels in c} grad_x d * (negative - anchor)`` (larger = the swap moves the
+    prediction further towards ``t``). One forward and backward pass for the whole batch instead of
+    one forward per cell (:func:`occlusion_relevance`); the model must be in eval mode (batch
+    statistics would couple the samples).
+
+    Args:
+        anchors, negatives: ``(B, C, H, W)``. target_negative: ``(B, L)``.
+    """
+    gh, gw = _grid(anchors, patch)
+    x = anchors.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        d = (predict(x) - target_negative.to(x.device).float()).abs().sum()
+        (g,) = torch.autograd.grad(d, x)
+    contrib = -(g * (negatives - anchors)).sum(1)  # (B, H, W)
+    B = contrib.shape[0]
+    return contrib.reshape(B, gh, patch, gw, patch).sum((2, 4)).detach().cpu()
+
+
 @dataclass
 class Counterfactual:
     """``image`` ``(C, H, W)``; ``mask`` ``(H, W)`` bool (True = pixel from the negative);
     ``n_swapped`` patches; ``shifted``: whether the diagnosis shift was reached (else the
-    ``max_fraction`` cap stopped the swapping); ``order``: cells, most relevant first."""
+    ``max_fraction`` cap stopped the swapping); ``order``: cells, most relevant first;
+    ``already_shifted``: the unswapped anchor's prediction was already nearer the negative's
+    target (the model misreads the anchor), so one swapped patch "shifts" it."""
 
     image: torch.Tensor
     mask: torch.Tensor
     n_swapped: int
     shifted: bool
     order: list[int]
+    already_shifted: bool = False
+
+    @property
+    def cells(self) -> list[int]:
+        """The swapped cells (flat row-major indices), most relevant first."""
+        return self.order[: self.n_swapped]
 
 
 @torch.no_grad()
 def swap_counterfactual(predict: Predict, anchor: torch.Tensor, negative: torch.Tensor, patch: int, *,
-                        relevance: torch.Tensor | None = None, max_fraction: float = 0.5,
-                        batch: int = 64) -> Counterfactual:
+                        relevance: torch.Tensor | None = None, max_fraction: float = 0.5, batch: int = 64,
+                        target_anchor: torch.Tensor | None = None,
+                        target_negative: torch.Tensor | None = None) -> Counterfactual:
     """Swap the negative's patches into the anchor, most relevant first, until the diagnosis shifts.
 
     Candidate k holds the k most relevant cells swapped (k = 1..K, K = ``max_fraction`` of
-    the cells); all candidates are scored in batches and the first shifted one is kept.
+    the cells); candidates are scored ``batch`` at a time, stopping at the first chunk holding a
+    shifted one, and the first shifted one is kept. ``relevance`` ``(gh, gw)`` defaults to
+    :func:`occlusion_relevance`.
+
+    Args:
+        target_anchor, target_negative: ``(L,)`` what the shift is measured against: the two
+            studies' 0/1 labels in training; default the model's predictions on the two images
+            (for a test image, whose labels are unknown).
     """
     gh, gw = _grid(anchor, patch)
+    p_anchor = predict(anchor[None])[0] if target_anchor is None else target_anchor.to(anchor.device).float()
+    p_neg = predict(negative[None])[0] if target_negative is None else target_negative.to(anchor.device).float()
     if relevance is None:
-        relevance = occlusion_relevance(predict, anchor, negative, patch, batch)
+        relevance = occlusion_relevance(predict, anchor, negative, patch, batch, target_negative=p_neg)
     order = torch.argsort(relevance.flatten(), descending=True, stable=True).tolist()
     K = max(1, int(round(max_fraction * gh * gw)))
-    p_anchor = predict(anchor[None])[0]
-    p_neg = predict(negative[None])[0]
+    already = bool(diagnosis_shifted(predict(anchor[None]), p_anchor[None], p_neg[None])[0])
     cur = anchor.clone()
     for s in range(0, K, batch):
         imgs = []
@@ -142,14 +192,41 @@ def swap_counterfactual(predict: Predict, anchor: torch.Tensor, negative: torch.
         hit = diagnosis_shifted(predict(torch.stack(imgs)), p_anchor[None], p_neg[None]).cpu()
         if hit.any():
             n = s + int(hit.float().argmax()) + 1
-            return _result(anchor, negative, order, n, patch, (gh, gw), True)
-    return _result(anchor, negative, order, K, patch, (gh, gw), False)
+            return _result(anchor, negative, order, n, patch, (gh, gw), True, already)
+    return _result(anchor, negative, order, K, patch, (gh, gw), False, already)
 
 
-def _result(anchor, negative, order, n, patch, grid, shifted) -> Counterfactual:
+def _result(anchor, negative, order, n, patch, grid, shifted, already=False) -> Counterfactual:
     mask = patch_mask(grid, order[:n], patch)
     image = torch.where(mask[None], negative, anchor)
-    return Counterfactual(image=image, mask=mask, n_swapped=n, shifted=shifted, order=order)
+    return Counterfactual(image=image, mask=mask, n_swapped=n, shifted=shifted, order=order, already_shifted=already)
+
+
+def cell_hits(mask: np.ndarray, patch: int) -> np.ndarray:
+    """``(gh, gw)`` bool: which patch cells of an ``(H, W)`` mask hold at least one mask pixel."""
+    m = np.asarray(mask, dtype=bool)
+    H, W = m.shape
+    if H % patch or W % patch:
+        raise ValueError(f"mask {m.shape} is not a multiple of patch {patch}")
+    return m.reshape(H // patch, patch, W // patch, patch).any(axis=(1, 3))
+
+
+def swap_precision(cells, hits: np.ndarray) -> dict:
+    """How much of a swap lies on the true findings, against random cells.
+
+    Args:
+        cells: swapped cells (flat row-major indices into ``hits``).
+        hits: ``(gh, gw)`` bool from :func:`cell_hits` (cells touching the findings that differ).
+
+    Returns:
+        ``{"precision": share of swapped cells that touch the findings (None if none swapped),
+        "random": share of all cells that do (the expected precision of the same number of cells
+        drawn uniformly at random), "n_cells": number swapped}``.
+    """
+    flat = np.asarray(hits, dtype=bool).ravel()
+    cells = list(cells)
+    prec = float(flat[cells].mean()) if cells else None
+    return {"precision": prec, "random": float(flat.mean()), "n_cells": len(cells)}
 
 
 def save_counterfactual_png(path: str | Path, anchor: torch.Tensor, counterfactual: torch.Tensor,

@@ -79,10 +79,42 @@ class Tfidf:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MEDKIT_CACHE", Path.home() / ".cache" / "medkit")) / "report-embeddings"
+
+
 def embed_reports(texts: list[str], kind: str) -> np.ndarray:
-    """``(N, D)`` report embeddings: ``minilm`` or ``tfidf`` (fitted on ``texts``)."""
-    if kind == "minilm":
-        return minilm_embed(texts)
+    """``(N, D)`` report embeddings: ``minilm`` or ``tfidf`` (fitted on ``texts``).
+
+    MiniLM embeddings are cached as ``.npy`` under ``$MEDKIT_CACHE`` (default
+    ``~/.cache/medkit``), keyed by the sha256 of the texts and of the model's weights: a
+    benchmark trains many models on one training split, and MiniLM takes over a minute per
+    2,000 reports on one CPU core. The cache is plain arrays (``allow_pickle=False``)."""
+    import hashlib
+
     if kind == "tfidf":
         return Tfidf(texts)(texts)
-    raise ValueError(f"text embedder must be 'minilm' or 'tfidf', got {kind!r}")
+    if kind != "minilm":
+        raise ValueError(f"text embedder must be 'minilm' or 'tfidf', got {kind!r}")
+    h = hashlib.sha256("\x00".join(texts).encode())
+    weights = sorted(minilm_dir().glob("*.safetensors")) + sorted(minilm_dir().glob("*.bin"))
+    for w in weights[:1]:
+        h.update(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}".encode())
+    path = _cache_dir() / f"minilm-{h.hexdigest()[:32]}.npy"
+    if path.is_file():
+        try:
+            out = np.load(path, allow_pickle=False)
+            if out.shape[0] == len(texts):
+                return out
+        except (OSError, ValueError):
+            pass  # a damaged cache entry: recompute it
+    out = minilm_embed(texts)
+    try:
+        from ..io.atomic import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, out, allow_pickle=False)
+    except OSError:
+        pass  # a read-only home: no cache, same result
+    return out

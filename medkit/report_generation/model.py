@@ -16,13 +16,16 @@ had its decision-relevant regions looked like the nearest study with a
 different diagnosis. This is our reading of CoFE's "learnable prompt
 encapsulating factual and counterfactual content" (the paper's prompt is
 built on BLIP text; the public code does not fix this layout). At training
-time ``q`` comes from the precomputed training counterfactuals; at inference
-from a counterfactual built against the nearest image of a bank of training
-images (``bank_images``) whose predicted labels differ.
+time ``q`` comes from the training counterfactuals (built against the
+studies' labels, optionally rebuilt as the encoder trains); at inference from
+a counterfactual built against the nearest image of a bank of training images
+(``bank_images``, with their labels ``bank_labels``) whose labels differ from
+the image's predicted ones.
 
 Ablations: ``decoder.prompt=false`` drops ctx/fact/cf (visual tokens only);
 ``counterfactual.enabled=false`` drops the cf tokens and the counterfactual
-negative of the InfoNCE term.
+negative of the InfoNCE term, which keeps its in-batch image negatives
+(``loss.w_cf=0`` drops InfoNCE altogether).
 
 Shapes: images ``(B, 1, S, S)``; prefix ``(B, P + 14 + 14 + N, d)`` with ``d``
 the LM hidden size; ``N = (S / 16)^2`` visual tokens for the default DenseNet.
@@ -36,7 +39,12 @@ from torch import nn
 
 from ..metrics.clinical import OBSERVATIONS
 from .cofe_config import ReportConfig
-from .counterfactual import cosine_similarity, pick_negatives, swap_counterfactual
+from .counterfactual import (
+    cosine_similarity,
+    gradient_relevance,
+    pick_negatives,
+    swap_counterfactual,
+)
 from .encoder import ImageEncoder
 from .losses import counterfactual_info_nce, diagnosis_loss, report_nll
 
@@ -80,9 +88,10 @@ def build_lm(cfg: ReportConfig, vocab: list[str] | None):
         tok = word_tokenizer(vocab)
         lm, tok = tiny_causal_lm(tok, layers=d.tiny_layers, hidden=d.tiny_hidden, heads=d.tiny_heads, seed=cfg.seed)
         if d.tune == "lora":
-            lm = add_lora(lm, {"r": d.lora_r, "lora_alpha": 2 * d.lora_r})
+            lm = add_lora(lm, {"r": d.lora_r, "lora_alpha": 2 * d.lora_r, "target_modules": list(d.lora_targets)})
     else:
-        lora = {"r": d.lora_r, "lora_alpha": 2 * d.lora_r} if d.tune == "lora" else None
+        lora = ({"r": d.lora_r, "lora_alpha": 2 * d.lora_r, "target_modules": list(d.lora_targets)}
+                if d.tune == "lora" else None)
         try:
             lm, tok = load_causal_lm(d.lm, lora=lora, device="cpu")
         except FileNotFoundError as e:
@@ -117,6 +126,7 @@ class CoFE(nn.Module):
         self.text_proj = nn.Linear(text_dim, e)
         self.text_dim = text_dim
         self.register_buffer("bank_images", torch.zeros(0, 1, cfg.data.image_size, cfg.data.image_size))
+        self.register_buffer("bank_labels", torch.zeros(0, L))
 
     # ------------------------------------------------------------------ the prefix
     def _content(self, probs: torch.Tensor) -> torch.Tensor:
@@ -191,13 +201,22 @@ class CoFE(nn.Module):
         enc = self.encoder(images)
         p = torch.sigmoid(enc["logits"])
         sim = cosine_similarity(enc["pooled"].cpu().numpy(), bank["pooled"].cpu().numpy())
-        neg = pick_negatives(sim, (p > 0.5).cpu().numpy(), (torch.sigmoid(bank["logits"]) > 0.5).cpu().numpy())
+        # the bank's own labels where the model has them (trained since they were added); else its predictions
+        known = self.bank_labels.shape[0] == self.bank_images.shape[0]
+        bank_y = self.bank_labels if known else (torch.sigmoid(bank["logits"]) > 0.5).float()
+        neg = pick_negatives(sim, (p > 0.5).cpu().numpy(), (bank_y > 0.5).cpu().numpy())
         out = p.clone()
+        cc = self.cfg.counterfactual
+        jj = torch.as_tensor(np.maximum(neg, 0), device=images.device)
+        t_neg = bank_y[jj] if known else torch.sigmoid(bank["logits"])[jj]
+        rel = (gradient_relevance(self.encoder.diagnose, images, self.bank_images[jj], cc.patch, t_neg)
+               if cc.relevance == "gradient" else None)
         for i, j in enumerate(neg):
             if j < 0:
                 continue
-            cf = swap_counterfactual(self.encoder.diagnose, images[i], self.bank_images[j],
-                                     self.cfg.counterfactual.patch, max_fraction=self.cfg.counterfactual.max_fraction)
+            cf = swap_counterfactual(self.encoder.diagnose, images[i], self.bank_images[j], cc.patch,
+                                     max_fraction=cc.max_fraction, batch=cc.swap_chunk,
+                                     relevance=rel[i] if rel is not None else None, target_negative=t_neg[i])
             out[i] = self.encoder.diagnose(cf.image[None])[0]
         self.encoder.train(was)
         return out
@@ -230,10 +249,11 @@ class CoFE(nn.Module):
                 if not k.startswith("lm.") or keep_lm or k in trainable}
 
     def load_saved_state(self, state: dict[str, torch.Tensor]) -> None:
-        if "bank_images" in state:
-            self.bank_images = state["bank_images"].to(self.bank_images.device)
+        for buf in ("bank_images", "bank_labels"):  # sized by the data, not the config
+            if buf in state:
+                setattr(self, buf, state[buf].to(getattr(self, buf).device))
         missing, unexpected = self.load_state_dict(state, strict=False)
-        saved_keys = set(self.saved_state())
+        saved_keys = set(self.saved_state()) - {"bank_labels"}  # absent in models saved before it existed
         bad = [k for k in missing if k in saved_keys]
         if bad or unexpected:
             raise KeyError(f"checkpoint does not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}")

@@ -38,8 +38,8 @@ from .data import IMAGE_SUFFIXES, image_kind, load_image
 DEFAULT_MODEL = shipped_model("cofe-synthetic")  # None when installed without models
 METRIC_NOTES = {
     "text": "NLG metrics on R2Gen-cleaned text (medkit.io.clean_report), whitespace tokens, corpus level",
-    "METEOR": "medkit.metrics.text.meteor: exact + stem matches, no WordNet synonyms or paraphrases "
-              "(not the Java METEOR 1.5)",
+    "METEOR": "METEOR_impl names it: METEOR 1.5 (the jar, through Java) when Java is on PATH, else "
+              "medkit.metrics.text.meteor (exact + stem matches, no WordNet synonyms or paraphrases)",
     "CE": "clinical efficacy from medkit's rule-based CheXpert-style labeler (not CheXpert/CheXbert); "
           "uncertain counted negative; micro, macro and example-based F1",
 }
@@ -186,20 +186,30 @@ def read_references(path: str | Path) -> dict[str, str]:
     return refs
 
 
-def score(refs: dict[str, str], hyps: dict[str, str]) -> dict:
-    """NLG metrics on R2Gen-cleaned text and CE metrics (see :data:`METRIC_NOTES`)."""
+def score(refs: dict[str, str], hyps: dict[str, str], meteor: str = "auto") -> dict:
+    """NLG metrics on R2Gen-cleaned text and CE metrics (see :data:`METRIC_NOTES`).
+    ``meteor``: ``auto`` (METEOR 1.5 when Java and the jar are there, else the approximation),
+    ``jar``, ``approx`` or ``none``; the result's ``METEOR_impl`` says which ran."""
     from ..io import clean_report
     from ..metrics.clinical import ce_metrics
-    from ..metrics.text import nlg_metrics
+    from ..metrics.text import MeteorUnavailable, java_executable, meteor_jar, nlg_metrics
+
+    if meteor == "auto":
+        try:
+            java_executable()
+            meteor_jar()
+            meteor = "jar"
+        except MeteorUnavailable:
+            meteor = "approx"
 
     nlg = nlg_metrics({k: clean_report(v) for k, v in refs.items()}, {k: clean_report(v) for k, v in hyps.items()},
-                      tokenize="none")
+                      tokenize="none", meteor=meteor)
     return {"n": len(refs), **nlg, **ce_metrics(refs, hyps), "notes": METRIC_NOTES}
 
 
 def report(input: str | Path, output: str | Path | None = None, *, model: str | Path | None = None,
            device: str = "auto", beams: int = 1, max_new_tokens: int = 96, references: str | Path | None = None,
-           case_id: str | None = None, overwrite: bool = False,
+           case_id: str | None = None, overwrite: bool = False, meteor: str = "auto",
            log: Callable[[str], None] | None = None) -> Reports:
     """Generate reports for radiographs (``medkit report`` is this function).
 
@@ -214,6 +224,8 @@ def report(input: str | Path, output: str | Path | None = None, *, model: str | 
         references: a JSONL (``{"case_id", "report"}``) or annotation.json of reference reports: every
             generated case must have one; metrics are computed and written.
         case_id: the id of a single input image. overwrite: replace earlier rows of these cases.
+        meteor: ``auto`` (METEOR 1.5 through Java when available, else medkit's approximation),
+            ``jar``, ``approx`` or ``none``; ``metrics["METEOR_impl"]`` says which ran.
         log: where progress lines go (default: stderr).
 
     Returns:
@@ -256,7 +268,8 @@ def report(input: str | Path, output: str | Path | None = None, *, model: str | 
     rows = _generate(net, items, dev, beams, max_new_tokens, refs)
     secs = time.perf_counter() - t0
     known = {r["case_id"]: r["reference"] for r in rows if r.get("reference") is not None}
-    metrics = score(known, {r["case_id"]: r["report"] for r in rows if r["case_id"] in known}) if known else None
+    metrics = score(known, {r["case_id"]: r["report"] for r in rows if r["case_id"] in known},
+                    meteor) if known else None
     result = Reports(rows, metrics)
     if folder is not None:
         from ..io import write_json
@@ -266,8 +279,10 @@ def report(input: str | Path, output: str | Path | None = None, *, model: str | 
         every = [json.loads(x) for x in result.paths["reports"].read_text(encoding="utf-8").splitlines() if x.strip()]
         every = [r for r in every if isinstance(r.get("reference"), str)]
         if every:  # over every case of the folder with a reference, this run's and earlier ones
-            result.paths["metrics"] = write_json(folder.path / "metrics.json", score(
-                {r["case_id"]: r["reference"] for r in every}, {r["case_id"]: r["report"] for r in every}))
+            all_refs = {r["case_id"]: r["reference"] for r in every}
+            same = metrics is not None and all_refs == known
+            result.paths["metrics"] = write_json(folder.path / "metrics.json", metrics if same else score(
+                all_refs, {r["case_id"]: r["report"] for r in every}, meteor))
         for cid, _, _, src in items:
             folder.record(cid, [folder.path / "reports.jsonl"], source=src, written_at=_now())
         manifest["inputs"] = {cid: sha256_path(src) for cid, _, _, src in items}

@@ -9,16 +9,20 @@ Reads top to bottom:
    fixed report embeddings (MiniLM or TF-IDF) for the InfoNCE text side;
 2. ``counterfactual.warmup_steps`` diagnosis-only steps, so the head that decides
    "the diagnosis shifted" means something;
-3. counterfactual images for every training study (:mod:`.counterfactual`),
-   kept for the rest of training, with a few original / counterfactual / mask
-   pictures under ``<run>/counterfactuals/``;
+3. counterfactual images for every training study (:mod:`.counterfactual`; the
+   shift is tested against the two studies' labels), rebuilt every
+   ``counterfactual.refresh_every`` steps against the encoder as it trains (0:
+   built once), with a few original / counterfactual / mask pictures and every
+   build's swapped cells under ``<run>/counterfactuals/``;
 4. ``optim.steps`` steps of NLL + BCE + InfoNCE (AdamW, warmup then cosine);
-   validation NLL every ``eval_every`` steps -> ``checkpoints/{last,best}.pt``;
+   validation NLL every ``eval_every`` steps (and validation CE micro-F1 of
+   generated reports every ``evaluation.val_ce_every``) -> ``checkpoints/{last,best}.pt``;
 5. reports for the test split with the best checkpoint ->
-   ``predictions/reports.jsonl`` and NLG + CE metrics in ``summary.json``.
+   ``predictions/reports.jsonl`` and NLG + CE metrics in ``summary.json``
+   (METEOR 1.5 from the jar unless ``evaluation.meteor`` names another).
 
 Resuming reloads ``last.pt`` (model, optimiser, scheduler, step, RNG, the
-counterfactual set) and continues the count.
+counterfactual set and its build log) and continues the count.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ import numpy as np
 import torch
 
 from ..io import write_jsonl
-from ..metrics.clinical import ce_metrics
-from ..metrics.text import nlg_metrics
+from ..metrics.clinical import ce_metrics, ce_scores
+from ..metrics.text import java_executable, meteor_jar, nlg_metrics
 from ..progress import track
 from ..runs import RunDir, pick_device, seed_everything
 from .cofe_config import ReportConfig
 from .counterfactual import (
     cosine_similarity,
+    gradient_relevance,
     pick_negatives,
     save_counterfactual_png,
     swap_counterfactual,
@@ -58,7 +63,13 @@ def build_model(cfg: ReportConfig, vocab: list[str] | None, text_dim: int) -> Co
 @torch.no_grad()
 def build_counterfactuals(model: CoFE, images: torch.Tensor, labels: np.ndarray, text_emb: np.ndarray,
                           cfg: ReportConfig) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """Counterfactual for every study: ``(cf images (N,1,S,S), masks (N,S,S) bool, info rows)``."""
+    """Counterfactual for every study: ``(cf images (N,1,S,S), masks (N,S,S) bool, info rows)``.
+
+    The shift is tested against the labels (``labels[i]`` vs ``labels[j]``), not the model's
+    predictions. Info rows: ``index``, ``negative`` (-1: no study with other labels),
+    ``n_swapped``, ``shifted``, ``already_shifted`` (the model misread the anchor before any
+    swap) and ``cells`` (the swapped patch cells, row-major, most relevant first).
+    """
     was = model.encoder.training
     model.encoder.eval()
     if cfg.counterfactual.negatives == "report":
@@ -66,20 +77,41 @@ def build_counterfactuals(model: CoFE, images: torch.Tensor, labels: np.ndarray,
     else:
         sim = cosine_similarity(model.encoder(images)["pooled"].cpu().numpy())
     neg = pick_negatives(sim, labels)
+    y = torch.as_tensor(labels, dtype=torch.float32, device=images.device)
+    cc = cfg.counterfactual
+    rel = None
+    if cc.relevance == "gradient":
+        rel, jj = [], torch.as_tensor(np.maximum(neg, 0), device=images.device)
+        for s in range(0, len(neg), 64):
+            rel.append(gradient_relevance(model.encoder.diagnose, images[s:s + 64], images[jj[s:s + 64]], cc.patch,
+                                          y[jj[s:s + 64]]))
+        rel = torch.cat(rel)
     cfs, masks, info = [], [], []
     for i, j in enumerate(neg):
         if j < 0:  # every other study has the same labels: nothing to contrast
             cfs.append(images[i])
             masks.append(torch.zeros(images.shape[-2:], dtype=torch.bool))
-            info.append({"index": i, "negative": -1, "n_swapped": 0, "shifted": False})
+            info.append({"index": i, "negative": -1, "n_swapped": 0, "shifted": False, "already_shifted": False,
+                         "cells": []})
             continue
-        cf = swap_counterfactual(model.encoder.diagnose, images[i], images[j], cfg.counterfactual.patch,
-                                 max_fraction=cfg.counterfactual.max_fraction)
+        cf = swap_counterfactual(model.encoder.diagnose, images[i], images[j], cc.patch, max_fraction=cc.max_fraction,
+                                 batch=cc.swap_chunk, relevance=rel[i] if rel is not None else None,
+                                 target_anchor=y[i], target_negative=y[j])
         cfs.append(cf.image)
         masks.append(cf.mask)
-        info.append({"index": i, "negative": int(j), "n_swapped": cf.n_swapped, "shifted": cf.shifted})
+        info.append({"index": i, "negative": int(j), "n_swapped": cf.n_swapped, "shifted": cf.shifted,
+                     "already_shifted": cf.already_shifted, "cells": cf.cells})
     model.encoder.train(was)
     return torch.stack(cfs), torch.stack(masks).cpu(), info
+
+
+def cf_build_summary(step: int, info: list[dict], seconds: float) -> dict:
+    """One counterfactual build in numbers (logged, and kept in the history)."""
+    real = [r for r in info if r["negative"] >= 0]
+    return {"step": step, "n": len(info), "shifted": sum(r["shifted"] for r in real),
+            "already_shifted": sum(r["already_shifted"] for r in real),
+            "mean_swapped": float(np.mean([r["n_swapped"] for r in real])) if real else 0.0,
+            "seconds": round(seconds, 2)}
 
 
 def _lr_lambda(cfg: ReportConfig):
@@ -125,6 +157,19 @@ def val_nll(model: CoFE, val: list[Study], dev, bs: int) -> float:
     return tot / n
 
 
+@torch.no_grad()
+def val_diag_f1(model: CoFE, val: list[Study], dev, bs: int = 64) -> float:
+    """Micro-F1 of the diagnosis head (probability > 0.5) against the val labels: the ceiling a
+    decoder that only verbalised the head could reach in CE micro-F1 (same labels, same flavour)."""
+    if not val:
+        return float("nan")
+    was = model.encoder.training
+    model.encoder.eval()
+    p = torch.cat([model.encoder.diagnose(stack_images(val[s:s + bs]).to(dev)) for s in range(0, len(val), bs)])
+    model.encoder.train(was)
+    return ce_scores(label_matrix(val), (p > 0.5).cpu().numpy())["micro_f1"]
+
+
 @dataclass
 class ReportData:
     """What :func:`fit` trains on: studies of the train split, and val studies (validation NLL)."""
@@ -147,11 +192,13 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
     labels_np = label_matrix(train)
     labels = torch.as_tensor(labels_np, dtype=torch.float32, device=dev)
     text_emb = torch.as_tensor(text_np, device=dev)
-    model.bank_images = images[torch.as_tensor(bank_indices(len(train), cfg.counterfactual.bank_size, cfg.seed))].clone()
+    bank = torch.as_tensor(bank_indices(len(train), cfg.counterfactual.bank_size, cfg.seed))
+    model.bank_images = images[bank].clone()
+    model.bank_labels = labels[bank].clone()
     opt = torch.optim.AdamW(trainable_groups(model, cfg), weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     rng = np.random.default_rng(cfg.seed)
-    step, best, history, cf_images, cf_info = 0, float("inf"), [], None, []
+    step, best, history, cf_images, cf_info, cf_builds = 0, float("inf"), [], None, [], []
     if resume and run is not None and (ck := run.load_checkpoint("last")) is not None:
         model.load_saved_state(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -159,31 +206,37 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
         step, best, history = ck["step"], ck["best"], ck.get("history", [])
         cf_images = ck.get("cf_images")
         cf_images = cf_images.to(dev) if cf_images is not None else None
-        cf_info = ck.get("cf_info", [])
+        cf_info, cf_builds = ck.get("cf_info", []), ck.get("cf_builds", [])
         torch.set_rng_state(ck["torch_rng"])
         rng = np.random.default_rng([cfg.seed, step])
         log(f"resumed at step {step}")
     W, total = cfg.counterfactual.warmup_steps, cfg.counterfactual.warmup_steps + cfg.optim.steps
+    R, V = cfg.counterfactual.refresh_every, cfg.evaluation.val_ce_every
     batches = _batches(len(train), cfg.optim.batch_size, rng)
     t0 = time.perf_counter()
     model.train()
     for _ in progress(range(step, total), "train report", total=total - step):
-        if step >= W and cfg.counterfactual.enabled and cf_images is None:
+        due = cf_images is None or (R > 0 and step > W and (step - W) % R == 0)
+        if step >= W and cfg.counterfactual.enabled and due:
             tc = time.perf_counter()
             cf_images, cf_masks, cf_info = build_counterfactuals(model, images, labels_np, text_np, cfg)
-            n_shift = sum(r["shifted"] for r in cf_info)
-            log(f"counterfactuals: {n_shift}/{len(cf_info)} reached a diagnosis shift, mean "
-                f"{np.mean([r['n_swapped'] for r in cf_info]):.1f} patches swapped ({time.perf_counter() - tc:.1f} s)")
-            if run is not None:
+            build = cf_build_summary(step, cf_info, time.perf_counter() - tc)
+            cf_builds.append({**build, "rows": [{k: r[k] for k in ("index", "negative", "shifted", "already_shifted",
+                                                                  "cells")} for r in cf_info]})
+            log(f"counterfactuals at step {step}: {build['shifted']}/{build['n']} shifted against the labels "
+                f"({build['already_shifted']} misread before any swap), mean {build['mean_swapped']:.1f} patches "
+                f"swapped ({build['seconds']:.1f} s)")
+            if run is not None and len(cf_builds) == 1:
                 for r in cf_info[: cfg.counterfactual.n_pictures]:
                     i, j = r["index"], r["negative"]
                     save_counterfactual_png(run.path / "counterfactuals" / f"{train[i].case_id}.png", images[i].cpu(),
                                             cf_images[i].cpu(), cf_masks[i],
                                             images[j].cpu() if j >= 0 else None)
+            if run is not None:
                 write_jsonl(run.path / "counterfactuals" / "counterfactuals.jsonl",
-                            [{**r, "case_id": train[r["index"]].case_id,
+                            [{**r, "step": b_["step"], "case_id": train[r["index"]].case_id,
                               "negative_id": train[r["negative"]].case_id if r["negative"] >= 0 else None}
-                             for r in cf_info])
+                             for b_ in cf_builds for r in b_["rows"]])
         idx = torch.as_tensor(next(batches), device=dev)
         if step < W:  # diagnosis-only warm-up of the encoder
             loss_d = {"diag": torch.nn.functional.binary_cross_entropy_with_logits(
@@ -202,14 +255,30 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
         sched.step()
         step += 1
         last = step == total
-        if run is not None and step > W and ((step - W) % cfg.optim.eval_every == 0 or last):
+        ce_due = V > 0 and step > W and ((step - W) % V == 0 or last)
+        if step > W and ((step - W) % cfg.optim.eval_every == 0 or last or ce_due) and (run is not None or ce_due):
             rec = {"step": step, **{k: round(float(v.detach()), 5) for k, v in loss_d.items()},
-                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val, dev, cfg.optim.batch_size)}
+                   "lr": sched.get_last_lr()[0], "val_nll": val_nll(model, val[:cfg.evaluation.val_max], dev,
+                                                                    cfg.optim.batch_size),
+                   "val_diag_f1": val_diag_f1(model, val[:cfg.evaluation.val_max], dev)}
+            if ce_due and val:
+                part = val[: cfg.evaluation.val_ce_max]
+                hyps, _ = generate_for(model, part, beams=cfg.generate.beams,
+                                       max_new_tokens=cfg.generate.max_new_tokens, device=dev)
+                rec["val_ce_f1"] = ce_metrics({s_.case_id: s_.report for s_ in part},
+                                              {s_.case_id: h for s_, h in zip(part, hyps)})["micro_f1"]
+                model.train()
             history.append(rec)
+            log(f"step {step}: loss {loss.item():.3f} (nll {rec.get('nll', float('nan')):.3f}), "
+                f"val nll {rec['val_nll']:.3f}, val diagnosis-head F1 {rec['val_diag_f1']:.3f}"
+                + (f", val CE-F1 {rec['val_ce_f1']:.3f}" if "val_ce_f1" in rec else ""))
+            if run is None:
+                continue
             write_jsonl(run.path / "logs" / "metrics.jsonl", history)
             state = {"model": model.saved_state(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "step": step, "best": best, "history": history, "torch_rng": torch.get_rng_state(),
                      "cf_images": cf_images.cpu() if cf_images is not None else None, "cf_info": cf_info,
+                     "cf_builds": cf_builds,
                      "assets": {"vocab": vocab, "text_dim": int(text_np.shape[1])}}
             score = rec["val_nll"] if math.isfinite(rec["val_nll"]) else float(rec.get("total", loss))
             if score < best:
@@ -217,10 +286,8 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
                 run.save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "cf_images")}, "best",
                                     config=cfg)
             run.save_checkpoint(state, "last", config=cfg)
-            log(f"step {step}: loss {loss.item():.3f} (nll {rec.get('nll', float('nan')):.3f}), "
-                f"val nll {rec['val_nll']:.3f}")
     return {"model": model, "history": history, "step": step, "seconds": time.perf_counter() - t0,
-            "counterfactuals": cf_info, "best": best}
+            "counterfactuals": cf_info, "cf_builds": cf_builds, "best": best}
 
 
 def generate_for(model: CoFE, studies: list[Study], *, beams: int = 1, max_new_tokens: int = 96, bs: int = 16,
@@ -233,9 +300,23 @@ def generate_for(model: CoFE, studies: list[Study], *, beams: int = 1, max_new_t
     return out, time.perf_counter() - t0
 
 
-def score_reports(refs: dict[str, str], hyps: dict[str, str]) -> dict:
-    """NLG (R2Gen convention: whitespace tokens of the cleaned text) + CE metrics."""
-    return {**nlg_metrics(refs, hyps, tokenize="none"), **ce_metrics(refs, hyps)}
+def score_reports(refs: dict[str, str], hyps: dict[str, str], meteor: str = "jar") -> dict:
+    """NLG (R2Gen convention: whitespace tokens of the cleaned text; METEOR 1.5 from the jar unless
+    ``meteor`` names the approximation or none) + CE metrics."""
+    return {**nlg_metrics(refs, hyps, tokenize="none", meteor=meteor), **ce_metrics(refs, hyps)}
+
+
+def check_meteor(cfg: ReportConfig) -> None:
+    """Fail before training, not after, when ``evaluation.meteor=jar`` cannot run here."""
+    if cfg.evaluation.meteor == "jar":
+        from ..config import ConfigError
+        from ..metrics.text import MeteorUnavailable
+
+        try:
+            meteor_jar()
+            java_executable()
+        except MeteorUnavailable as e:
+            raise ConfigError(f"evaluation.meteor=jar: {e}") from None
 
 
 def run_pipeline(cfg: ReportConfig, run: RunDir, *, device: str = "auto", resume: bool = False,
@@ -243,6 +324,7 @@ def run_pipeline(cfg: ReportConfig, run: RunDir, *, device: str = "auto", resume
     """``medkit run`` body of ``pipeline: train-report``: fit, then the test split with the best
     checkpoint (``predictions/reports.jsonl``, NLG + CE metrics). Returns the summary."""
     dev = pick_device(device)
+    check_meteor(cfg)
     studies = load_studies(cfg.data, progress=track)
     run.add_input(Path(cfg.data.root) / "annotation.json")
     train, val, test = studies.get("train", []), studies.get("val", []), studies.get("test", [])
@@ -256,14 +338,16 @@ def run_pipeline(cfg: ReportConfig, run: RunDir, *, device: str = "auto", resume
                "counterfactuals": {"n": len(res["counterfactuals"]),
                                    "shifted": sum(r["shifted"] for r in res["counterfactuals"]),
                                    "mean_swapped": float(np.mean([r["n_swapped"] for r in res["counterfactuals"]]))
-                                   if res["counterfactuals"] else 0.0},
+                                   if res["counterfactuals"] else 0.0,
+                                   "builds": [{k: v for k, v in b.items() if k != "rows"} for b in res["cf_builds"]]},
                "split": {k: len(v) for k, v in studies.items()}}
     if test:
         hyps, secs = generate_for(model, test, beams=cfg.generate.beams, max_new_tokens=cfg.generate.max_new_tokens,
                                   device=dev)
         write_jsonl(run.path / "predictions" / "reports.jsonl",
                     [{"case_id": s.case_id, "report": h, "reference": s.report} for s, h in zip(test, hyps)])
-        scores = score_reports({s.case_id: s.report for s in test}, {s.case_id: h for s, h in zip(test, hyps)})
+        scores = score_reports({s.case_id: s.report for s in test}, {s.case_id: h for s, h in zip(test, hyps)},
+                               meteor=cfg.evaluation.meteor)
         summary["test"] = {**scores, "reports_per_s": len(test) / max(secs, 1e-9)}
         log(f"test: BLEU-4 {scores['BLEU_4']:.3f}, CIDEr {scores['CIDEr']:.3f}, "
             f"CE micro-F1 {scores['micro_f1']:.3f}")

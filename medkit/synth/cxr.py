@@ -57,20 +57,24 @@ from .cxr_anatomy import (  # noqa: F401 - Patient/sample_patient are part of th
     _smooth_noise,
     sample_patient,
 )
+from .cxr_cooccurrence import apply_spurious_cue, cooccurrence
 from .cxr_lateral import render_lateral
 from .cxr_reports import (
     DEVICES,
-    KIND_OBSERVATIONS,
     Finding,
     check_consistency,
+    finding_observations,
     labels_from_sentences,
     rendered_observations,
     sample_findings,
+    sample_pacemaker,
+    sample_profile_findings,
     write_report,
 )
 
 HEART_BIT, LUNG_BIT = 14, 15
 SPLITS = ("train", "val", "test")
+SPURIOUS_CUES = {"none": None, "pacemaker-cardiomegaly": ("pacemaker", "Cardiomegaly")}
 
 
 @dataclass
@@ -82,10 +86,19 @@ class CXRConfig:
         seed: same seed, byte-identical output.
         size: image side in pixels (64..512; 256 keeps 100 studies well under a minute on CPU).
         lateral: also render the lateral view (``image_path`` then has two entries).
-        p_normal: chance a study has no pathology.
+        label_model: ``mimic``: findings co-occur through latent clinical profiles, label rates
+            near MIMIC-CXR's (:mod:`medkit.synth.cxr_cooccurrence`); ``independent``: each study
+            draws 1..``max_findings`` pathologies with no regard to each other (the first version).
         p_uncertain: chance the report hedges on a rendered finding (label -1).
-        max_findings: most pathologies per abnormal study.
-        p_devices: chance of support devices (ET tube, central line, pacemaker).
+        p_normal: ``independent`` only: chance a study has no pathology.
+        max_findings: ``independent`` only: most pathologies per abnormal study.
+        p_devices: ``independent`` only: chance of support devices (ET tube, central line, pacemaker).
+        spurious_cue: ``none`` or ``pacemaker-cardiomegaly``: in the ``cue_splits`` a pacemaker is
+            present with chance ``cue_strength`` when cardiomegaly is positive and
+            ``1 - cue_strength`` when not; in the other splits it is independent of cardiomegaly
+            with the same marginal (:func:`~medkit.synth.cxr_cooccurrence.apply_spurious_cue`).
+        cue_strength: agreement of cue and label in the cue splits (0.9: 90 %).
+        cue_splits: splits where the cue tracks the label (default train and val; test is independent).
         noise: multiplier on quantum noise.
         splits: train/val/test fractions.
         write_masks: write ``masks/{id}.png``.
@@ -95,10 +108,14 @@ class CXRConfig:
     seed: int = 0
     size: int = 256
     lateral: bool = True
-    p_normal: float = 0.35
+    label_model: str = "mimic"
     p_uncertain: float = 0.15
+    p_normal: float = 0.35
     max_findings: int = 3
     p_devices: float = 0.15
+    spurious_cue: str = "none"
+    cue_strength: float = 0.9
+    cue_splits: tuple[str, ...] = ("train", "val")
     noise: float = 1.0
     splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
     write_masks: bool = True
@@ -439,7 +456,7 @@ def render_frontal(p: Patient, findings: list[Finding], size: int = 256, noise: 
         if f.kind == "cardiomegaly":
             geo["ctr"] = round(fr.ctr, 4)
         A += dA
-        for o in KIND_OBSERVATIONS[f.kind]:
+        for o in finding_observations(f):
             masks[o] = masks[o] | m if o in masks else m
         ys, xs = np.nonzero(m)
         geo.update(kind=f.kind, area_px=int(m.sum()),
@@ -478,19 +495,51 @@ def read_masks(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def generate_study(cfg: CXRConfig, index: int) -> dict:
-    """One study from ``(cfg.seed, index)``: patient, findings, report, labels and renders."""
+def _draw_findings(cfg: CXRConfig, rng: np.random.Generator) -> tuple[str | None, list[Finding]]:
+    if cfg.label_model == "mimic":
+        return sample_profile_findings(rng, p_uncertain=cfg.p_uncertain)
+    return None, sample_findings(rng, model=cfg.label_model, p_normal=cfg.p_normal, p_uncertain=cfg.p_uncertain,
+                                 max_findings=cfg.max_findings, p_devices=cfg.p_devices)
+
+
+def draw_study(cfg: CXRConfig, index: int, split: str = "train") -> dict:
+    """What study ``(cfg.seed, index)`` shows, without rendering it: ``{"id", "patient", "profile",
+    "findings", "report", "labels", "cue"}`` (the same draws :func:`generate_study` renders).
+
+    ``split`` matters only with a spurious cue (whether the cue tracks its label there).
+    ``cue``: ``None`` without a cue, else ``{"name", "target", "present", "target_positive",
+    "conflict"}`` (conflict: cue and label disagree).
+    """
+    if cfg.spurious_cue not in SPURIOUS_CUES:
+        raise ValueError(f"spurious_cue must be one of {sorted(SPURIOUS_CUES)}, got {cfg.spurious_cue!r}")
     rng = np.random.default_rng([cfg.seed, index])
     patient = sample_patient(rng)
-    findings = sample_findings(rng, p_normal=cfg.p_normal, p_uncertain=cfg.p_uncertain,
-                               max_findings=cfg.max_findings, p_devices=cfg.p_devices)
+    profile, findings = _draw_findings(cfg, rng)
+    cue = None
+    if SPURIOUS_CUES[cfg.spurious_cue] is not None:
+        # separate streams, so the rest of the study is the same with and without the cue
+        crng = np.random.default_rng([cfg.seed, index, 1])
+        _, phantom = _draw_findings(cfg, np.random.default_rng([cfg.seed, index, 2]))
+        findings = apply_spurious_cue(findings, split in cfg.cue_splits, cfg.cue_strength, crng,
+                                      any(f.kind == "cardiomegaly" and f.certain for f in phantom), sample_pacemaker)
     report = write_report(findings, rng)
     labels = labels_from_sentences(report["sentences"])
     check_consistency(findings, labels)
-    frontal = render_frontal(patient, findings, cfg.size, cfg.noise)
-    lateral = render_lateral(patient, findings, cfg.size, cfg.noise) if cfg.lateral else None
-    return {"id": f"CXR{index + 1:04d}", "patient": patient, "findings": findings, "report": report,
-            "labels": labels, "frontal": frontal, "lateral": lateral}
+    if SPURIOUS_CUES[cfg.spurious_cue] is not None:
+        kind, target = SPURIOUS_CUES[cfg.spurious_cue]
+        present, positive = any(f.kind == kind for f in findings), labels.get(target) == 1
+        cue = {"name": kind, "target": target, "present": present, "target_positive": positive,
+               "conflict": present != positive}
+    return {"id": f"CXR{index + 1:04d}", "patient": patient, "profile": profile, "findings": findings,
+            "report": report, "labels": labels, "cue": cue}
+
+
+def generate_study(cfg: CXRConfig, index: int, split: str = "train") -> dict:
+    """:func:`draw_study` plus its renders: ``frontal`` (:func:`render_frontal`) and ``lateral``."""
+    st = draw_study(cfg, index, split)
+    st["frontal"] = render_frontal(st["patient"], st["findings"], cfg.size, cfg.noise)
+    st["lateral"] = render_lateral(st["patient"], st["findings"], cfg.size, cfg.noise) if cfg.lateral else None
+    return st
 
 
 def _split_of(n: int, seed: int, fractions) -> list[str]:
@@ -525,9 +574,10 @@ def generate_dataset(cfg: CXRConfig, out: str | Path, progress=None) -> dict:
     ann: dict[str, list] = {s: [] for s in SPLITS}
     gt_rows = []
     counts = {o: {"1": 0, "0": 0, "-1": 0} for o in OBSERVATIONS}
+    all_labels: list[dict] = []
     items = range(cfg.n_cases)
     for i in (progress(items, "radiographs") if progress else items):
-        st = generate_study(cfg, i)
+        st = generate_study(cfg, i, splits[i])
         sid, split, rep = st["id"], splits[i], st["report"]
         _png8(out / "images" / sid / "0.png", st["frontal"]["image"])
         paths = [f"{sid}/0.png"]
@@ -542,11 +592,14 @@ def generate_dataset(cfg: CXRConfig, out: str | Path, progress=None) -> dict:
         ctr = round(float(st["frontal"]["ctr"]), 4)
         ann[split].append({"id": sid, "report": rep["findings"], "impression": rep["impression"],
                            "image_path": paths, "split": split, "labels": st["labels"],
-                           "views": ["PA", "LATERAL"][: len(paths)], "ctr": ctr})
+                           "views": ["PA", "LATERAL"][: len(paths)], "ctr": ctr,
+                           **({"cue": st["cue"]} if st["cue"] is not None else {})})
+        all_labels.append(st["labels"])
         gt_rows.append({
-            "id": sid, "split": split, "ctr": ctr, "labels": st["labels"],
+            "id": sid, "split": split, "ctr": ctr, "labels": st["labels"], "profile": st["profile"],
+            "cue": st["cue"],
             "text": f"FINDINGS: {rep['findings']}\nIMPRESSION: {rep['impression']}",
-            "findings": [{**f.to_dict(), "observations": list(KIND_OBSERVATIONS[f.kind]), "geometry": g}
+            "findings": [{**f.to_dict(), "observations": list(finding_observations(f)), "geometry": g}
                          for f, g in zip(st["findings"], st["frontal"]["geometry"])],
             "rendered": sorted(rendered_observations(st["findings"])),
             "sentences": rep["sentences"], "patient": asdict(st["patient"])})
@@ -554,6 +607,12 @@ def generate_dataset(cfg: CXRConfig, out: str | Path, progress=None) -> dict:
     write_text(out / "ground_truth.jsonl", "".join(json.dumps(r, allow_nan=False) + "\n" for r in gt_rows))
     summary = {"n_cases": cfg.n_cases, "n_images": cfg.n_cases * (2 if cfg.lateral else 1), "size": cfg.size,
                "seed": cfg.seed, "splits": {s: len(v) for s, v in ann.items()}, "label_counts": counts,
-               "devices": sum(any(f["kind"] in DEVICES for f in r["findings"]) for r in gt_rows)}
+               "devices": sum(any(f["kind"] in DEVICES for f in r["findings"]) for r in gt_rows),
+               "label_model": cfg.label_model, "cooccurrence": cooccurrence(all_labels)}
+    if SPURIOUS_CUES[cfg.spurious_cue] is not None:
+        summary["spurious_cue"] = {
+            s_: {"n": len(rows), "cue_present": sum(r["cue"]["present"] for r in rows),
+                 "conflict": sum(r["cue"]["conflict"] for r in rows)}
+            for s_ in SPLITS for rows in [[r for r in gt_rows if r["split"] == s_]]}
     write_json(out / "summary.json", summary)
     return {**summary, "seconds": round(time.perf_counter() - t0, 2)}

@@ -3,7 +3,10 @@
 Two halves, kept apart from the renderer (:mod:`medkit.synth.cxr`):
 
 - :func:`sample_findings` draws a study's findings (kind, side, severity, size,
-  whether the report will hedge on it) from a ``numpy.random.Generator``.
+  whether the report will hedge on it) from a ``numpy.random.Generator``: by default
+  from the latent-profile co-occurrence model of :mod:`medkit.synth.cxr_cooccurrence`
+  (MIMIC-CXR-like: findings cluster by illness), or independently of each other
+  (``model="independent"``, the generator's first version).
 - :func:`write_report` turns findings into an IU-Xray-style report (FINDINGS +
   IMPRESSION) from a small grammar with synonyms, negations, uncertainty,
   laterality and severity words, and returns every sentence with the CheXpert
@@ -157,7 +160,15 @@ def _pick(rng: np.random.Generator, items, p=None):
     return items[int(i)]
 
 
-def _sample_one(kind: str, rng: np.random.Generator, certain: bool) -> Finding:
+def finding_observations(f: Finding) -> tuple[str, ...]:
+    """The CheXpert observations finding ``f`` makes present (a pneumonia the report calls an
+    opacity makes Pneumonia present, not Consolidation)."""
+    if f.kind == "pneumonia" and f.params.get("described_as") == "opacity":
+        return ("Pneumonia",)
+    return KIND_OBSERVATIONS[f.kind]
+
+
+def _sample_one(kind: str, rng: np.random.Generator, certain: bool, profile: str | None = None) -> Finding:
     side = _pick(rng, ("left", "right"))
     f = Finding(kind, side=side, certain=certain, seed=int(rng.integers(2**31)))
     if kind == "cardiomegaly":
@@ -172,7 +183,9 @@ def _sample_one(kind: str, rng: np.random.Generator, certain: bool) -> Finding:
         f.side, f.severity = None, _pick(rng, ("mild", "moderate"))
         f.params["extra_mm"] = round(float(rng.uniform(*((12, 20) if f.severity == "mild" else (20, 32)))), 1)
     elif kind == "effusion":
-        f.side = _pick(rng, ("left", "right", "bilateral"), (0.4, 0.35, 0.25))
+        # heart-failure effusions are mostly bilateral or right-sided; others more often one-sided
+        f.side = _pick(rng, ("left", "right", "bilateral"),
+                       (0.15, 0.30, 0.55) if profile == "heart_failure" else (0.4, 0.35, 0.25))
         f.severity = _pick(rng, ("small", "moderate", "large"), (0.5, 0.35, 0.15))
     elif kind == "pneumothorax":
         f.severity = _pick(rng, ("small", "moderate", "large"), (0.5, 0.3, 0.2))
@@ -180,6 +193,10 @@ def _sample_one(kind: str, rng: np.random.Generator, certain: bool) -> Finding:
         f.severity = _pick(rng, ("small", "moderate", "large"), (0.35, 0.4, 0.25))
         f.params["zone"] = _pick(rng, ("upper", "middle", "lower"), (0.3, 0.2, 0.5))
         f.params["air_bronchograms"] = kind != "opacity" and bool(rng.random() < 0.5)
+        if kind == "pneumonia" and profile is not None:  # the co-occurrence model: words vary
+            # MIMIC-CXR has fewer Consolidation than Pneumonia positives: many pneumonias are
+            # reported as an opacity ("opacity concerning for pneumonia"), not a consolidation.
+            f.params["described_as"] = _pick(rng, ("consolidation", "opacity"), (0.45, 0.55))
     elif kind == "atelectasis":
         f.side = _pick(rng, ("left", "right", "bilateral"), (0.35, 0.35, 0.3))
         f.severity = _pick(rng, ("mild", "moderate", "severe"), (0.6, 0.3, 0.1))
@@ -211,9 +228,22 @@ def _sample_one(kind: str, rng: np.random.Generator, certain: bool) -> Finding:
     return f
 
 
-def sample_findings(rng: np.random.Generator, *, p_normal: float = 0.35, p_uncertain: float = 0.15,
-                    max_findings: int = 3, p_devices: float = 0.15) -> list[Finding]:
-    """Draw one study's findings: none (a normal study) or 1..``max_findings`` pathologies, plus devices."""
+def sample_findings(rng: np.random.Generator, *, model: str = "mimic", p_uncertain: float = 0.15,
+                    p_normal: float = 0.35, max_findings: int = 3, p_devices: float = 0.15) -> list[Finding]:
+    """Draw one study's findings (pathologies and support devices).
+
+    Args:
+        model: ``mimic`` (default): the latent-profile co-occurrence model
+            (:func:`sample_profile_findings`); ``independent``: none (a normal study, chance
+            ``p_normal``) or 1..``max_findings`` pathologies drawn without regard to each other,
+            plus devices with chance ``p_devices`` (``p_normal``/``max_findings``/``p_devices`` only
+            apply here).
+        p_uncertain: chance the report hedges on a rendered pathology (its labels become -1).
+    """
+    if model == "mimic":
+        return sample_profile_findings(rng, p_uncertain=p_uncertain)[1]
+    if model != "independent":
+        raise ValueError(f"label model must be 'mimic' or 'independent', got {model!r}")
     out: list[Finding] = []
     if rng.random() >= p_normal:
         kinds = list(KIND_WEIGHTS)
@@ -228,6 +258,21 @@ def sample_findings(rng: np.random.Generator, *, p_normal: float = 0.35, p_uncer
             if rng.random() < 0.5 or k == "ett" and not any(f.kind in DEVICES for f in out):
                 out.append(_sample_one(k, rng, certain=True))
     return out
+
+
+def sample_profile_findings(rng: np.random.Generator, *, p_uncertain: float = 0.15) -> tuple[str, list[Finding]]:
+    """``(profile, findings)`` from the co-occurrence model of :mod:`.cxr_cooccurrence`."""
+    from .cxr_cooccurrence import draw_kinds, draw_profile
+
+    profile = draw_profile(rng)
+    kinds = draw_kinds(profile, rng)
+    return profile, [_sample_one(k, rng, certain=k in DEVICES or bool(rng.random() >= p_uncertain),
+                                 profile=profile) for k in kinds]
+
+
+def sample_pacemaker(rng: np.random.Generator) -> Finding:
+    """A pacemaker (the spurious cue's device), left-sided 85 % of the time."""
+    return _sample_one("pacemaker", rng, certain=True)
 
 
 # --- the grammar --------------------------------------------------------------
@@ -255,7 +300,7 @@ def _hedge(np_: str, rng) -> str:
 
 def _finding_sentences(f: Finding, rng) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
     """(findings-section sentences, impression sentences), each with its labels."""
-    obs = KIND_OBSERVATIONS[f.kind]
+    obs = finding_observations(f)
     val = POSITIVE if f.certain else UNCERTAIN
     tags = {o: val for o in obs}
     k, sev, side = f.kind, f.severity, f.side
@@ -299,6 +344,17 @@ def _finding_sentences(f: Finding, rng) -> tuple[list[tuple[str, dict]], list[tu
             if not f.certain:
                 return [(_hedge(np_, rng), tags)], [(_hedge(f"opacity in the {lobe}", rng), tags)]
             return [(f"There is a {np_}.", tags)], [(f"{_cap(np_)}.", tags)]
+        if k == "pneumonia" and f.params.get("described_as") == "opacity":
+            size = {"small": "small ", "moderate": "", "large": "large "}[sev]
+            adj = _pick(rng, ("patchy", "airspace", "focal"))
+            fs = [(f"There is a {size}{adj} opacity in the {lobe}{ab}.", {_LO: POSITIVE})]
+            if f.certain:
+                imp = _pick(rng, (f"{_cap(lobe)} pneumonia.", f"Findings consistent with {lobe} pneumonia.",
+                                  f"{_cap(lobe)} opacity consistent with pneumonia."))
+                return fs, [(imp, {"Pneumonia": val, **({_LO: POSITIVE} if "opacity" in imp else {})})]
+            imp = _pick(rng, ("Pneumonia cannot be excluded.", f"{_cap(lobe)} opacity may represent pneumonia.",
+                              f"Possible {lobe} pneumonia."))
+            return fs, [(imp, {"Pneumonia": val})]
         word = {"small": "small focus of consolidation", "moderate": "consolidation",
                 "large": "extensive consolidation"}[sev]
         cons = {"Consolidation": POSITIVE if k == "pneumonia" else val}
@@ -373,7 +429,7 @@ def _finding_sentences(f: Finding, rng) -> tuple[list[tuple[str, dict]], list[tu
 
 def rendered_observations(findings: list[Finding]) -> set[str]:
     """Observations made present by ``findings`` (Lung Opacity if any child is)."""
-    obs = {o for f in findings for o in KIND_OBSERVATIONS[f.kind]}
+    obs = {o for f in findings for o in finding_observations(f)}
     if obs & set(LUNG_OPACITY_CHILDREN):
         obs.add("Lung Opacity")
     return obs

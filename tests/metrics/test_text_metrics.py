@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from medkit.metrics.text import bleu, cider_d, meteor, nlg_metrics, ptb_tokenize, rouge_l
+from medkit.metrics import text as T
+from medkit.metrics.text import bleu, cider_d, meteor_approx, nlg_metrics, ptb_tokenize, rouge_l
 
 H1, R1 = "the heart is normal".split(), "the heart size is normal".split()
 H2, R2 = "no effusion".split(), "no effusion".split()
@@ -69,15 +70,15 @@ def test_cider_d_clips_repeated_ngrams_and_penalises_length():
     assert rep < one
 
 
-def test_meteor_hand_computed():
+def test_meteor_approx_hand_computed():
     # hyp "heart normal" vs ref "the heart is normal": 2 exact content-word matches, 2 chunks.
     # P = (0.75*2)/(0.75*2) = 1; R = (0.75*2)/(0.75*2 + 0.25*2) = 0.75
     # Fmean = P R / (0.85 P + 0.15 R) = 0.75 / 0.9625; Pen = 0.6 * (2/2)^0.2 = 0.6
-    s, _ = meteor([["the heart is normal".split()]], ["heart normal".split()])
+    s, _ = meteor_approx([["the heart is normal".split()]], ["heart normal".split()])
     assert s == pytest.approx(0.75 / 0.9625 * 0.4, rel=1e-9)
     # identical sentences: one chunk covering everything -> no penalty (as Meteor 1.5)
-    assert meteor([[R1]], [R1])[0] == pytest.approx(1.0)
-    assert meteor([[R1]], [["zzz"]])[0] == 0.0
+    assert meteor_approx([[R1]], [R1])[0] == pytest.approx(1.0)
+    assert meteor_approx([[R1]], [["zzz"]])[0] == 0.0
 
 
 def test_ptb_tokenize():
@@ -89,13 +90,28 @@ def test_ptb_tokenize():
 
 def test_nlg_metrics_keys_and_errors():
     out = nlg_metrics({"a": "the heart is normal .", "b": ["no effusion ."]},
-                      {"a": "the heart is normal .", "b": "no effusion ."}, per_case=True)
-    assert set(out) >= {"BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "per_case"}
+                      {"a": "the heart is normal .", "b": "no effusion ."}, per_case=True, meteor="approx")
+    assert set(out) >= {"BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "per_case", "METEOR_impl"}
+    assert out["METEOR_impl"].startswith("medkit-approx") and "not METEOR 1.5" in out["METEOR_impl"]
+    none = nlg_metrics({"a": "x y"}, {"a": "x y"}, meteor="none")
+    assert none["METEOR"] is None and none["METEOR_impl"] == "not computed"
+    with pytest.raises(ValueError, match="meteor"):
+        nlg_metrics({"a": "x"}, {"a": "x"}, meteor="auto")
     assert out["BLEU_1"] == pytest.approx(1.0) and out["ROUGE_L"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="same case ids"):
         nlg_metrics({"a": "x"}, {"b": "x"})
     with pytest.raises(ValueError, match="tokenize"):
         nlg_metrics({"a": "x"}, {"a": "x"}, tokenize="bpe")
+
+
+def test_meteor_15_without_java_is_a_clear_error_never_a_substitute(monkeypatch):
+    monkeypatch.setattr(T, "_METEOR", None)
+    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    with pytest.raises(T.MeteorUnavailable, match="no `java` is on PATH.*meteor='approx'"):
+        nlg_metrics({"a": "the heart is normal ."}, {"a": "the heart is normal ."})
+    monkeypatch.setattr(T.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(T.MeteorUnavailable, match="pip install --no-deps pycocoevalcap"):
+        T.meteor_jar()
 
 
 def _report_pairs(n=30):
@@ -104,7 +120,8 @@ def _report_pairs(n=30):
     refs, hyps = {}, {}
     for i in range(n):
         r1, r2 = np.random.default_rng([3, i]), np.random.default_rng([4, i])
-        a, b = write_report(sample_findings(r1), r1), write_report(sample_findings(r2), r2)
+        a = write_report(sample_findings(r1, model="independent"), r1)
+        b = write_report(sample_findings(r2, model="independent"), r2)
         refs[str(i)] = [a["findings"] + " " + a["impression"]]
         hyps[str(i)] = [b["findings"] + " " + b["impression"]]
     return refs, hyps
@@ -132,9 +149,9 @@ needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java absen
                                 "and METEOR jar need it")
 
 
-@pytest.mark.slow  # ~20 s: starts two JVMs
+@pytest.mark.slow  # ~20-40 s: starts three JVMs
 @needs_java
-def test_ptb_tokenizer_and_meteor_against_java():
+def test_ptb_tokenizer_meteor_15_and_the_approximation_against_java():
     pytest.importorskip("pycocoevalcap", reason="pycocoevalcap not installed")
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -145,7 +162,13 @@ def test_ptb_tokenizer_and_meteor_against_java():
     jh = tk.tokenize({k: [{"caption": c} for c in v] for k, v in hyps.items()})
     for k in refs:
         assert jr[k][0].split() == ptb_tokenize(refs[k][0])
-    ours = nlg_metrics({k: v[0] for k, v in refs.items()}, {k: v[0] for k, v in hyps.items()})
-    theirs = Meteor().compute_score(jr, jh)[0]
+    theirs, theirs_case = Meteor().compute_score(jr, jh)
+    # medkit's jar driver on the same tokens: METEOR 1.5 itself, so equal to pycocoevalcap's
+    jar = nlg_metrics({k: v[0] for k, v in refs.items()}, {k: v[0] for k, v in hyps.items()}, per_case=True)
+    assert jar["METEOR_impl"] == "meteor-1.5.jar"
+    assert jar["METEOR"] == pytest.approx(theirs, abs=1e-9)
+    assert [jar["per_case"][k]["METEOR"] for k in sorted(refs)] == pytest.approx(
+        [theirs_case[list(jr).index(k)] for k in sorted(refs)], abs=1e-9)
     # Measured: 0.1170 vs the jar's 0.1210 on these pairs (no synonym/paraphrase modules here).
-    assert ours["METEOR"] == pytest.approx(theirs, abs=0.02)
+    approx = nlg_metrics({k: v[0] for k, v in refs.items()}, {k: v[0] for k, v in hyps.items()}, meteor="approx")
+    assert approx["METEOR"] == pytest.approx(theirs, abs=0.02) and approx["METEOR"] != jar["METEOR"]

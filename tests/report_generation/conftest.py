@@ -21,5 +21,5 @@ def tiny_overrides(root) -> list[str]:
     return [f"data.root={root}", "data.generate_if_missing=false", "counterfactual.text_embedder=tfidf",
             "counterfactual.warmup_steps=4", "counterfactual.n_pictures=2", "decoder.lm=tiny-word",
             "decoder.tune=full", "decoder.tiny_hidden=32", "decoder.tiny_layers=1", "decoder.tiny_heads=2",
-            "decoder.n_context=2", "optim.steps=6", "optim.eval_every=3", "optim.batch_size=4",
+            "decoder.n_context=2", "optim.steps=6", "optim.eval_every=3", "optim.batch_size=4", "evaluation.meteor=approx",
             "generate.max_new_tokens=12", "encoder.init_features=8", "encoder.growth_rate=4"]

@@ -8,12 +8,15 @@ import torch
 from PIL import Image
 
 from medkit.report_generation.counterfactual import (
+    cell_hits,
     diagnosis_shifted,
+    gradient_relevance,
     occlusion_relevance,
     patch_mask,
     pick_negatives,
     save_counterfactual_png,
     swap_counterfactual,
+    swap_precision,
 )
 
 
@@ -49,6 +52,23 @@ def test_swap_stops_at_the_diagnosis_shift():
     assert torch.equal(cf.image, torch.where(cf.mask[None], negative, anchor))
 
 
+def test_gradient_relevance_equals_occlusion_where_the_model_is_linear():
+    """The toy model is linear in the pixels and the distance keeps its sign along every single swap,
+    so the first-order relevance is exact: 0.25 for each top-left cell, 0 elsewhere (one backward pass
+    for a batch of two pairs)."""
+    anchor, negative = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
+    negative[:, :16, :16] = 1.0
+    t = _toy_predict(negative[None])
+    g = gradient_relevance(_toy_predict, torch.stack([anchor, anchor]), torch.stack([negative, negative]), 8,
+                           t.repeat(2, 1))
+    occ = occlusion_relevance(_toy_predict, anchor, negative, patch=8)
+    assert g.shape == (2, 4, 4)
+    assert torch.allclose(g[0], occ, atol=1e-6) and torch.allclose(g[1], occ, atol=1e-6)
+    assert torch.allclose(g[0, :2, :2], torch.full((2, 2), 0.25))
+    cf = swap_counterfactual(_toy_predict, anchor, negative, patch=8, relevance=g[0], max_fraction=1.0, batch=2)
+    assert cf.shifted and cf.n_swapped == 3  # as with occlusion, scored two candidates at a time
+
+
 def test_swap_cap_when_no_shift_is_reachable():
     anchor, negative = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
     negative[:, :16, :16] = 1.0
@@ -63,6 +83,39 @@ def test_shift_rule_and_mask():
     assert diagnosis_shifted(p, torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])).tolist() == [True, False]
     m = patch_mask((2, 2), [3], 4)
     assert m.shape == (8, 8) and m[4:, 4:].all() and m.sum() == 16
+
+
+def test_shift_is_tested_against_the_labels_not_the_models_own_guess():
+    """A model that reads label 0 from the top-left block: with label targets the swap must move the
+    prediction past the midpoint between the two label vectors, whatever the model said before."""
+    anchor, negative = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
+    negative[:, :16, :16] = 1.0
+    y_a, y_n = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0])
+    cf = swap_counterfactual(_toy_predict, anchor, negative, patch=8, max_fraction=1.0, target_anchor=y_a,
+                             target_negative=y_n)
+    # p0 = k/4: nearer [1, 0] than [0, 0] once k/4 > 1/2 -> k = 3; the swapped cells are the relevant ones
+    assert cf.shifted and cf.n_swapped == 3 and not cf.already_shifted
+    assert set(cf.cells) <= {0, 1, 4, 5} and len(cf.cells) == 3
+    # a model that misreads the anchor (0.9 on label 0 already): "shifted" before any swap, and said so
+    misread = swap_counterfactual(lambda x: _toy_predict(x) * 0 + torch.tensor([0.9, 0.0]), anchor, negative,
+                                  patch=8, target_anchor=y_a, target_negative=y_n)
+    assert misread.already_shifted and misread.n_swapped == 1
+    # against its own prediction (the old rule) a model that never changes can never shift; neither with labels
+    flat = swap_counterfactual(lambda x: torch.full((x.shape[0], 2), 0.2), anchor, negative, patch=8,
+                               max_fraction=0.5, target_anchor=y_a, target_negative=y_n)
+    assert not flat.shifted and flat.n_swapped == 8
+
+
+def test_swap_precision_against_random_cells():
+    mask = np.zeros((32, 32), bool)
+    mask[2:10, 3:5] = True  # touches cells (0, 0) and (1, 0) of the 4 x 4 grid of 8 px cells
+    hits = cell_hits(mask, 8)
+    assert hits.shape == (4, 4) and hits.sum() == 2 and hits[0, 0] and hits[1, 0]
+    # 3 swapped cells, 2 on the finding: precision 2/3; random cells hit 2/16 of the time
+    assert swap_precision([0, 4, 15], hits) == {"precision": 2 / 3, "random": 2 / 16, "n_cells": 3}
+    assert swap_precision([], hits)["precision"] is None
+    with pytest.raises(ValueError, match="multiple of patch"):
+        cell_hits(np.zeros((30, 30), bool), 8)
 
 
 def test_picture(tmp_path):

@@ -79,3 +79,24 @@ def test_frozen_lm_is_not_saved_and_state_round_trips():
     assert torch.allclose(model.prefix(x)[0], model2.prefix(x)[0])
     with pytest.raises(KeyError, match="does not match"):
         model2.load_saved_state({k: v for k, v in st.items() if k != "context"})
+
+
+def test_no_counterfactual_ablation_keeps_in_batch_infonce_and_w_cf_zero_drops_it():
+    """The config and the code agree: counterfactual.enabled=false removes the counterfactual negative
+    (and tokens) but keeps image-report InfoNCE over the batch; loss.w_cf=0 removes InfoNCE."""
+    from medkit.report_generation.losses import counterfactual_info_nce
+
+    torch.manual_seed(0)
+    x, t = torch.rand(2, 1, 64, 64), torch.rand(2, 5)
+    for extra, w_cf in ((("counterfactual.enabled=false",), 0.5), (("loss.w_cf=0",), 0.0)):
+        model, cfg = _model(*extra)
+        model.eval()  # no dropout: the terms can be recomputed exactly
+        out = model.losses(x, REPORTS, torch.zeros(2, 14), t, cf_images=torch.rand(2, 1, 64, 64))
+        enc = model.encoder(x)
+        v = model.image_proj(enc["pooled"])
+        nce = counterfactual_info_nce(model.text_proj(t), v, None if extra[0].startswith("counter") else
+                                      model.image_proj(model.encoder(torch.rand(2, 1, 64, 64))["pooled"]),
+                                      cfg.loss.temperature)
+        if w_cf:  # in-batch InfoNCE only: equal to the term without a counterfactual column
+            assert torch.allclose(out["nce"], nce, atol=1e-6)
+        assert torch.allclose(out["total"], out["nll"] + out["diag"] + w_cf * out["nce"], atol=1e-6)

@@ -97,3 +97,24 @@ def test_train_report_command(cxr_dir, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file() and "run folder" in r.output
     r = CliRunner().invoke(app, args, env=ENV)  # the folder is taken now: refused, exit 2
     assert r.exit_code == 2 and "not empty" in r.output
+
+
+def test_counterfactuals_refresh_and_val_ce_curve(cxr_dir):
+    """refresh_every rebuilds the counterfactuals against the encoder as it trains; val_ce_every logs
+    the validation CE micro-F1 of generated reports (the curve the benchmark budgets come from)."""
+    from medkit.config import load_config
+    from medkit.report_generation.cofe_config import ReportConfig
+    from medkit.report_generation.data import load_studies
+    from medkit.report_generation.train import ReportData, fit
+
+    cfg = load_config({}, ReportConfig, [*tiny_overrides(cxr_dir), "counterfactual.refresh_every=2",
+                                         "evaluation.val_ce_every=3", "evaluation.val_ce_max=2"])
+    st = load_studies(cfg.data)
+    res = fit(cfg, ReportData(st["train"], st["val"]), run=None, device="cpu", progress=lambda it, *a, **k: it)
+    W = cfg.counterfactual.warmup_steps
+    assert [b["step"] for b in res["cf_builds"]] == [W, W + 2, W + 4]
+    for b in res["cf_builds"]:
+        assert len(b["rows"]) == len(st["train"]) and 0 <= b["shifted"] <= b["n"]
+        assert all(len(r["cells"]) >= 1 for r in b["rows"] if r["negative"] >= 0)
+    ce = [h for h in res["history"] if "val_ce_f1" in h]
+    assert [h["step"] for h in ce] == [W + 3, W + 6] and all(0 <= h["val_ce_f1"] <= 1 for h in ce)

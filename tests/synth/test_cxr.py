@@ -209,3 +209,51 @@ def test_cli_synth_cxr(tmp_path):
     entries = [e for rows in ann.values() for e in rows]
     assert len(entries) == 2 and all(len(e["image_path"]) == 1 for e in entries)
     assert "2 case(s)" in res.output
+
+
+def _drawn(cfg, n, split="train"):
+    from medkit.synth.cxr import draw_study
+
+    return [draw_study(cfg, i, split) for i in range(n)]
+
+
+def test_cooccurrence_model_matches_mimic_rates_and_clusters_findings():
+    """Label rates within 25 % of MIMIC-CXR's published ones, or 4 binomial standard errors for the
+    rare ones (Lung Opacity excepted: CheXpert's hierarchy makes every child an opacity here), and
+    the clinical clusters co-occur (lift > 1.3)."""
+    from medkit.synth.cxr_cooccurrence import cooccurrence, mimic_rates
+
+    studies = _drawn(CXRConfig(), 2500)
+    c = cooccurrence([s["labels"] for s in studies])
+    want = mimic_rates()
+    for o, r in zip(c["observations"], c["rate"]):
+        if o != "Lung Opacity":
+            p = want[o]
+            assert abs(r - p) < max(0.25 * p, 4 * np.sqrt(p * (1 - p) / c["n"])), (o, r, p)
+    i = {o: k for k, o in enumerate(c["observations"])}
+    for a, b in [("Cardiomegaly", "Edema"), ("Cardiomegaly", "Pleural Effusion"), ("Edema", "Pleural Effusion"),
+                 ("Support Devices", "Pleural Effusion"), ("Support Devices", "Atelectasis"),
+                 ("Consolidation", "Pneumonia")]:
+        assert c["lift"][i[a]][i[b]] > 1.3, (a, b, c["lift"][i[a]][i[b]])
+    # the first generator drew findings independently: no such cluster there
+    ind = cooccurrence([s["labels"] for s in _drawn(CXRConfig(label_model="independent"), 1500)])
+    assert ind["lift"][i["Cardiomegaly"]][i["Edema"]] < 1.3
+
+
+def test_spurious_cue_tracks_its_label_in_train_only():
+    cfg = CXRConfig(spurious_cue="pacemaker-cardiomegaly", cue_strength=0.9)
+    for split, agree_lo, agree_hi in (("train", 0.86, 0.94), ("test", 0.0, 0.8)):
+        cues = [s["cue"] for s in _drawn(cfg, 1500, split)]
+        agree = np.mean([not c["conflict"] for c in cues])
+        assert agree_lo < agree < agree_hi, (split, agree)
+        pos = [c["present"] for c in cues if c["target_positive"]]
+        neg = [c["present"] for c in cues if not c["target_positive"]]
+        gap = np.mean(pos) - np.mean(neg)
+        assert (gap > 0.7) if split == "train" else (abs(gap) < 0.1), (split, gap)
+    # the cue changes only the pacemaker: the rest of a study is the one drawn without it
+    a, b = _drawn(cfg, 30, "test"), _drawn(CXRConfig(), 30)
+    for x, y in zip(a, b):
+        assert [f.kind for f in x["findings"] if f.kind != "pacemaker"] == \
+               [f.kind for f in y["findings"] if f.kind != "pacemaker"]
+    with pytest.raises(ValueError, match="spurious_cue"):
+        _drawn(CXRConfig(spurious_cue="ett-edema"), 1)
