@@ -9,6 +9,7 @@ first use::
     seg = medkit.segment("ct.nii.gz", "out/")        # labels, volumes, paths
     fields = medkit.deform("4dct/patient_000", "deform/")
     reports = medkit.report("cxr/", "reports/")
+    summary = medkit.evaluate_dialogue("models/dialogue-doctor-smollm2", "DDXPlus/", "test")
 
 They are the functions the command line runs (``medkit segment`` is
 :func:`medkit.segment`), with the same checks and the same outputs. I/O lives in
@@ -27,14 +28,16 @@ _LAZY = {
     "segment": ("medkit.segmentation.segment", "segment"),
     "deform": ("medkit.deformation.pipeline", "deform"),
     "report": ("medkit.report_generation.predict", "report"),
+    "evaluate_dialogue": ("medkit.dialogue.evaluate", "evaluate"),
     "load_volume": ("medkit.io.volume", "load_volume"),
     "save_volume": ("medkit.io.volume", "save_volume"),
     "discover_cases": ("medkit.io.cases", "discover_cases"),
 }
-__all__ = ["__version__", "deform", "discover_cases", "load_volume", "report", "save_volume", "segment"]
+__all__ = ["__version__", "deform", "discover_cases", "evaluate_dialogue", "load_volume", "report", "save_volume", "segment"]
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from .deformation.pipeline import deform
+    from .dialogue.evaluate import evaluate as evaluate_dialogue
     from .io.cases import discover_cases
     from .io.volume import load_volume, save_volume
     from .report_generation.predict import report
