@@ -356,9 +356,14 @@ def train_dialogue(work: Path, name: str = "dialogue-doctor-synthetic", from_run
                "sft_curve": summ.get("sft_curve", []), "overrides": overrides, "recipe_from_curve": recipe,
                "sft_seconds": json.loads((run / "sft" / "stage.json").read_text()).get("stage_s"),
                "training_config": json.loads(json.dumps(summ.get("config")))}
+    from medkit.runs import sha256_file
+
+    metrics["weights_sha256"] = sha256_file(dst / "model.safetensors")
     old = MODELS / name / "metrics.json"
-    if old.exists():   # test-set numbers written by bench/dialogue.py --assemble stay
-        metrics["test"] = json.loads(old.read_text()).get("test", {})
+    prev = json.loads(old.read_text()) if old.exists() else {}
+    if prev.get("weights_sha256") == metrics["weights_sha256"]:
+        # test-set numbers written by bench/dialogue.py --assemble stay, for these weights only
+        metrics["test"] = prev.get("test", {})
     metrics = with_headline(metrics)
     write_json(dst / "metrics.json", metrics)
     write_text(dst / "MODEL_CARD.md", _dialogue_card(metrics))
