@@ -227,6 +227,8 @@ def _instance_from_dataset(path: Path, ds) -> DicomInstance:
     rows = int(ds.get("Rows", 0) or 0)
     cols = int(ds.get("Columns", 0) or 0)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 1:  # an empty value means 1 frame; a negative count is a broken header
+        raise CorruptFileError(path, f"NumberOfFrames is {frames}: a frame count must be at least 1")
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
 

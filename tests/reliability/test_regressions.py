@@ -155,3 +155,17 @@ def test_case_ids_come_from_typed_names_never_from_header_text(make_series, tmp_
     assert (tmp_path / "out2" / "scan07_0000.nii.gz").exists()
     text = (tmp_path / "out2" / "cases.csv").read_text()
     assert "PHIMARK" not in text and "DOE_JOHN" not in text and uid in text
+
+
+def test_dicom_with_a_negative_number_of_frames_is_corrupt(make_series):
+    # Found by the 10,000-input fuzz run (bench/results/fuzz.json): NumberOfFrames -1 made a
+    # series report a negative length, and listing the series raised ValueError from len().
+    import pydicom
+
+    folder, _, _ = make_series("s")
+    f = sorted(folder.iterdir())[0]
+    ds = pydicom.dcmread(f)
+    ds.NumberOfFrames = "-1"
+    ds.save_as(f)
+    with pytest.raises(CorruptFileError, match=f"{f.name}.*NumberOfFrames is -1"):
+        load_volume(folder)
