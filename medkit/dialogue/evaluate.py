@@ -196,7 +196,7 @@ def evaluate(model: str | Path = "oracle", data: str | Path | None = None, split
 
     Args:
         model: ``"oracle"`` (the knowledge-base expected-information-gain doctor) or a model folder
-            (``models/dialogue-doctor-smollm2``, a stage folder of a ``medkit dialogue train`` run).
+            (``models/dialogue-doctor-synthetic``, a stage folder of a ``medkit dialogue train`` run).
         data: a DDXPlus release folder (``release_evidences.json``, ``release_conditions.json``,
             ``release_{train,validate,test}_patients[.csv]``); None: synthetic cases.
         split: ``train`` / ``validate`` / ``test``.
@@ -216,7 +216,7 @@ def evaluate(model: str | Path = "oracle", data: str | Path | None = None, split
     Example::
 
         from medkit.dialogue.evaluate import evaluate
-        s = evaluate("models/dialogue-doctor-smollm2", "DDXPlus/", "test", output="runs/eval-ddx")
+        s = evaluate("models/dialogue-doctor-synthetic", "DDXPlus/", "test", output="runs/eval-ddx")
         print(s["top1"], s["n_cases"])
     """
     from ..io.atomic import write_jsonl
