@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .actions import FORMAT_REMINDER, Action, FormatError, norm, parse_action
-from .patient import match_test, scrub
+from .patient import match_ask, match_test, scrub
 from .readers import ANY as ANY_VALUE
 
 
@@ -134,6 +134,14 @@ class DialogueEnv:
                 if rep.present is False:
                     self._skip_children(rep.evidence)
                 row["question"] = q.text if q is not None else act.text
+            elif (qid := match_ask(self.kb, act.text, self.case.get("sex"))) is not None:
+                # a question of the knowledge base the patient did not understand (low health
+                # literacy): asked, nothing learnt. Its one phrasing cannot be put differently,
+                # so it leaves the legal actions instead of being repeated to the turn limit.
+                q = self.kb.questions[qid]
+                self.asked_q.append(qid)
+                self.asked.extend(q.evidences)
+                row["question"] = q.text
             row.update(evidence=rep.evidence, present=rep.present)
             obs = rep.text
         elif act.kind == "EXAM":

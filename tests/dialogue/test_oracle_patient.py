@@ -100,3 +100,22 @@ def test_oracle_rationale_cites_only_elicited_facts(cases, kb):
         # the hallucination checker maps every cited fact to an evidence the dialogue established
         assert rec["hallucinations"] == [], rec["hallucinations"]
     assert cited >= 20                     # it does cite (most dialogues elicit several supporting facts)
+
+
+def test_a_question_the_patient_did_not_understand_is_not_asked_again(realformat, tmp_path):
+    """Genuine DDXPlus: a low-literacy persona does not understand some history questions (the
+    same ones on every try). The oracle used to ask such a question again and again until the
+    turn limit (ddxplus_test_0000018: 9 times 'traveled out of the country'); once asked it
+    leaves the legal actions, so no question is asked twice."""
+    import json
+
+    from medkit.dialogue.evaluate import evaluate
+
+    evaluate("oracle", realformat / "ddxplus", "test", output=tmp_path / "ev", n_cases=40, judge="none")
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "dialogues.jsonl").read_text().splitlines()]
+    confused = 0
+    for r in rows:
+        asked = [t.get("question", t["text"]) for t in r["transcript"] if t.get("kind") == "ask"]
+        assert len(asked) == len(set(asked)), r["case_id"]
+        confused += sum("know what that means" in t["text"] for t in r["transcript"] if t["role"] == "patient")
+    assert confused > 0   # the case this guards exists among these 40 rows
