@@ -124,6 +124,33 @@ def trim_metrics(mlog, step: int) -> None:
         write_text(mlog.path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
+def start_loop(cfg, model, opt, **extra) -> tuple[int, random.Random, object, dict]:
+    """The common start of the dialogue RL loops (GRPO, SR-PPO): the metrics log, seeded case and
+    torch RNGs and, with ``cfg.resume``, the state of ``<out_dir>/checkpoints/last.pt`` (trainable
+    weights, ``opt``, RNGs and every ``extra`` module/optimizer under its own key, e.g.
+    ``critic=...``). Returns ``(start step, case rng, metrics log, last logged row when done)``."""
+    from ..lm.lora import load_trainable_state_dict
+    from ..rl.common import MetricsLog
+    from ..runs import load_checkpoint
+
+    mlog = MetricsLog(cfg.out_dir)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    start = 0
+    state = load_checkpoint(f"{cfg.out_dir}/checkpoints/last.pt") if cfg.resume else None
+    if state is not None:
+        load_trainable_state_dict(model, state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for key, obj in extra.items():
+            obj.load_state_dict(state[key])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        rng.setstate(_rng_state(state["case_rng"]))
+    trim_metrics(mlog, start)
+    row: dict = (mlog.read() or [{}])[-1] if start >= cfg.steps else {}
+    return start, rng, mlog, row
+
+
 def train_dialogue_grpo(model, tok, cases: list[dict], kb, cfg: DialogueGRPOConfig, log=None) -> dict:
     """Multi-turn GRPO of ``model`` (its trainable parameters) on ``cases``; returns the last step's metrics.
 
@@ -132,30 +159,17 @@ def train_dialogue_grpo(model, tok, cases: list[dict], kb, cfg: DialogueGRPOConf
     ``<out_dir>/checkpoints/last.pt`` (trainable weights, optimizer, torch and case-sampling RNG
     states) every ``save_every`` steps and at the end; with ``resume`` it continues from there.
     """
-    from ..lm.lora import load_trainable_state_dict, trainable_state_dict
+    from ..lm.lora import trainable_state_dict
     from ..rl.advantages import group_advantages
-    from ..rl.common import MetricsLog
     from ..rl.losses import policy_loss
-    from ..runs import load_checkpoint, plain_state, save_checkpoint
+    from ..runs import plain_state, save_checkpoint
     from .episodes import decision_logprobs, padded, sample_episodes
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
-    mlog = MetricsLog(cfg.out_dir)
     ckpt = f"{cfg.out_dir}/checkpoints/last.pt"
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    start = 0
-    state = load_checkpoint(ckpt) if cfg.resume else None
-    if state is not None:
-        load_trainable_state_dict(model, state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-        rng.setstate(_rng_state(state["case_rng"]))
-    trim_metrics(mlog, start)
-    row: dict = (mlog.read() or [{}])[-1] if start >= cfg.steps else {}
+    start, rng, mlog, row = start_loop(cfg, model, opt)
     kbs = kb if isinstance(kb, dict) else None
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()

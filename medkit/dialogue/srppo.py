@@ -19,7 +19,6 @@ self-reward, whitened-advantage stats, value loss, success, seconds.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
@@ -68,12 +67,11 @@ def train_dialogue_srppo(model, tok, base_model, cases: list[dict], kb, cfg: Dia
     """SR-PPO of ``model`` (a LoRA adapter on the SFT doctor; adapter disabled = pi_SFT) with the
     frozen pretrained ``base_model`` as pi_base. ``kb``: one knowledge base or ``{case_id: kb}``.
     Returns the last step's metrics; logs / checkpoints as :func:`medkit.dialogue.grpo.train_dialogue_grpo`."""
-    from ..lm.lora import load_trainable_state_dict, reference, trainable_state_dict
-    from ..rl.common import MetricsLog
+    from ..lm.lora import reference, trainable_state_dict
     from ..rl.losses import policy_loss
-    from ..runs import load_checkpoint, plain_state, save_checkpoint
+    from ..runs import plain_state, save_checkpoint
     from .episodes import action_token_logprob_sums, decision_logprobs, padded, sample_episodes
-    from .grpo import _by_kb, _rng_plain, _rng_state, trim_metrics
+    from .grpo import _by_kb, _rng_plain, start_loop
     from .sft import _body_head, hidden_states
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -85,22 +83,8 @@ def train_dialogue_srppo(model, tok, base_model, cases: list[dict], kb, cfg: Dia
     torch.nn.init.zeros_(critic.weight)
     torch.nn.init.zeros_(critic.bias)
     vopt = torch.optim.AdamW(critic.parameters(), lr=cfg.vf_lr)
-    mlog = MetricsLog(cfg.out_dir)
     ckpt = f"{cfg.out_dir}/checkpoints/last.pt"
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    start = 0
-    state = load_checkpoint(ckpt) if cfg.resume else None
-    if state is not None:
-        load_trainable_state_dict(model, state["model"])
-        critic.load_state_dict(state["critic"])
-        opt.load_state_dict(state["optimizer"])
-        vopt.load_state_dict(state["critic_optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-        rng.setstate(_rng_state(state["case_rng"]))
-    trim_metrics(mlog, start)
-    row: dict = (mlog.read() or [{}])[-1] if start >= cfg.steps else {}
+    start, rng, mlog, row = start_loop(cfg, model, opt, critic=critic, critic_optimizer=vopt)
     kbs = kb if isinstance(kb, dict) else None
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
