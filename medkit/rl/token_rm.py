@@ -83,11 +83,16 @@ def build_edit_batch(tok, prompts: list[str], originals: list[str], edits: list[
 def train_token_rm(model: TokenRewardModel, batch, *, steps: int = 100, lr: float = 3e-3) -> list[float]:
     """Full-batch Adam on :func:`token_rm_loss`; returns the loss curve."""
     ids, attn, resp, labels = batch
+    return _fit(model, steps, lr, lambda: token_rm_loss(model(ids, attn), labels, resp))
+
+
+def _fit(model, steps: int, lr: float, loss_fn) -> list[float]:
+    """``steps`` full-batch Adam steps on ``loss_fn()``; the loss curve (model left in eval mode)."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     curve = []
     model.train()
     for _ in range(steps):
-        loss = token_rm_loss(model(ids, attn), labels, resp)
+        loss = loss_fn()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -152,18 +157,11 @@ def train_sequence_rm(model: SequenceRewardModel, batch, *, steps: int = 100, lr
 
     ids, attn, resp, _ = batch
     N = ids.shape[0] // 2
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    curve = []
-    model.train()
-    for _ in range(steps):
+    def loss():
         r = model(ids, attn, resp)
-        loss = bradley_terry_loss(r[N:], r[:N])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        curve.append(float(loss.detach()))
-    model.eval()
-    return curve
+        return bradley_terry_loss(r[N:], r[:N])
+
+    return _fit(model, steps, lr, loss)
 
 
 class SequenceRewardFn:
