@@ -256,8 +256,9 @@ def run_shipped(dev) -> dict:
     folder = ROOT / SHIPPED["model"]
     model, cfg = load_model(folder, str(dev))
     with tempfile.TemporaryDirectory() as tmp:
-        generate_dataset(CXRConfig(n_cases=SHIPPED["n_cases"], seed=SHIPPED["seed"], size=cfg.data.synth_size,
-                                   lateral=False, write_masks=False, splits=(0.0, 0.0, 1.0)), tmp)
+        # the loader wants a training split: draw twice the studies, score the test half only
+        generate_dataset(CXRConfig(n_cases=2 * SHIPPED["n_cases"], seed=SHIPPED["seed"], size=cfg.data.synth_size,
+                                   lateral=False, write_masks=False, splits=(0.5, 0.0, 0.5)), tmp)
         dcfg = load_config({}, ReportConfig, [f"data.root={tmp}", f"data.image_size={cfg.data.image_size}"])
         test = load_studies(dcfg.data)["test"]
         t = time.perf_counter()
