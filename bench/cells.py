@@ -184,11 +184,20 @@ class Bench:
         result = fn()
         wall = time.perf_counter() - t0
         write_json(self.cell_path(key), _clean({"cell": key, "wall_s": round(wall, 2), "result": result,
+                                                 "targets": self.cell_targets(),
                                                  "provenance": provenance(config if config is not None else
                                                                           self.config, self.device, started)}))
         self.ran.append(key)
         log(f"[{self.name}] cell {key}: done in {wall:.0f} s")
         return result
+
+    def cell_targets(self) -> dict:
+        """What a cell file says about the issue's targets: none is decided by one (method,
+        setting, seed) cell; ``--assemble`` computes them over the cells into the results file
+        named here (``{"value", "target", "held"}`` each, with the cells still missing)."""
+        res = self.root / f"{self.name}-{self.tag}.json"
+        return {"decided_in": str(res.relative_to(ROOT)) if res.is_relative_to(ROOT) else str(res),
+                "by": "the benchmark's --assemble over its finished cells"}
 
     def cells(self, prefix: str = "") -> dict[str, dict]:
         """Every finished cell whose key starts with ``prefix``: ``{key: result}``."""
