@@ -100,3 +100,23 @@ def check_ct_values(path: str | Path, arr: np.ndarray) -> None:
     problem = ct_value_problem(arr)
     if problem:
         raise ModalityError(path, problem)
+
+
+def nifti_affine(path: Path, img) -> np.ndarray:
+    """A NIfTI image's voxel-to-world affine: the sform if set, else the qform (nibabel's choice),
+    else the pixdim fallback; checked for shear/singularity. The 3D and the 4D readers both use it."""
+    hdr = img.header
+    try:
+        sform, scode = hdr.get_sform(coded=True)
+        qform, qcode = hdr.get_qform(coded=True)
+    except Exception as e:  # noqa: BLE001
+        raise GeometryError(path, f"invalid qform/sform ({type(e).__name__}: {e})") from None
+    if scode and scode > 0 and sform is not None:
+        aff = np.asarray(sform, dtype=np.float64)
+    elif qcode and qcode > 0 and qform is not None:
+        aff = np.asarray(qform, dtype=np.float64)
+    else:
+        # Neither set (ANALYZE-style): nibabel's fallback is pixdim scaling.
+        aff = np.asarray(img.affine, dtype=np.float64)
+    check_affine(path, aff)
+    return aff

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dicom as _dcm
-from .checks import check_affine
+from .checks import check_affine, nifti_affine
 from .errors import (
     CorruptFileError,
     DimensionalityError,
@@ -114,7 +114,7 @@ def _series_header(where: Path, series) -> VolumeHeader:
 def _nifti_header(path: Path) -> VolumeHeader:
     import nibabel as nib
 
-    from .nifti4d import _affine, _open
+    from .nifti4d import _open
 
     img = _open(path)
     shape = tuple(int(n) for n in img.shape)
@@ -127,7 +127,7 @@ def _nifti_header(path: Path) -> VolumeHeader:
     dtype = img.get_data_dtype()
     if dtype.kind == "c" or dtype.names is not None:
         raise DimensionalityError(path, f"voxel type {dtype} is not a grey-level volume (complex or RGB data)")
-    aff = _affine(path, img)
+    aff = nifti_affine(path, img)
     if path.name.lower().endswith(".nii"):
         # Uncompressed: the file must hold every voxel the header promises.
         need = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * dtype.itemsize

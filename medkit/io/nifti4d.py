@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import check_affine, check_min_extent, check_values
+from .checks import check_min_extent, check_values, nifti_affine
 from .errors import CorruptFileError, DimensionalityError, EmptyInputError, GeometryError
 
 MIN_EXTENT = 4  # voxels per spatial axis: finite differences (Jacobians, smoothness) need a neighbourhood
@@ -74,7 +74,7 @@ def read_nifti_4d(path: str | Path, *, min_extent: int = MIN_EXTENT,
     if dtype.kind == "c" or dtype.names is not None:
         raise DimensionalityError(path, f"voxel type {dtype} is not a grey-level volume (complex or RGB data)")
     check_min_extent(path, shape[:3], min_extent, needs)
-    aff = _affine(path, img)
+    aff = nifti_affine(path, img)
     try:
         arr = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as e:  # noqa: BLE001 - truncated gzip stream, short file, bad scaling
@@ -90,21 +90,3 @@ def read_nifti_4d(path: str | Path, *, min_extent: int = MIN_EXTENT,
     unit = img.header.get_xyzt_units()[1] or "index"
     times = [k * dt for k in range(shape[3])] if dt > 0 else [float(k) for k in range(shape[3])]
     return Nifti4D(arr, aff, times, unit if dt > 0 else "index")
-
-
-def _affine(path: Path, img) -> np.ndarray:
-    """The sform if set, else the qform, else nibabel's pixdim fallback; checked like the 3D reader's."""
-    hdr = img.header
-    try:
-        sform, scode = hdr.get_sform(coded=True)
-        qform, qcode = hdr.get_qform(coded=True)
-    except Exception as e:  # noqa: BLE001
-        raise GeometryError(path, f"invalid qform/sform ({type(e).__name__}: {e})") from None
-    if scode and scode > 0 and sform is not None:
-        aff = np.asarray(sform, dtype=np.float64)
-    elif qcode and qcode > 0 and qform is not None:
-        aff = np.asarray(qform, dtype=np.float64)
-    else:
-        aff = np.asarray(img.affine, dtype=np.float64)
-    check_affine(path, aff)
-    return aff

@@ -32,12 +32,11 @@ import numpy as np
 
 from . import dicom as _dcm
 from .atomic import atomic_path
-from .checks import SHEAR_TOL, check_affine, check_ct_values, check_values  # noqa: F401 (re-exported)
+from .checks import SHEAR_TOL, check_affine, check_ct_values, check_values, nifti_affine  # noqa: F401 (re-exported)
 from .errors import (
     CorruptFileError,
     DimensionalityError,
     EmptyInputError,
-    GeometryError,
     ModalityError,
     SeriesNotFoundError,
     VolumeError,
@@ -176,31 +175,12 @@ def _load_nifti(path: Path):
     if dtype.kind == "c" or dtype.names is not None:
         # Complex (MR phase/k-space) or RGB voxels: a float cast would silently keep one part.
         raise DimensionalityError(path, f"voxel type {dtype} is not a grey-level volume (complex or RGB data)")
-    aff = _nifti_affine(path, img)
+    aff = nifti_affine(path, img)
     try:
         arr = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except Exception as e:  # noqa: BLE001 - truncated data, bad dtype, bad scaling
         raise CorruptFileError(path, f"voxel data could not be read ({type(e).__name__}: {e})") from None
     return arr, aff, {"format": "nifti", "modality": "unknown", "series_uid": None}
-
-
-def _nifti_affine(path: Path, img) -> np.ndarray:
-    """The sform if valid, else the qform (nibabel's choice), checked for shear/singularity."""
-    hdr = img.header
-    try:
-        sform, scode = hdr.get_sform(coded=True)
-        qform, qcode = hdr.get_qform(coded=True)
-    except Exception as e:  # noqa: BLE001
-        raise GeometryError(path, f"invalid qform/sform ({type(e).__name__}: {e})") from None
-    if scode and scode > 0 and sform is not None:
-        aff = np.asarray(sform, dtype=np.float64)
-    elif qcode and qcode > 0 and qform is not None:
-        aff = np.asarray(qform, dtype=np.float64)
-    else:
-        # Neither set (ANALYZE-style): nibabel's fallback is pixdim scaling.
-        aff = np.asarray(img.affine, dtype=np.float64)
-    check_affine(path, aff)
-    return aff
 
 
 # ----------------------------------------------------------------------------- SimpleITK formats
