@@ -172,6 +172,19 @@ def _is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def single_file_series(path: Path, series_uid: str | None = None) -> DicomSeries:
+    """A one-file DICOM input as a series: its header read, the asked ``series_uid`` and an image
+    object checked (the shared start of reading one file's header or its pixels)."""
+    inst = read_header(path)
+    if series_uid is not None and inst.series_uid != series_uid:
+        raise SeriesNotFoundError(path, f"series UID {series_uid} not found: this file belongs to series "
+                                        f"{inst.series_uid}")
+    if not inst.is_image:
+        kind = NON_IMAGE_SOP.get(inst.sop_class, "an object without pixel data")
+        raise NonImageError(path, f"not an image: {kind} (SOP class {inst.sop_class})")
+    return DicomSeries(inst.series_uid, [inst])
+
+
 def read_header(path: Path) -> DicomInstance:
     """Parse one file's header; raise :class:`CorruptFileError` when it cannot be trusted."""
     import pydicom

@@ -24,8 +24,6 @@ from .errors import (
     DimensionalityError,
     EmptyInputError,
     GeometryError,
-    NonImageError,
-    SeriesNotFoundError,
     VolumeError,
 )
 from .volume import LPS_TO_RAS, NIFTI_SUFFIXES, SITK_SUFFIXES, _suffix
@@ -84,14 +82,7 @@ def read_header(path: str | Path, *, series_uid: str | None = None) -> VolumeHea
             raise CorruptFileError(path, f"zip member {bad!r} is damaged (CRC mismatch)")
         return VolumeHeader(path, "dicom-zip", None, None)
     if _dcm._is_dicom_file(path) or _dcm._looks_like_raw_dicom(path):
-        inst = _dcm.read_header(path)
-        if series_uid is not None and inst.series_uid != series_uid:
-            raise SeriesNotFoundError(path, f"series UID {series_uid} not found: this file belongs to series "
-                                            f"{inst.series_uid}")
-        if not inst.is_image:
-            kind = _dcm.NON_IMAGE_SOP.get(inst.sop_class, "an object without pixel data")
-            raise NonImageError(path, f"not an image: {kind} (SOP class {inst.sop_class})")
-        return _series_header(path, _dcm.DicomSeries(inst.series_uid, [inst]))
+        return _series_header(path, _dcm.single_file_series(path, series_uid))
     if suffix in (".dcm", ".ima"):
         raise CorruptFileError(path, "not a DICOM file: no 'DICM' marker at byte 128 and no DICOM element at the start")
     raise VolumeError(path, "unknown format: expected .nii/.nii.gz, .nrrd/.mha, .zip, a DICOM file or a DICOM folder")

@@ -232,14 +232,7 @@ def _load_dicom_folder(folder: Path, source: Path, series_uid: str | None, modal
 
 
 def _load_dicom_file(path: Path, series_uid: str | None = None):
-    inst = _dcm.read_header(path)
-    if series_uid is not None and inst.series_uid != series_uid:
-        raise SeriesNotFoundError(path, f"series UID {series_uid} not found: this file belongs to series "
-                                        f"{inst.series_uid}")
-    if not inst.is_image:
-        kind = _dcm.NON_IMAGE_SOP.get(inst.sop_class, "an object without pixel data")
-        raise _dcm.NonImageError(path, f"not an image: {kind} (SOP class {inst.sop_class})")
-    return _load_series(_dcm.DicomSeries(inst.series_uid, [inst]))
+    return _load_series(_dcm.single_file_series(path, series_uid))
 
 
 def _load_series(series: _dcm.DicomSeries):
