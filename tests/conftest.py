@@ -75,3 +75,28 @@ def realformat():
     if not root.is_dir():
         pytest.skip(f"{root} not found: the genuine-format files sit beside the checkout in CI")
     return root
+
+
+@pytest.fixture
+def accelerate_launch():
+    """``accelerate_launch(*args)``: the command that runs ``args`` in 2 processes under
+    ``accelerate launch`` on this machine (the distributed tests). ``--multi_gpu`` picks
+    accelerate's torchrun launcher (one process per rank); without CUDA, medkit's
+    ``Accelerator(cpu=True)`` then joins the ranks over gloo (``--cpu`` would start a single
+    process: accelerate's CPU launcher expects MPI for more). A free port per call."""
+    import shutil
+    import socket
+    import sys
+    from pathlib import Path
+
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    assert accelerate, "accelerate's launcher is part of the llm extra"
+
+    def command(*args: str) -> list[str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *args]
+
+    return command

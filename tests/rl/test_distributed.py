@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +15,9 @@ pytestmark = pytest.mark.distributed
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_grpo_ranks_differ_in_prompts_agree_in_weights(tmp_path):
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
-    assert accelerate, "accelerate's launcher is part of the llm extra"
+def test_two_process_grpo_ranks_differ_in_prompts_agree_in_weights(tmp_path, accelerate_launch):
     worker = Path(__file__).with_name("grpo_ddp_worker.py")
-    # `--multi_gpu` picks the torchrun launcher (one process per rank); without CUDA,
-    # medkit's Accelerator(cpu=True) joins the ranks over gloo (see tests/segmentation/test_distributed.py).
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(worker), str(tmp_path), str(STEPS)]
+    cmd = accelerate_launch(str(worker), str(tmp_path), str(STEPS))
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

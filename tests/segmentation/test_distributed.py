@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,22 +17,9 @@ TINY = ["data.synth.n_cases=5", "data.n_val=1", "data.n_test=0", "preprocess.spa
         "model.liverformer.heads=2", "optim.steps=4", "optim.val_every=4", "optim.batch_size=1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_training_ranks_differ_in_data_agree_in_weights(tmp_path):
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
-    assert accelerate, "accelerate's launcher is part of the llm extra"
+def test_two_process_training_ranks_differ_in_data_agree_in_weights(tmp_path, accelerate_launch):
     out = tmp_path / "run"
-    # `--multi_gpu` picks accelerate's torchrun launcher (one process per rank); on a machine
-    # without CUDA, medkit's Accelerator(cpu=True) then joins the ranks over gloo. (`--cpu`
-    # would start a single process: accelerate's CPU launcher expects MPI for more.)
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "medkit",
-           "run", "couinaud_synthetic", "--out", str(out), "--device", "cpu"]
+    cmd = accelerate_launch("-m", "medkit", "run", "couinaud_synthetic", "--out", str(out), "--device", "cpu")
     for s in TINY + [f"data.root={tmp_path / 'data'}"]:
         cmd += ["--set", s]
     env = {**os.environ, "MEDKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
