@@ -97,7 +97,10 @@ def from_dict(cls: type[T], data: dict, *, where: str = "<dict>", prefix: str = 
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, where, prefix + name)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a dataclass's own check (__post_init__): say where, and the full key
+        raise ConfigError(f"{where}: {prefix}{e}") from None
 
 
 def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:

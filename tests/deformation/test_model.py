@@ -1,13 +1,15 @@
 """ST-NeRP networks and fitting: shapes, the exact reference, a smoke fit with resume."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medkit.config import load_config
-from medkit.deformation.deform_config import DeformConfig
+from medkit.deformation.deform_config import DeformConfig, DeformPipelineConfig
 from medkit.deformation.fit import Sequence, build_models, fit, predict_field
 from medkit.deformation.losses import fd_bending, fd_jacobian, offsets, time_acceleration
 from medkit.deformation.sequence import read_sequence
@@ -88,3 +90,19 @@ def test_fit_time_options_change_the_fit(tiny_sequence, opts):
     assert got != ref          # same seed and data: the option reached the loss (regulariser times / extra term)
     with pytest.raises(ValueError, match="reg_times"):
         fit(seq, load_config(None, DeformConfig, TINY + ["reg_times=never"]), [0, 2], "cpu")
+
+
+@pytest.mark.parametrize("override,says", [
+    ("time_harmonics=0", "time_harmonics must be >= 1"),   # used to fit a network with no output: zero motion
+    ("similarity=cc", "similarity must be one of ncc | mse"),
+    ("edge_sampling=1.5", "edge_sampling must be in [0, 1]"),
+    ("window_hu=[500,-1000]", "window_hu must be (low, high)"),
+])
+def test_bad_deform_settings_are_refused_naming_the_key(override, says):
+    from medkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(None, DeformConfig, [override])
+    with pytest.raises(ConfigError, match=re.escape("model." + says)):   # nested in a pipeline spec: the full key
+        key, value = override.split("=")
+        load_config({"model": {key: yaml.safe_load(value)}}, DeformPipelineConfig)
