@@ -61,6 +61,7 @@ def main(argv=None) -> int:
         lines.append(f"{s} (tuning patients; imaged {SETTINGS[s]['imaged']})")
         lines.append(f"  {'variant':48s} {'n':>2s} {'TRE held-out':>12s} {'TRE observed':>12s} {'fold % max':>10s} {'fit s':>6s}")
         rows = {}
+        now = to_dict(stnerp_config([]))
         for v, rs in sorted(by_var.items()):
             st = [r["methods"]["ST-NeRP"] for r in rs]
             ho = float(np.mean([e for m in st for x in m["heldout"].values() for e in x["errors"]]))
@@ -68,7 +69,10 @@ def main(argv=None) -> int:
             fold = 100 * max(x["fold"] for m in st for part in ("observed", "heldout") for x in m[part].values())
             rows[v] = {"n_patients": len(rs), "tre_heldout": ho, "tre_observed": ob, "fold_pct_max": fold,
                        "seconds": float(np.mean([m["seconds"] for m in st]))}
-            lines.append(f"  {v[:48]:48s} {len(rs):2d} {ho:12.3f} {ob:12.3f} {fold:10.3f} {rows[v]['seconds']:6.0f}")
+            # '' ran the defaults of its day: say what differs from today's (a default set from this table)
+            then = {k: x for k, x in rs[0]["config"].items() if k in now and now[k] != x}
+            label = v if v != "defaults" or not then else "defaults then: " + " ".join(f"{k}={x}" for k, x in then.items())
+            lines.append(f"  {label[:48]:48s} {len(rs):2d} {ho:12.3f} {ob:12.3f} {fold:10.3f} {rows[v]['seconds']:6.0f}")
         complete = {v: r for v, r in rows.items() if r["n_patients"] == PATIENTS["tune"][1]}
         if complete:
             best[s] = min(complete, key=lambda v: complete[v]["tre_heldout"])
