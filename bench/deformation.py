@@ -348,7 +348,10 @@ def untuned(setting: str, cfg: dict, device) -> str | None:
     if best is None:
         return None
     won = [r["config"] for r in tb.cells(f"{setting}/{best}/").values()]
-    diff = sorted(k for k in cfg if won and won[0].get(k) != cfg[k])
+    # only the settings the tuning varied for this setting (a default tuned for another setting,
+    # e.g. span_harmonics for longitudinal series, does not touch a periodic 4D CT fit)
+    tuned = {kv.split("=")[0] for k in tb.cells(f"{setting}/") for kv in k.split("/")[1].split() if "=" in kv}
+    diff = sorted(k for k in cfg if k in tuned and won and won[0].get(k) != cfg[k])
     if diff:
         return (f"{setting}: the tuning patients chose variant '{best}' ({res.name}) but the DeformConfig "
                 f"defaults differ from it in {', '.join(diff)}: set the defaults to the winner, then run the test cells")
