@@ -168,7 +168,9 @@ def peak_figure(case: Case, fields: dict, path: Path) -> Path:
             a.set_yticks([])
     fig.colorbar(im, ax=ax[0, :].tolist(), shrink=0.8)
     fig.colorbar(im2, ax=ax[1, :].tolist(), shrink=0.8)
-    fig.suptitle(f"{case.id}: frame {k} (peak inhale, not imaged), coronal slice y={y}", fontsize=9)
+    what = "peak inhale" if case.id.startswith("4dct") else "largest motion"  # a follow-up scan has no inhale peak
+    fig.suptitle(f"{case.id}: frame {k} ({what}, not imaged), coronal slice y={y}; error scale clipped at "
+                 f"{max(1e-3, vmax / 3):.1f} mm", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
