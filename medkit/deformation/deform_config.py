@@ -109,6 +109,8 @@ class DeformConfig:
                 raise ConfigError(f"{key} must be >= {lo}, got {getattr(self, key)}")
         if not 0.0 <= self.edge_sampling <= 1.0:
             raise ConfigError(f"edge_sampling must be in [0, 1], got {self.edge_sampling}")
+        if not 0.0 <= self.coarse_to_fine <= 1.0:
+            raise ConfigError(f"coarse_to_fine must be in [0, 1] (share of the iterations), got {self.coarse_to_fine}")
         if self.period is not None and self.period <= 0:
             raise ConfigError(f"period must be > 0 (the breathing period in the series' time unit), got {self.period}")
         if self.window_hu[1] <= self.window_hu[0]:

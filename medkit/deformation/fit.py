@@ -47,8 +47,6 @@ def resolve_period(seq: Sequence, cfg: DeformConfig) -> float | None:
     ``time_mode``: ``auto`` = periodic when the series knows its cycle (``seq.period``, from
     ``times.json`` or phases in %) or ``cfg.period`` is set, span otherwise; ``periodic``
     requires a period; ``span`` ignores it."""
-    if cfg.time_mode not in ("auto", "periodic", "span"):
-        raise ValueError(f"time_mode must be auto | periodic | span, got {cfg.time_mode!r}")
     if cfg.time_mode == "span":
         return None
     period = cfg.period if cfg.period else seq.period
@@ -199,25 +197,19 @@ def fit(seq: Sequence, cfg: DeformConfig, observed: list[int], device, *, state:
     t_ref_done = time.perf_counter()
 
     def ref_intensity(x_mm: torch.Tensor) -> torch.Tensor:
-        if cfg.similarity_source == "inr":
+        if cfg.similarity_source == "inr":  # (DeformConfig admits inr | image only)
             return ref(x_mm).float()
-        if cfg.similarity_source == "image":
-            return W.sample_points(ref_img, dfm.frame.mm_to_vox(x_mm)[None])[0, 0]
-        raise ValueError(f"similarity_source must be inr | image, got {cfg.similarity_source!r}")
+        return W.sample_points(ref_img, dfm.frame.mm_to_vox(x_mm)[None])[0, 0]
 
     # ---- stage 2: the deformation INR on every observed time at once
     times = torch.tensor([seq.times[k] for k in moving], dtype=torch.float32, device=device)
     t_lo, t_hi = min(seq.times[k] for k in observed), max(seq.times[k] for k in observed)
     if dfm.period is not None:  # periodic: regularise the whole cycle, every phase is predictable
         t_lo, t_hi = seq.times[seq.reference], seq.times[seq.reference] + dfm.period
-    if not 0 <= cfg.coarse_to_fine <= 1:
-        raise ValueError(f"coarse_to_fine must be in [0, 1] (share of the iterations), got {cfg.coarse_to_fine}")
     off = offsets(cfg.fd_step_mm, device)
     n = cfg.points_per_phase
     weights = [edge_weights(imgs[k : k + 1].cpu(), 1 - cfg.edge_sampling, cfg.edge_smooth_vox).double().cumsum(0)
                for k in moving]
-    if cfg.reg_times not in ("span", "imaged"):
-        raise ValueError(f"reg_times must be span | imaged, got {cfg.reg_times!r}")
     smooth = cfg.time_smooth_weight > 0 and not cfg.svf and t_hi > t_lo
     # symmetry prior (periodic only): penalise the part of u that differs between phi and 1 - phi
     mirror = cfg.time_symmetry_weight > 0 and dfm.period is not None and not cfg.svf
