@@ -67,7 +67,8 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path
         ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.4, label=name)
     for name, yv in (hlines or {}).items():
         ax.axhline(yv, linestyle="--", linewidth=1, color="grey")
-        ax.annotate(name, (ax.get_xlim()[0], yv), fontsize=8, color="grey", va="bottom")
+        # x in axes fraction (just inside the left spine), y in data: the label never sits on the axis
+        ax.annotate(name, (0.01, yv), xycoords=ax.get_yaxis_transform(), fontsize=8, color="grey", va="bottom")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
