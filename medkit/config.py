@@ -36,6 +36,34 @@ class ConfigError(ValueError):
     """A config key that does not exist, or a value of the wrong type."""
 
 
+def check_ranges(obj: Any, *, at_least: dict[str, float] | None = None, positive: tuple[str, ...] = (),
+                 unit: tuple[str, ...] = (), ordered: tuple[str, ...] = ()) -> None:
+    """A dataclass's ``__post_init__`` check: refuse a value out of range, naming the key.
+
+    ``at_least``: key -> minimum (ints: counts, steps); ``positive``: > 0 (every element of a
+    tuple); ``unit``: in [0, 1] (probabilities, shares); ``ordered``: ``(low, high)`` pairs with
+    low <= high. ``None`` values (optional settings left unset) are not checked.
+    """
+
+    def each(key):
+        v = getattr(obj, key)
+        return [] if v is None else (list(v) if isinstance(v, (tuple, list)) else [v])
+
+    for key, lo in (at_least or {}).items():
+        if any(x < lo for x in each(key)):
+            raise ConfigError(f"{key} must be >= {lo}, got {getattr(obj, key)!r}")
+    for key in positive:
+        if any(x <= 0 for x in each(key)):
+            raise ConfigError(f"{key} must be > 0, got {getattr(obj, key)!r}")
+    for key in unit:
+        if any(not 0.0 <= x <= 1.0 for x in each(key)):
+            raise ConfigError(f"{key} must be in [0, 1], got {getattr(obj, key)!r}")
+    for key in ordered:
+        v = each(key)
+        if len(v) == 2 and v[0] > v[1]:
+            raise ConfigError(f"{key} must be (low, high) with low <= high, got {list(v)}")
+
+
 def load_config(source: str | Path | dict | None, cls: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Build ``cls`` from a YAML file (or a dict), then apply ``key.sub=value`` overrides.
 

@@ -113,3 +113,39 @@ def test_read_pipeline_spec_checks_name_keys_and_shape(tmp_path):
         read_pipeline_spec(p, "deform")
     with pytest.raises(ConfigError, match="not found"):
         read_pipeline_spec(tmp_path / "nope.yaml", "deform")
+
+
+@pytest.mark.parametrize("cls_path, override, says", [
+    ("medkit.segmentation.train_config:TrainConfig", "optim.steps=0", "optim.steps must be >= 1, got 0"),
+    ("medkit.segmentation.train_config:TrainConfig", "augment.prob=1.5", "augment.prob must be in [0, 1]"),
+    ("medkit.segmentation.train_config:TrainConfig", "preprocess.spacing_mm=[4,0,4]", "preprocess.spacing_mm must be > 0"),
+    ("medkit.segmentation.train_config:TrainConfig", "augment.scale_range=[1.0,0.5]", "augment.scale_range must be (low, high)"),
+    ("medkit.segmentation.train_config:TrainConfig", "sw_overlap=1.0", "sw_overlap must be in [0, 1)"),
+    ("medkit.report_generation.cofe_config:ReportConfig", "optim.batch_size=0", "optim.batch_size must be >= 1"),
+    ("medkit.report_generation.cofe_config:ReportConfig", "loss.temperature=0", "loss.temperature must be > 0"),
+    ("medkit.report_generation.cofe_config:ReportConfig", "counterfactual.max_fraction=2",
+     "counterfactual.max_fraction must be in [0, 1]"),
+    ("medkit.report_generation.cofe_config:ReportConfig", "generate.beams=0", "generate.beams must be >= 1"),
+])
+def test_component_configs_refuse_out_of_range_values_naming_the_key(tmp_path, cls_path, override, says):
+    """Segmentation and report settings are checked when the config is built (a YAML file or a
+    ``--set``), naming the file and the full dotted key, not minutes into a run (or never)."""
+    import importlib
+    import re
+
+    mod, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(mod), name)
+    load_config(None, cls)  # the defaults pass their own checks
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(None, cls, [override])
+    key, value = override.split("=")
+    nested: dict = {}
+    d = nested
+    *parents, leaf = key.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = yaml.safe_load(value)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(nested))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {says}")):
+        load_config(path, cls)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..config import check_ranges
+
 
 @dataclass
 class DataConfig:
@@ -29,6 +31,10 @@ class DataConfig:
     max_train: int | None = None  # first N training studies only (quick runs)
     max_eval: int | None = None  # first N val / test studies only
 
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"synth_n_cases": 1, "synth_size": 8, "image_size": 8, "view": 0, "max_train": 1,
+                                     "max_eval": 1})
+
 
 @dataclass
 class EncoderConfig:
@@ -47,6 +53,11 @@ class EncoderConfig:
     vit_layers: int = 2  # transformer blocks
     vit_heads: int = 4  # attention heads per block
     vit_mlp: int = 128  # hidden width of each block's MLP
+
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"init_features": 1, "growth_rate": 1, "block_config": 1, "resnet_layers": 1,
+                                     "resnet_planes": 1, "vit_patch": 1, "vit_hidden": 1, "vit_layers": 1,
+                                     "vit_heads": 1, "vit_mlp": 1})
 
 
 @dataclass
@@ -72,6 +83,10 @@ class CounterfactualConfig:
     bank_size: int = 256  # training images kept in the model for test-time counterfactual prompts
     n_pictures: int = 4  # original / counterfactual / mask PNGs written to the run folder
 
+    def __post_init__(self) -> None:
+        check_ranges(self, unit=("max_fraction",), at_least={"patch": 1, "swap_chunk": 1, "warmup_steps": 0,
+                                                             "refresh_every": 0, "bank_size": 1, "n_pictures": 0})
+
 
 @dataclass
 class DecoderConfig:
@@ -93,6 +108,10 @@ class DecoderConfig:
     n_context: int = 8  # learnable context tokens of the prompt
     max_report_tokens: int = 128  # training targets are truncated to this many tokens
 
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"lora_r": 1, "tiny_hidden": 1, "tiny_layers": 1, "tiny_heads": 1, "n_context": 0,
+                                     "max_report_tokens": 1})
+
 
 @dataclass
 class LossConfig:
@@ -103,6 +122,9 @@ class LossConfig:
     w_cf: float = 0.5
     temperature: float = 0.1
     embed_dim: int = 128  # shared space of the InfoNCE image / report projections
+
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"w_nll": 0, "w_diag": 0, "w_cf": 0, "embed_dim": 1}, positive=("temperature",))
 
 
 @dataclass
@@ -115,11 +137,18 @@ class OptimConfig:
     eval_every: int = 200
     warmup_lr_steps: int = 20
 
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("lr", "lr_lm"), at_least={"weight_decay": 0, "steps": 1, "batch_size": 1,
+                                                              "eval_every": 1, "warmup_lr_steps": 0})
+
 
 @dataclass
 class GenerateConfig:
     beams: int = 1  # 1 = greedy
     max_new_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"beams": 1, "max_new_tokens": 1})
 
 
 @dataclass
@@ -132,6 +161,9 @@ class EvalConfig:
     val_ce_every: int = 0  # also generate val reports and log val CE micro-F1 every N steps (0: never)
     val_ce_max: int = 64  # val studies used for that (first N)
     val_max: int | None = None  # val studies for the val NLL and diagnosis-head F1 at every check (None: all)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"val_ce_every": 0, "val_ce_max": 1, "val_max": 1})
 
 
 @dataclass

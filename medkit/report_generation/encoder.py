@@ -24,10 +24,8 @@ from .cofe_config import EncoderConfig
 
 
 def _check_vit(cfg: EncoderConfig, image_size: int) -> None:
-    """Refuse ViT settings MONAI would reject with a less helpful message (or not at all)."""
-    for name in ("vit_patch", "vit_hidden", "vit_layers", "vit_heads", "vit_mlp"):
-        if int(getattr(cfg, name)) < 1:
-            raise ConfigError(f"encoder.{name} must be >= 1, got {getattr(cfg, name)}")
+    """Refuse ViT settings MONAI would reject with a less helpful message (or not at all); the
+    per-key ranges (each >= 1) are :class:`EncoderConfig`'s own check."""
     if image_size % cfg.vit_patch:
         raise ConfigError(f"encoder.arch=vit: data.image_size ({image_size}) must be a multiple of "
                           f"encoder.vit_patch ({cfg.vit_patch})")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..config import ConfigError, check_ranges
 from ..synth.liver_ct import LiverCTConfig
 from ..transforms.registration import RegistrationConfig
 from .network_config import LiverFormerConfig
@@ -28,6 +29,9 @@ class DataConfig:
     n_test: int = 0  # cases before validation: held out, never seen in training
     n_labelled: int | None = None  # training cases whose labels are used (rest: unlabelled scans)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, at_least={"n_val": 0, "n_test": 0, "n_labelled": 1})
+
 
 @dataclass
 class PreprocessConfig:
@@ -42,6 +46,11 @@ class PreprocessConfig:
     # segment I, a few ml, is seen as often as segment VIII; ``pos_neg`` is MONAI's 2:1
     # foreground/background draw, which almost never centres on segment I.
     patch_sampling: Literal["class_balanced", "pos_neg"] = "class_balanced"
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("spacing_mm",), at_least={"grid_shape": 1, "patch": 1})
+        if self.window_hu[1] <= self.window_hu[0]:
+            raise ConfigError(f"window_hu must be (low, high) with low < high, got {list(self.window_hu)}")
 
 
 @dataclass
@@ -59,6 +68,11 @@ class AugmentConfig:
     # Random offsets before smoothing; (100, 200) gives ~12 mm RMS displacement in the liver on
     # a 6 mm grid, about what the registration fields carry (~13 mm; bench/segmentation.py).
     elastic_magnitude: tuple[float, float] = (100.0, 200.0)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, unit=("prob", "compose_prob"), at_least={"max_targets": 1, "elastic_magnitude": 0},
+                     positive=("scale_range", "elastic_sigma"),
+                     ordered=("scale_range", "elastic_sigma", "elastic_magnitude"))
 
 
 @dataclass
@@ -80,6 +94,10 @@ class OptimConfig:
     val_every: int = 100
     deep_supervision_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("lr",), at_least={"weight_decay": 0, "steps": 1, "batch_size": 1, "val_every": 1,
+                                                     "deep_supervision_weights": 0})
+
 
 @dataclass
 class TrainConfig:
@@ -93,6 +111,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sw_overlap: float = 0.25  # sliding-window overlap at validation
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sw_overlap < 1.0:
+            raise ConfigError(f"sw_overlap must be in [0, 1), got {self.sw_overlap}")
 
     @classmethod
     def tiny(cls) -> TrainConfig:
