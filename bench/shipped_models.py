@@ -134,6 +134,28 @@ def render_cards() -> None:
 def check_run(run: Path, name: str) -> None:
     """Refuse to export ``run`` unless its resolved config is ``name``'s pipeline with ``name``'s
     overrides (apart from paths and save periods, which do not change the weights)."""
+    bad = run_diffs(run, name)
+    if bad:
+        _, pipeline, overrides = SPECS[name]
+        raise SystemExit(f"{run} was not trained with {pipeline} {overrides}: " + "; ".join(f"{k}: {a!r} vs {b!r}"
+                                                                                        for k, a, b in bad))
+
+
+def resumable_updates(run: Path, name: str) -> list[str]:
+    """``key=value`` overrides that bring a stopped (or finished) run up to the pipeline where
+    they differ only in what a resume may change (``medkit.pipelines.RESUMABLE_SUFFIXES``: step
+    counts, periods, ``evaluation.select``); a resume reads the run's own config otherwise."""
+    import yaml
+
+    from medkit.pipelines import RESUMABLE_SUFFIXES
+
+    return [f"{k}={yaml.safe_dump(a, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, a, _ in run_diffs(run, name) if k.rsplit(".", 1)[-1].endswith(RESUMABLE_SUFFIXES)]
+
+
+def run_diffs(run: Path, name: str) -> list[tuple[str, object, object]]:
+    """(dotted key, pipeline value, run value) where ``run``'s config is not ``name``'s pipeline
+    with ``name``'s overrides, paths and save/eval periods aside."""
     import yaml
 
     from medkit.config import load_pipeline, to_dict
@@ -151,12 +173,11 @@ def check_run(run: Path, name: str) -> None:
 
     def diff(a, b, at=""):
         if isinstance(a, dict) and isinstance(b, dict):
-            return [d for k in set(a) | set(b) if k not in ignore for d in diff(a.get(k), b.get(k), f"{at}.{k}")]
-        return [] if a == b or (isinstance(a, (list, tuple)) and list(a) == list(b or [])) else [f"{at}: {a!r} vs {b!r}"]
+            return [d for k in sorted(set(a) | set(b)) if k not in ignore
+                    for d in diff(a.get(k), b.get(k), f"{at}.{k}" if at else k)]
+        return [] if a == b or (isinstance(a, (list, tuple)) and list(a) == list(b or [])) else [(at, a, b)]
 
-    bad = diff(want, have)
-    if bad:
-        raise SystemExit(f"{run} was not trained with {pipeline} {overrides}: " + "; ".join(bad))
+    return diff(want, have)
 
 
 def cofe_extras(run: Path, name: str) -> dict:
@@ -192,9 +213,12 @@ def train_cofe(work: Path, name: str = "cofe-synthetic", from_run: Path | None =
 
     _, pipeline, overrides_ = SPECS[name]
     run = from_run or work / name
-    finished = resume and (run / "summary.json").exists()  # a chunked run that already ended: export only
+    # a resumed run gets the pipeline's newer values of what a resume may change (a longer
+    # schedule, another evaluation.select); one that already ended with the same ones: export only
+    updates = resumable_updates(run, name) if resume and (run / "config.yaml").exists() else []
+    finished = resume and (run / "summary.json").exists() and not updates
     if from_run is None and not finished:
-        overrides = [f"data.root={work / 'synth-cxr-64-2k'}", *overrides_]
+        overrides = [f"data.root={work / 'synth-cxr-64-2k'}", *overrides_, *updates]
         run_spec(ROOT / "pipelines" / pipeline, out=run, overrides=overrides, device="cpu", expect="train-report",
                  resume=resume and (run / "checkpoints" / "last.pt").exists())
     check_run(run, name)

@@ -143,10 +143,11 @@ def _flat(d: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: d}
 
 
-# What a resumed run may change: how long it runs and how often it saves/evaluates, and the
-# device. Anything else would make the rest of the run a different experiment.
+# What a resumed run may change: how long it runs and how often it saves/evaluates, the
+# device, and which logged evaluation names the best checkpoint (``evaluation.select``: the
+# training itself is the same). Anything else would make the rest of the run a different experiment.
 RESUMABLE_SUFFIXES = ("steps", "iters", "ref_iters", "every", "save_every", "eval_every", "val_every",
-                      "checkpoint_every", "device")
+                      "checkpoint_every", "device", "select")
 
 
 def check_resumable(name: str, saved: Any, new: Any, out: Path) -> None:

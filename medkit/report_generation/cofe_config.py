@@ -161,9 +161,17 @@ class EvalConfig:
     val_ce_every: int = 0  # also generate val reports and log val CE micro-F1 every N steps (0: never)
     val_ce_max: int = 64  # val studies used for that (first N)
     val_max: int | None = None  # val studies for the val NLL and diagnosis-head F1 at every check (None: all)
+    # which checkpoint is ``best.pt`` (exported, used for the test split): the lowest val NLL, or
+    # the highest val CE micro-F1 of generated reports (needs val_ce_every > 0; R2Gen-style model
+    # selection on a generation metric, for a model judged by the findings it reports)
+    select: Literal["val_nll", "val_ce_f1"] = "val_nll"
 
     def __post_init__(self) -> None:
         check_ranges(self, at_least={"val_ce_every": 0, "val_ce_max": 1, "val_max": 1})
+        if self.select == "val_ce_f1" and self.val_ce_every < 1:
+            from ..config import ConfigError
+
+            raise ConfigError("select=val_ce_f1 needs val_ce_every >= 1 (the val CE-F1 it selects on)")
 
 
 @dataclass

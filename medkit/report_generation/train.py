@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..io import write_jsonl
 from ..metrics.clinical import ce_metrics, ce_scores
 from ..metrics.text import java_executable, meteor_jar, nlg_metrics
@@ -210,6 +211,8 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
         torch.set_rng_state(ck["torch_rng"])
         rng = np.random.default_rng([cfg.seed, step])
         log(f"resumed at step {step}")
+        if ck.get("best_rule", "val_nll") != cfg.evaluation.select:  # selection rule changed on resume
+            best = _reselect(run, cfg, model, ck, log)
     W, total = cfg.counterfactual.warmup_steps, cfg.counterfactual.warmup_steps + cfg.optim.steps
     R, V = cfg.counterfactual.refresh_every, cfg.evaluation.val_ce_every
     batches = _batches(len(train), cfg.optim.batch_size, rng)
@@ -279,9 +282,10 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
                      "step": step, "best": best, "history": history, "torch_rng": torch.get_rng_state(),
                      "cf_images": cf_images.cpu() if cf_images is not None else None, "cf_info": cf_info,
                      "cf_builds": cf_builds,
-                     "assets": {"vocab": vocab, "text_dim": int(text_np.shape[1])}}
-            score = rec["val_nll"] if math.isfinite(rec["val_nll"]) else float(rec.get("total", loss))
-            if score < best:
+                     "assets": {"vocab": vocab, "text_dim": int(text_np.shape[1])},
+                     "best_rule": cfg.evaluation.select}
+            score = selection_score(rec, cfg.evaluation.select)
+            if score is not None and score < best:
                 best = state["best"] = score
                 run.save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "cf_images")}, "best",
                                     config=cfg)
@@ -309,7 +313,6 @@ def score_reports(refs: dict[str, str], hyps: dict[str, str], meteor: str = "jar
 def check_meteor(cfg: ReportConfig) -> None:
     """Fail before training, not after, when ``evaluation.meteor=jar`` cannot run here."""
     if cfg.evaluation.meteor == "jar":
-        from ..config import ConfigError
         from ..metrics.text import MeteorUnavailable
 
         try:
@@ -317,6 +320,34 @@ def check_meteor(cfg: ReportConfig) -> None:
             java_executable()
         except MeteorUnavailable as e:
             raise ConfigError(f"evaluation.meteor=jar: {e}") from None
+
+
+def selection_score(rec: dict, rule: str) -> float | None:
+    """Lower is better; None where this evaluation cannot be ranked by ``rule`` (no val CE-F1)."""
+    if rule == "val_ce_f1":
+        return -rec["val_ce_f1"] if "val_ce_f1" in rec else None
+    v = rec.get("val_nll", float("nan"))
+    return v if math.isfinite(v) else rec.get("total")
+
+
+def _reselect(run: RunDir, cfg: ReportConfig, model, last: dict, log) -> float:
+    """A resumed run whose ``evaluation.select`` changed: rank its logged evaluations by the new
+    rule and make ``best.pt`` the winner's checkpoint when one was kept (the resumed step, or the
+    current ``best.pt``); refuse otherwise rather than call another step best."""
+    scored = [(sc, r["step"]) for r in last.get("history", [])
+              if (sc := selection_score(r, cfg.evaluation.select)) is not None]
+    if not scored:
+        raise ConfigError(f"{run.path}: evaluation.select={cfg.evaluation.select}: no logged evaluation to rank by it")
+    score, step = min(scored)  # ties: the earlier step, as during training
+    old = run.load_checkpoint("best")
+    if step == last["step"]:
+        run.save_checkpoint({k: v for k, v in {**last, "best": score, "best_rule": cfg.evaluation.select}.items()
+                             if k not in ("optimizer", "cf_images")}, "best", config=cfg)
+    elif old is None or old.get("step") != step:
+        raise ConfigError(f"{run.path}: evaluation.select={cfg.evaluation.select} picks step {step}, whose checkpoint "
+                          f"was not kept (last.pt is step {last['step']}); start a new run with this rule")
+    log(f"evaluation.select={cfg.evaluation.select}: best.pt is step {step} (score {score:.4f})")
+    return score
 
 
 def run_pipeline(cfg: ReportConfig, run: RunDir, *, device: str = "auto", resume: bool = False,

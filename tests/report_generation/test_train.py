@@ -118,3 +118,47 @@ def test_counterfactuals_refresh_and_val_ce_curve(cxr_dir):
         assert all(len(r["cells"]) >= 1 for r in b["rows"] if r["negative"] >= 0)
     ce = [h for h in res["history"] if "val_ce_f1" in h]
     assert [h["step"] for h in ce] == [W + 3, W + 6] and all(0 <= h["val_ce_f1"] <= 1 for h in ce)
+
+
+def test_select_by_val_ce_f1_names_the_best_generation(cxr_dir, tmp_path):
+    """``evaluation.select=val_ce_f1``: best.pt is the evaluation with the highest val CE micro-F1
+    of generated reports (ties: the earlier step), not the lowest val NLL."""
+    from medkit.runs import load_checkpoint
+
+    out = run_spec(PIPE, expect="train-report", out=tmp_path / "sel", device="cpu",
+                   overrides=tiny_overrides(cxr_dir) + ["evaluation.val_ce_every=3", "evaluation.val_ce_max=3",
+                                                        "evaluation.select=val_ce_f1"])
+    hist = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    ce = [(-h["val_ce_f1"], h["step"]) for h in hist if "val_ce_f1" in h]
+    assert len(ce) >= 2
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert best["step"] == min(ce)[1] and best["best_rule"] == "val_ce_f1"
+
+
+def test_reselect_on_resume_uses_only_kept_checkpoints(tmp_path):
+    """Changing ``evaluation.select`` on a resumed run re-ranks its logged evaluations: the
+    winner's checkpoint becomes best.pt when it was kept, and a winner that was not kept is a
+    clear error rather than another step called best."""
+    import torch
+
+    from medkit.config import load_config
+    from medkit.report_generation.cofe_config import ReportConfig
+    from medkit.report_generation.train import _reselect
+    from medkit.runs import RunDir
+
+    cfg = load_config(None, ReportConfig, ["evaluation.val_ce_every=1", "evaluation.select=val_ce_f1"])
+    hist = [{"step": 2, "val_nll": 0.5, "val_ce_f1": 0.4}, {"step": 4, "val_nll": 0.3, "val_ce_f1": 0.5},
+            {"step": 6, "val_nll": 0.4, "val_ce_f1": 0.6}]
+    run = RunDir.create(tmp_path / "a", config=cfg)
+    last = {"model": {"w": torch.ones(1) * 6}, "step": 6, "history": hist, "best": 0.3}
+    run.save_checkpoint({**last, "step": 4, "model": {"w": torch.ones(1) * 4}}, "best")  # by val NLL
+    assert _reselect(run, cfg, None, last, log=lambda m: None) == -0.6
+    got = run.load_checkpoint("best")
+    assert got["step"] == 6 and float(got["model"]["w"]) == 6 and got["best_rule"] == "val_ce_f1"
+
+    run_b = RunDir.create(tmp_path / "b", config=cfg)
+    hist_b = [dict(h, val_ce_f1=0.9) if h["step"] == 2 else h for h in hist]  # the winner, step 2, was not kept
+    run_b.save_checkpoint({**last, "step": 4, "history": hist_b}, "best")
+    with pytest.raises(ConfigError, match="picks step 2, whose checkpoint was not kept"):
+        _reselect(run_b, cfg, None, {**last, "history": hist_b}, log=lambda m: None)
+    assert run_b.load_checkpoint("best")["step"] == 4  # untouched
