@@ -109,7 +109,7 @@ def bt_model(kb, train: list[dict], test: list[dict], o: dict, seed: int) -> dic
         opt.zero_grad()
         loss.backward()
         opt.step()
-        curve.append(float(loss))
+        curve.append(float(loss.detach()))
     te = [feats(p) for p in test]
     with torch.no_grad():
         ok = [float(m(x[None])[0] > m(y[None])[0]) for x, y in te]
