@@ -23,7 +23,7 @@ def _at(d: dict, path: str):
 
 def test_the_demo_models_ship():
     # dialogue-doctor-smollm2 is not shipped at present: the SFT curve's recipe that fits
-    # (full fine-tuning) is ~200 MB, over the 10 MiB rule below (issue 18).
+    # (full fine-tuning) is ~200 MB, over the size rule below (issue 18).
     assert {p.name for p in FOLDERS} >= {"liverformer-synthetic", "cofe-synthetic", "dialogue-doctor-synthetic",
                                          "cofe-smollm2"}
 
@@ -36,7 +36,10 @@ def test_model_card_weights_and_headline_metric(folder):
     for heading in ("## Inputs and outputs", "## Training data", "## How it was trained", "## Metrics", "## Limitations"):
         assert heading in card, f"{folder.name}: card lacks {heading!r}"
     weights = [p for p in folder.iterdir() if p.suffix in (".pt", ".safetensors")]
-    assert weights and all(p.stat().st_size < 10 * 2**20 for p in weights), "weights missing or over 10 MiB"
+    # 32 MiB a file (bench/shipped_models.py MAX_SHIPPED_MB): cofe-smollm2's rank-16 LoRA on every
+    # projection of SmolLM2 is 4.9 M float32 parameters, ~24 MiB with its encoder and image bank
+    # (the rule was 10 MiB while its adapter sat on q/v only).
+    assert weights and all(p.stat().st_size < 32 * 2**20 for p in weights), "weights missing or over 32 MiB"
     metrics = json.loads((folder / "metrics.json").read_text())
     head = metrics["headline"]
     # The card's headline number is the one in metrics.json, and that is the measured value

@@ -200,11 +200,13 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     rng = np.random.default_rng(cfg.seed)
     step, best, history, cf_images, cf_info, cf_builds = 0, float("inf"), [], None, [], []
+    before = 0.0  # training seconds of earlier chunks of a resumed run (None: not recorded, unknown)
     if resume and run is not None and (ck := run.load_checkpoint("last")) is not None:
         model.load_saved_state(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, best, history = ck["step"], ck["best"], ck.get("history", [])
+        before = ck.get("train_seconds")
         cf_images = ck.get("cf_images")
         cf_images = cf_images.to(dev) if cf_images is not None else None
         cf_info, cf_builds = ck.get("cf_info", []), ck.get("cf_builds", [])
@@ -283,14 +285,16 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
                      "cf_images": cf_images.cpu() if cf_images is not None else None, "cf_info": cf_info,
                      "cf_builds": cf_builds,
                      "assets": {"vocab": vocab, "text_dim": int(text_np.shape[1])},
-                     "best_rule": cfg.evaluation.select}
+                     "best_rule": cfg.evaluation.select,
+                     "train_seconds": None if before is None else before + time.perf_counter() - t0}
             score = selection_score(rec, cfg.evaluation.select)
             if score is not None and score < best:
                 best = state["best"] = score
                 run.save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "cf_images")}, "best",
                                     config=cfg)
             run.save_checkpoint(state, "last", config=cfg)
-    return {"model": model, "history": history, "step": step, "seconds": time.perf_counter() - t0,
+    return {"model": model, "history": history, "step": step,
+            "seconds": None if before is None else before + time.perf_counter() - t0,  # all chunks
             "counterfactuals": cf_info, "cf_builds": cf_builds, "best": best}
 
 
@@ -365,7 +369,8 @@ def run_pipeline(cfg: ReportConfig, run: RunDir, *, device: str = "auto", resume
     best = run.load_checkpoint("best")
     if best is not None:
         model.load_saved_state(best["model"])
-    summary = {"step": res["step"], "train_seconds": round(res["seconds"], 2), "history": res["history"],
+    secs = res["seconds"]
+    summary = {"step": res["step"], "train_seconds": None if secs is None else round(secs, 2), "history": res["history"],
                "counterfactuals": {"n": len(res["counterfactuals"]),
                                    "shifted": sum(r["shifted"] for r in res["counterfactuals"]),
                                    "mean_swapped": float(np.mean([r["n_swapped"] for r in res["counterfactuals"]]))

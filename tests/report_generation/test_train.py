@@ -41,10 +41,13 @@ def test_run_folder(run_dir, cxr_dir):
 
 
 def test_resume_continues_the_count(run_dir, cxr_dir):
+    first = json.loads((run_dir / "summary.json").read_text())["train_seconds"]
     out = run_spec(PIPE, expect="train-report", out=run_dir, overrides=["optim.steps=9"], resume=True, device="cpu")
     hist = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in hist] == [7, 10, 13]
-    assert json.loads((out / "summary.json").read_text())["step"] == 13
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 13
+    assert summary["train_seconds"] > first  # the time of every chunk, not only the last one
 
 
 def test_report_cli_on_annotation_and_folder(run_dir, cxr_dir, tmp_path):
