@@ -322,7 +322,7 @@ the held-out synthetic test split, never seen in training.
 
 ## How it was trained
 `{m.get('pipeline', 'pipelines/report_synthetic.yaml')}`{sets} ({how}),
-CPU, seed 0, {m.get('step')} steps (diagnosis-only warm-up included) in {_secs(m.get('train_seconds'))}.
+CPU, seed 0, {m.get('step')} steps (diagnosis-only warm-up included) in {_secs(m.get('train_seconds')) if m.get('train_seconds') is not None else 'a time not recorded (resumed in chunks before runs kept their total)'}.
 Reproduce with:
 
     {CMD.format(what=name)}
