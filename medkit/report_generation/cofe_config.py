@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import check_ranges
+from ..config import ConfigError, check_ranges
 
 
 @dataclass
@@ -169,8 +169,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_ranges(self, at_least={"val_ce_every": 0, "val_ce_max": 1, "val_max": 1})
         if self.select == "val_ce_f1" and self.val_ce_every < 1:
-            from ..config import ConfigError
-
             raise ConfigError("select=val_ce_f1 needs val_ce_every >= 1 (the val CE-F1 it selects on)")
 
 

@@ -214,7 +214,7 @@ def fit(cfg: ReportConfig, data: ReportData, *, run: RunDir | None = None, devic
         rng = np.random.default_rng([cfg.seed, step])
         log(f"resumed at step {step}")
         if ck.get("best_rule", "val_nll") != cfg.evaluation.select:  # selection rule changed on resume
-            best = _reselect(run, cfg, model, ck, log)
+            best = _reselect(run, cfg, ck, log)
     W, total = cfg.counterfactual.warmup_steps, cfg.counterfactual.warmup_steps + cfg.optim.steps
     R, V = cfg.counterfactual.refresh_every, cfg.evaluation.val_ce_every
     batches = _batches(len(train), cfg.optim.batch_size, rng)
@@ -334,7 +334,7 @@ def selection_score(rec: dict, rule: str) -> float | None:
     return v if math.isfinite(v) else rec.get("total")
 
 
-def _reselect(run: RunDir, cfg: ReportConfig, model, last: dict, log) -> float:
+def _reselect(run: RunDir, cfg: ReportConfig, last: dict, log) -> float:
     """A resumed run whose ``evaluation.select`` changed: rank its logged evaluations by the new
     rule and make ``best.pt`` the winner's checkpoint when one was kept (the resumed step, or the
     current ``best.pt``); refuse otherwise rather than call another step best."""

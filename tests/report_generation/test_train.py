@@ -155,7 +155,7 @@ def test_reselect_on_resume_uses_only_kept_checkpoints(tmp_path):
     run = RunDir.create(tmp_path / "a", config=cfg)
     last = {"model": {"w": torch.ones(1) * 6}, "step": 6, "history": hist, "best": 0.3}
     run.save_checkpoint({**last, "step": 4, "model": {"w": torch.ones(1) * 4}}, "best")  # by val NLL
-    assert _reselect(run, cfg, None, last, log=lambda m: None) == -0.6
+    assert _reselect(run, cfg, last, log=lambda m: None) == -0.6
     got = run.load_checkpoint("best")
     assert got["step"] == 6 and float(got["model"]["w"]) == 6 and got["best_rule"] == "val_ce_f1"
 
@@ -163,5 +163,5 @@ def test_reselect_on_resume_uses_only_kept_checkpoints(tmp_path):
     hist_b = [dict(h, val_ce_f1=0.9) if h["step"] == 2 else h for h in hist]  # the winner, step 2, was not kept
     run_b.save_checkpoint({**last, "step": 4, "history": hist_b}, "best")
     with pytest.raises(ConfigError, match="picks step 2, whose checkpoint was not kept"):
-        _reselect(run_b, cfg, None, {**last, "history": hist_b}, log=lambda m: None)
+        _reselect(run_b, cfg, {**last, "history": hist_b}, log=lambda m: None)
     assert run_b.load_checkpoint("best")["step"] == 4  # untouched
