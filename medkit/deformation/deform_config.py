@@ -93,7 +93,7 @@ class DeformConfig:
     def __post_init__(self) -> None:
         """A wrong value is refused here, naming the key, not minutes into a fit (or never:
         ``time_harmonics = 0`` used to give a motion network with no output, i.e. zero motion)."""
-        from ..config import ConfigError
+        from ..config import ConfigError, check_ranges
 
         choices = {"ref_encoding": ("hashgrid", "fourier", "siren"), "similarity_source": ("inr", "image"),
                    "similarity": ("ncc", "mse"), "time_mode": ("auto", "periodic", "span"),
@@ -101,16 +101,10 @@ class DeformConfig:
         for key, ok in choices.items():
             if getattr(self, key) not in ok:
                 raise ConfigError(f"{key} must be one of {' | '.join(ok)}, got {getattr(self, key)!r}")
-        at_least = {"time_harmonics": 1, "span_harmonics": 0, "ref_iters": 0, "ref_points": 1, "iters": 1,
-                    "points_per_phase": 1, "reg_points": 1, "fourier_features": 1, "width": 1, "depth": 1,
-                    "svf_grid_factor": 1, "svf_steps": 0, "chunk": 1, "checkpoint_every": 1}
-        for key, lo in at_least.items():
-            if getattr(self, key) < lo:
-                raise ConfigError(f"{key} must be >= {lo}, got {getattr(self, key)}")
-        if not 0.0 <= self.edge_sampling <= 1.0:
-            raise ConfigError(f"edge_sampling must be in [0, 1], got {self.edge_sampling}")
-        if not 0.0 <= self.coarse_to_fine <= 1.0:
-            raise ConfigError(f"coarse_to_fine must be in [0, 1] (share of the iterations), got {self.coarse_to_fine}")
+        check_ranges(self, unit=("edge_sampling", "coarse_to_fine"),  # coarse_to_fine: share of the iterations
+                     at_least={"time_harmonics": 1, "span_harmonics": 0, "ref_iters": 0, "ref_points": 1, "iters": 1,
+                               "points_per_phase": 1, "reg_points": 1, "fourier_features": 1, "width": 1, "depth": 1,
+                               "svf_grid_factor": 1, "svf_steps": 0, "chunk": 1, "checkpoint_every": 1})
         if self.period is not None and self.period <= 0:
             raise ConfigError(f"period must be > 0 (the breathing period in the series' time unit), got {self.period}")
         if self.window_hu[1] <= self.window_hu[0]:
