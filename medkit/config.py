@@ -37,12 +37,14 @@ class ConfigError(ValueError):
 
 
 def check_ranges(obj: Any, *, at_least: dict[str, float] | None = None, positive: tuple[str, ...] = (),
-                 unit: tuple[str, ...] = (), ordered: tuple[str, ...] = ()) -> None:
+                 unit: tuple[str, ...] = (), ordered: tuple[str, ...] = (),
+                 increasing: tuple[str, ...] = ()) -> None:
     """A dataclass's ``__post_init__`` check: refuse a value out of range, naming the key.
 
     ``at_least``: key -> minimum (ints: counts, steps); ``positive``: > 0 (every element of a
     tuple); ``unit``: in [0, 1] (probabilities, shares); ``ordered``: ``(low, high)`` pairs with
-    low <= high. ``None`` values (optional settings left unset) are not checked.
+    low <= high; ``increasing``: with low < high (windows). ``None`` values (optional settings
+    left unset) are not checked.
     """
 
     def each(key):
@@ -62,6 +64,10 @@ def check_ranges(obj: Any, *, at_least: dict[str, float] | None = None, positive
         v = each(key)
         if len(v) == 2 and v[0] > v[1]:
             raise ConfigError(f"{key} must be (low, high) with low <= high, got {list(v)}")
+    for key in increasing:
+        v = each(key)
+        if len(v) == 2 and v[0] >= v[1]:
+            raise ConfigError(f"{key} must be (low, high) with low < high, got {list(v)}")
 
 
 def load_config(source: str | Path | dict | None, cls: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:

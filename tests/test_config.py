@@ -121,6 +121,8 @@ def test_read_pipeline_spec_checks_name_keys_and_shape(tmp_path):
     ("medkit.segmentation.train_config:TrainConfig", "preprocess.spacing_mm=[4,0,4]", "preprocess.spacing_mm must be > 0"),
     ("medkit.segmentation.train_config:TrainConfig", "augment.scale_range=[1.0,0.5]", "augment.scale_range must be (low, high)"),
     ("medkit.segmentation.train_config:TrainConfig", "sw_overlap=1.0", "sw_overlap must be in [0, 1)"),
+    ("medkit.segmentation.train_config:TrainConfig", "preprocess.window_hu=[240,240]",
+     "preprocess.window_hu must be (low, high) with low < high"),
     ("medkit.report_generation.cofe_config:ReportConfig", "optim.batch_size=0", "optim.batch_size must be >= 1"),
     ("medkit.report_generation.cofe_config:ReportConfig", "loss.temperature=0", "loss.temperature must be > 0"),
     ("medkit.report_generation.cofe_config:ReportConfig", "counterfactual.max_fraction=2",

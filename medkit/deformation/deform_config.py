@@ -104,11 +104,10 @@ class DeformConfig:
         check_ranges(self, unit=("edge_sampling", "coarse_to_fine"),  # coarse_to_fine: share of the iterations
                      at_least={"time_harmonics": 1, "span_harmonics": 0, "ref_iters": 0, "ref_points": 1, "iters": 1,
                                "points_per_phase": 1, "reg_points": 1, "fourier_features": 1, "width": 1, "depth": 1,
-                               "svf_grid_factor": 1, "svf_steps": 0, "chunk": 1, "checkpoint_every": 1})
+                               "svf_grid_factor": 1, "svf_steps": 0, "chunk": 1, "checkpoint_every": 1},
+                     increasing=("window_hu",))
         if self.period is not None and self.period <= 0:
             raise ConfigError(f"period must be > 0 (the breathing period in the series' time unit), got {self.period}")
-        if self.window_hu[1] <= self.window_hu[0]:
-            raise ConfigError(f"window_hu must be (low, high) with low < high, got {list(self.window_hu)}")
 
 
 @dataclass

@@ -48,9 +48,7 @@ class PreprocessConfig:
     patch_sampling: Literal["class_balanced", "pos_neg"] = "class_balanced"
 
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("spacing_mm",), at_least={"grid_shape": 1, "patch": 1})
-        if self.window_hu[1] <= self.window_hu[0]:
-            raise ConfigError(f"window_hu must be (low, high) with low < high, got {list(self.window_hu)}")
+        check_ranges(self, positive=("spacing_mm",), at_least={"grid_shape": 1, "patch": 1}, increasing=("window_hu",))
 
 
 @dataclass
