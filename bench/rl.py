@@ -65,7 +65,9 @@ def main() -> None:
     from medkit.synth.knowledge import load_knowledge_base
 
     mods = parts()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    # every part builds its models with device="cpu" (tiny LMs; the Think-RM judge too), so the
+    # table is the CPU table even on a GPU machine: filing CPU cells under rl-cuda would be a lie
+    dev = "cpu"
     b = Bench("rl", device=dev, config={"parts": {k: getattr(m, "DEFAULTS", {}) for k, m in mods.items()}})
     if args.part:
         kb = load_knowledge_base()

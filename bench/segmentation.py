@@ -6,6 +6,12 @@
     python bench/segmentation.py --part timing         # params, s/step, s/case, memory, one run
     python bench/segmentation.py --assemble            # tables + targets from the finished cells
     python bench/segmentation.py                       # every cell in priority order, then assemble
+    python bench/segmentation.py --device cuda ...     # the same cells on a GPU: segmentation-cuda tables
+
+``--device auto`` (the default) trains, tests and times on CUDA when there is one; the
+tables are per device (``segmentation-cpu`` / ``segmentation-cuda``) and every cell's
+provenance names the device it ran on. The registration bank is built on the device its
+settings name (CPU) and cached, so both tables share the same fields.
 
 Every (part, network or arm, budget, seed) is a cell (``bench/cells.py``): it writes
 ``bench/results/segmentation-cpu/cells/<cell>.json`` when it finishes and is skipped
@@ -71,6 +77,13 @@ NAMES = list(COUINAUD_NAMES.values())
 NETS = ("liverformer", "dynunet", "basicunet", "liverformer_notr", "swinunetr")
 AUGS = ("registration", "none", "elastic")
 CACHE = Path(os.environ.get("MEDKIT_BENCH_CACHE", Path.home() / ".cache" / "medkit" / "bench-segmentation"))
+DEVICE = torch.device("cpu")  # set by main() from --device
+
+
+def _sync(dev: torch.device) -> None:
+    """Wait for queued CUDA kernels, so a wall-clock reading covers the work it claims."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def settings(smoke: bool = False) -> dict:
@@ -183,8 +196,9 @@ def test_cases(model, cfg: TrainConfig, cases: list[dict], device) -> dict:
     rows, times = [], []
     for c in cases:
         x = c["image"].as_tensor()[None].to(device)
+        _sync(x.device)
         t0 = time.perf_counter()
-        pred = _sliding(model, x, cfg).argmax(1)[0].cpu().numpy()
+        pred = _sliding(model, x, cfg).argmax(1)[0].cpu().numpy()  # .cpu() waits for the kernels
         times.append(time.perf_counter() - t0)
         sp = np.linalg.norm(np.asarray(c["image"].affine)[:3, :3], axis=0)
         row = case_row(c["case_id"], segment_scores(pred, c["label"][0].numpy().astype(int), list(COUINAUD_NAMES),
@@ -222,8 +236,8 @@ def train_cell(s: dict, cfg: TrainConfig, train: list[dict], val: list[dict], te
     def keep(step, model, rec):
         snaps[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    dev = torch.device("cpu")
-    out = fit(cfg, SegmentationData(train, val, bank), device="cpu", on_check=keep)
+    dev = DEVICE
+    out = fit(cfg, SegmentationData(train, val, bank), device=str(dev), on_check=keep)
     model = out["model"]
     res = {"steps": cfg.optim.steps, "seed": cfg.seed, "params": out["params"], "train_s_per_step": out["s_per_step"],
            "history": [{k: v for k, v in h.items() if k in ("step", "loss", "dice_mean") or k.startswith("dice_")}
@@ -313,30 +327,34 @@ def timing_cell(s: dict, test: list[dict], rounds: int) -> dict:
     from medkit.segmentation.models import build_model
     from medkit.segmentation.train import _sliding
 
+    dev = DEVICE
     nets, opts, cfgs = {}, {}, {}
     for n in NETS:
         cfgs[n] = table1_cfg(s, n, 0)
         torch.manual_seed(0)
-        nets[n] = build_model(cfgs[n].model)
+        nets[n] = build_model(cfgs[n].model).to(dev)
         opts[n] = torch.optim.AdamW(nets[n].parameters(), lr=1e-4)
     b, patch = s["optim"].batch_size, s["pre"].patch
-    x = torch.rand(b, 1, *patch)
-    y = torch.randint(0, 9, (b, 1, *patch)).float()
+    x = torch.rand(b, 1, *patch, device=dev)
+    y = torch.randint(0, 9, (b, 1, *patch), device=dev).float()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    img = test[0]["image"].as_tensor()[None]
+    img = test[0]["image"].as_tensor()[None].to(dev)
     t_train = {n: [] for n in NETS}
     t_inf = {n: [] for n in NETS}
     for r in range(rounds + 1):
         for n in NETS[r % len(NETS):] + NETS[: r % len(NETS)]:
             net = nets[n].train()
+            _sync(dev)
             t0 = time.perf_counter()
             loss = loss_fn(net(x), y)
             opts[n].zero_grad()
             loss.backward()
             opts[n].step()
+            _sync(dev)
             t1 = time.perf_counter()
             with torch.no_grad():
                 _sliding(net.eval(), img, cfgs[n])
+            _sync(dev)
             t2 = time.perf_counter()
             if r:
                 t_train[n].append(t1 - t0)
@@ -347,18 +365,21 @@ def timing_cell(s: dict, test: list[dict], rounds: int) -> dict:
                   "train_s_per_step": float(np.median(t_train[n])), "infer_s_per_case": float(np.median(t_inf[n])),
                   **peak_memory_mb(n), "rounds": rounds}
     out["_grid"] = list(img.shape[2:])
+    out["_device"] = str(dev)
     return out
 
 
 def peak_memory_mb(net: str) -> dict:
-    """RSS growth (MB) over the idle model during one training step and one sliding-window
-    inference, each in a fresh process (the process high-water mark is set by the imports)."""
+    """Peak memory (MB) over the idle model during one training step and one sliding-window
+    inference, each in a fresh process: RSS growth on the CPU (the process high-water mark is
+    set by the imports), ``torch.cuda.max_memory_allocated`` growth on CUDA."""
     import json
     import subprocess
 
     res = {}
     for what in ("train", "infer"):
-        r = subprocess.run([sys.executable, __file__, "--_mem", net, what] + (["--smoke"] if SMOKE else []),
+        r = subprocess.run([sys.executable, __file__, "--_mem", net, what, "--device", str(DEVICE)]
+                           + (["--smoke"] if SMOKE else []),
                            capture_output=True, text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"})
         try:
             res[f"{what}_mem_mb"] = float(json.loads(r.stdout.strip().splitlines()[-1]))
@@ -379,9 +400,23 @@ def _mem_child(net: str, what: str) -> None:
     s = settings(SMOKE)
     cfg = table1_cfg(s, net, 0)
     torch.manual_seed(0)
-    model = build_model(cfg.model)
-    x = torch.rand(s["optim"].batch_size, 1, *s["pre"].patch)
-    img = torch.rand(1, 1, *s["pre"].grid_shape)
+    dev = DEVICE
+    model = build_model(cfg.model).to(dev)
+    x = torch.rand(s["optim"].batch_size, 1, *s["pre"].patch, device=dev)
+    img = torch.rand(1, 1, *s["pre"].grid_shape, device=dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        if what == "train":
+            model.train()
+            model(x).float().mean().backward()
+        else:
+            with torch.no_grad():
+                _sliding(model.eval(), img, cfg)
+        torch.cuda.synchronize(dev)
+        print((torch.cuda.max_memory_allocated(dev) - base) / 2**20)
+        return
     proc = psutil.Process()
     base = proc.memory_info().rss
     peak = [base]
@@ -421,10 +456,21 @@ def main() -> None:
     ap.add_argument("--assemble", action="store_true", help="only assemble the tables from finished cells")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (also MEDKIT_BENCH_SMOKE=1)")
     ap.add_argument("--results-root", type=Path, default=None, help="default bench/results")
+    ap.add_argument("--device", default="auto",
+                    help="auto (CUDA when there is one, else CPU), cpu or cuda[:N]; tables are per device")
     ap.add_argument("--_mem", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global SMOKE
+    global SMOKE, DEVICE
     SMOKE = SMOKE or args.smoke
+    from medkit.io.errors import DeviceError
+    from medkit.runs import pick_device
+
+    try:
+        DEVICE = pick_device(args.device)
+    except DeviceError as e:
+        raise SystemExit(f"bench/segmentation.py: {e}") from None
+    if DEVICE.type not in ("cpu", "cuda"):
+        DEVICE = torch.device("cpu")  # MPS: the 3D networks' ops are not all there; measure on the CPU
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args._mem:
         _mem_child(*args._mem)
@@ -434,7 +480,7 @@ def main() -> None:
 
     s = settings(SMOKE)
     root = args.results_root or (ROOT / "bench" / "results" if not SMOKE else CACHE / "smoke-results")
-    bench = Bench("segmentation", device="cpu", root=root,
+    bench = Bench("segmentation", device=DEVICE, root=root,
                   config={k: (to_dict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in s.items()
                           if k not in ("models", "few")}
                   | {"models": {k: to_dict(v) for k, v in s["models"].items()},

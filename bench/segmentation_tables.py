@@ -142,10 +142,13 @@ def timing_table(bench: Bench, s: dict) -> tuple[list[str], dict, dict]:
             "inference_time_vs_swinunetr": target(None, 0.5, "<=")}
     key, t = sorted(cells.items())[-1]
     grid = tuple(t.pop("_grid"))
+    dev = t.pop("_device", "cpu")  # cells before --device ran on the CPU
+    mem = "torch.cuda.max_memory_allocated growth in a fresh process" if dev.startswith("cuda") else \
+        "RSS growth in a fresh process, CPU"
     lf = t["liverformer"]
     lines = [f"Speed and memory (one process, networks interleaved round-robin, median of {lf['rounds']} rounds; "
              f"training step: batch {s['optim'].batch_size} x {tuple(s['pre'].patch)}, AdamW; inference: sliding "
-             f"window over a {grid} grid; memory: RSS growth in a fresh process, CPU)",
+             f"window over a {grid} grid; device {dev}; memory: {mem})",
              _row(["network", "params", "s/step", "s/case", "train MB", "infer MB", "LF/x params", "LF/x s/step",
                    "LF/x s/case", "LF/x train MB"], [18, 9, 7, 7, 9, 9, 11, 11, 11, 13])]
 
@@ -161,7 +164,7 @@ def timing_table(bench: Bench, s: dict) -> tuple[list[str], dict, dict]:
                            ratio(lf["infer_s_per_case"], r["infer_s_per_case"]),
                            ratio(lf["train_mem_mb"], r["train_mem_mb"])], [18, 9, 7, 7, 9, 9, 11, 11, 11, 13]))
     rt = lf["infer_s_per_case"] / t["swinunetr"]["infer_s_per_case"]
-    return lines, {"cell": key, "grid": list(grid), **t}, {
+    return lines, {"cell": key, "grid": list(grid), "device": dev, **t}, {
         "inference_time_vs_swinunetr": target(rt, 0.5, "<=", lf_s_per_case=lf["infer_s_per_case"],
                                               swinunetr_s_per_case=t["swinunetr"]["infer_s_per_case"])}
 
