@@ -9,8 +9,14 @@ generalisation.
    in-domain validation cases (labelled, never tested on).
 3. SR-PPO from SFT on unlabelled prompts of every condition: reward
    log pi_SFT(y|x) - log pi_base(y|x) at EOS, KL to SFT, the PPO of ``medkit.rl`` (critic on a
-   detached trunk, whitened rewards). Its step count is chosen on a tuning seed (100) where
-   in-domain validation accuracy peaks.
+   detached trunk, whitened rewards). Its KL coefficient, learning rate and step count are
+   chosen on a tuning seed (100): every setting of ``TUNE_GRID`` runs ``ppo_max_steps`` with
+   in-domain validation accuracy (labelled, never tested on) every ``ppo_every`` steps; the
+   (setting, step >= ``ppo_every``) with the highest validation accuracy wins, ties to fewer
+   steps. (The first version took the step where the training self-reward plateaued, 275, with
+   the one setting kl 0.05 / lr 1e-3: validation accuracy had fallen from 0.355 to 0.135 by then
+   while the reward rose — the reward is hackable; those cells are kept and reported as
+   "budget by reward plateau".)
 4. Test: 500 in-domain cases and 500 shifted cases (diagnoses among the 40 % of conditions
    never demonstrated), the same items for every seed; greedy accuracy and sampled accuracy
    (mean over 8 samples at T = 1). Paired per item, seeds averaged per item.
@@ -33,6 +39,9 @@ from bench.rl_data import age_group, word_tokenizer
 from medkit.synth.cases import CasesConfig, generate_cases, sample_evidence
 
 TUNE_SEED = 100
+# PPO settings tried on the tuning seed (the first is DEFAULTS' and keeps the original cell name)
+TUNE_GRID = ({"kl_coef": 0.05, "lr": 1e-3}, {"kl_coef": 0.3, "lr": 1e-3}, {"kl_coef": 0.05, "lr": 1e-4},
+             {"kl_coef": 0.3, "lr": 1e-4})
 SPLIT_SEED = 7          # the in-domain / shifted split of conditions and the test items: fixed across seeds
 DEFAULTS = {"in_domain_frac": 0.6, "n_textbook_lines": 30, "n_case_lines": 3000, "pretrain_steps": 3000,
             "pretrain_lr": 3e-3, "pretrain_batch": 64, "layers": 4, "hidden": 128, "n_demos": 32,
@@ -197,102 +206,174 @@ def choose_steps(tune: dict, o: dict) -> dict:
     return {"ppo_steps": len(r), "plateau": plateau(list(range(1, len(r) + 1)), r, tol=0.1, smooth=10)}
 
 
+def setting_name(g: dict) -> str:
+    return f"kl{g['kl_coef']:g}_lr{g['lr']:g}"
+
+
+def tune_key(g: dict) -> str:
+    default = all(DEFAULTS[k] == v for k, v in g.items())
+    return f"srppo/tune/seed{TUNE_SEED}" if default else f"srppo/tune/{setting_name(g)}/seed{TUNE_SEED}"
+
+
+def choose_setting(tunes: dict[str, dict]) -> dict:
+    """The tuning-seed (setting, step) with the highest in-domain validation accuracy (greedy),
+    steps >= ``ppo_every`` only (step 0 is the SFT policy itself); ties to fewer steps, then to
+    the earlier setting of ``TUNE_GRID``."""
+    best = None
+    for i, g in enumerate(TUNE_GRID):
+        r = tunes.get(setting_name(g))
+        if r is None:
+            continue
+        for step, acc in r["ppo_val_curve"]:
+            if step < DEFAULTS["ppo_every"]:
+                continue
+            key = (acc, -step, -i)
+            if best is None or key > best[0]:
+                best = (key, {"setting": setting_name(g), **g, "ppo_steps": int(step), "val_acc": float(acc),
+                              "val_acc_sft": float(r["ppo_val_curve"][0][1])})
+    return best[1] if best else {}
+
+
 def run(b, kb, seeds, settings=("sr_ppo",)) -> None:
     cfg = {"part": "srppo", **DEFAULTS}
-    tune = b.cell(f"srppo/tune/seed{TUNE_SEED}", lambda: srppo_cell(kb, TUNE_SEED), config=cfg)
-    steps = choose_steps(tune, DEFAULTS)["ppo_steps"]
+    tunes = {setting_name(g): b.cell(tune_key(g), lambda g=g: srppo_cell(kb, TUNE_SEED, **g), config={**cfg, **g})
+             for g in TUNE_GRID}
+    ch = choose_setting(tunes)
+    g = {"kl_coef": ch["kl_coef"], "lr": ch["lr"]}
     for seed in seeds:
-        b.cell(f"srppo/sr_ppo/seed{seed}", lambda s=seed: srppo_cell(kb, s, ppo_steps=steps),
-               config={**cfg, "ppo_steps": steps})
+        b.cell(f"srppo/sr_ppo/{ch['setting']}_steps{ch['ppo_steps']}/seed{seed}",
+               lambda s=seed: srppo_cell(kb, s, ppo_steps=ch["ppo_steps"], **g),
+               config={**cfg, **g, "ppo_steps": ch["ppo_steps"], "chosen": ch})
     b.cell(f"srppo/oldppo/seed{TUNE_SEED}", lambda: srppo_cell(kb, TUNE_SEED, old_ppo=True),
            config={**cfg, "critic": "shared", "reward_norm": "none", "vf_coef": 0.1})
 
 
-def assemble(b, out_dir) -> tuple[dict, list[str], dict]:
-    from bench.cells import target_ci
-    from bench.rl_token import rises
+def _comparison(runs: dict[int, dict], title: str, lines: list[str]) -> dict:
+    """SR-PPO minus SFT per test set and decoding, paired over items (seeds averaged per item)."""
     from medkit.metrics.stats import paired_diff
+
+    seeds = sorted(runs)
+    r0 = runs[seeds[0]]
+    lines.append(f"\n### {title} ({len(seeds)} paired seeds; {len(r0['test']['in_domain']['case_ids'])} in-domain + "
+                 f"{len(r0['test']['shifted']['case_ids'])} shifted test items, the same for every seed; "
+                 f"{r0['options']['n_demos']} demonstrations; kl {r0['options']['kl_coef']:g}, lr "
+                 f"{r0['options']['lr']:g}, {r0['ppo_steps']} PPO steps; diff CI: bootstrap over items, seeds "
+                 f"averaged per item)")
+    lines.append("| test set | decoding | SFT acc | SR-PPO acc | diff [95 % CI] | p | per-seed diffs |")
+    lines.append("|---|---|---|---|---|---|---|")
+    comps = {}
+    for name in ("in_domain", "shifted"):
+        for dec in ("greedy", "sampled"):
+            a = [v for s in seeds for v in runs[s]["test"][name]["sr_ppo"][dec]]
+            bb = [v for s in seeds for v in runs[s]["test"][name]["sft"][dec]]
+            units = [c for s in seeds for c in runs[s]["test"][name]["case_ids"]]
+            d = paired_diff(a, bb, units=units)
+            per = [float(np.mean(runs[s]["test"][name]["sr_ppo"][dec]) - np.mean(runs[s]["test"][name]["sft"][dec]))
+                   for s in seeds]
+            comps[f"{name}/{dec}"] = {**d, "per_seed": per, "seeds": seeds}
+            lines.append(f"| {name} | {dec} | {d['mean_b']:.3f} | {d['mean_a']:.3f} | {d['mean']:+.3f} "
+                         f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_boot']:.4f} | "
+                         + ", ".join(f"{x:+.3f}" for x in per) + " |")
+    return comps
+
+
+def assemble(b, out_dir) -> tuple[dict, list[str], dict]:
+    import re
+
+    from bench.cells import target, target_ci
+    from bench.rl_token import rises
     from medkit.viz.curves import plot_curves
 
     cells = b.cells("srppo/")
     if not cells:
         return {}, [], {}
     rel = out_dir.parents[1]
-    tune, old = cells.get(f"srppo/tune/seed{TUNE_SEED}"), cells.get(f"srppo/oldppo/seed{TUNE_SEED}")
-    runs = {r["seed"]: r for k, r in cells.items() if k.startswith("srppo/sr_ppo/")}
+    tunes = {setting_name(g): cells[tune_key(g)] for g in TUNE_GRID if tune_key(g) in cells}
+    old = cells.get(f"srppo/oldppo/seed{TUNE_SEED}")
     lines, tables, pngs, ppo_runs = [], {"srppo": {}}, [], {}
 
     def smooth(x, k=10):
         return np.convolve(x, np.ones(k) / k, mode="valid").tolist()
 
-    if tune:
-        ch = choose_steps(tune, DEFAULTS)
-        series = {"medkit PPO (detached critic, whitened rewards)": (list(range(10, 10 + len(smooth(tune["reward_curve"])))),
-                                                                      smooth(tune["reward_curve"]))}
+    def xs(curve):
+        return list(range(10, 10 + len(smooth(curve))))
+
+    ch = choose_setting(tunes) if tunes else {}
+    complete = len(tunes) == len(TUNE_GRID)
+    if tunes:
+        series = {f"{k} (medkit PPO)": (xs(r["reward_curve"]), smooth(r["reward_curve"])) for k, r in tunes.items()}
         if old:
-            series["PPO before issue 21 (shared trunk, raw rewards, vf 0.1)"] = (
-                list(range(10, 10 + len(smooth(old["reward_curve"])))), smooth(old["reward_curve"]))
+            series["kl0.05_lr0.001, PPO before issue 21 (shared trunk, raw rewards, vf 0.1)"] = (
+                xs(old["reward_curve"]), smooth(old["reward_curve"]))
         pngs.append(plot_curves(series, out_dir / "srppo_tuning_reward.png", ylabel="self-reward (nats, 10-step mean)",
                                 title=f"SR-PPO training reward, tuning seed {TUNE_SEED}"))
-        vs = {"medkit PPO": ([s for s, _ in tune["ppo_val_curve"]], [a for _, a in tune["ppo_val_curve"]])}
+        vs = {k: ([s for s, _ in r["ppo_val_curve"]], [a for _, a in r["ppo_val_curve"]]) for k, r in tunes.items()}
         if old:
-            vs["PPO before issue 21"] = ([s for s, _ in old["ppo_val_curve"]], [a for _, a in old["ppo_val_curve"]])
+            vs["kl0.05_lr0.001, PPO before issue 21"] = ([s for s, _ in old["ppo_val_curve"]],
+                                                         [a for _, a in old["ppo_val_curve"]])
         pngs.append(plot_curves(vs, out_dir / "srppo_tuning_val.png", ylabel="in-domain validation accuracy (greedy)",
                                 title=f"SR-PPO validation accuracy, tuning seed {TUNE_SEED}"))
-        lines.append(f"\n### SR-PPO budget (tuning seed {TUNE_SEED}): PPO steps = {ch['ppo_steps']} "
-                     f"(plateau of the training self-reward: gain {ch['plateau']['gain']:.3f} nats over the last quarter)")
-        lines.append("| PPO | reward first->last 20 % | val acc at 0 -> max -> last | KL last |\n|---|---|---|---|")
-        for name, r in (("medkit (detached critic, whitened)", tune), ("before issue 21 (shared, raw, vf 0.1)", old)):
-            if r is None:
-                continue
+        lines.append(f"\n### SR-PPO settings on tuning seed {TUNE_SEED} (in-domain validation, greedy; "
+                     f"{len(tunes)}/{len(TUNE_GRID)} settings run)")
+        lines.append("| setting | PPO | reward first->last 20 % | val acc at 0 -> best (step) -> last | KL last |")
+        lines.append("|---|---|---|---|---|")
+        rows = [(k, "medkit (detached critic, whitened)", r) for k, r in tunes.items()]
+        if old:
+            rows.append(("kl0.05_lr0.001", "before issue 21 (shared, raw, vf 0.1)", old))
+        for k, name, r in rows:
             ri = rises(r["reward_curve"])
-            v = [a for _, a in r["ppo_val_curve"]]
-            lines.append(f"| {name} | {ri['first']:.2f} -> {ri['last']:.2f} ({ri['rise']:+.2f}) | "
-                         f"{v[0]:.3f} -> {max(v):.3f} -> {v[-1]:.3f} | {r['kl_curve'][-1]:.3f} |")
-            ppo_runs[f"srppo/{'oldppo' if r['old_ppo'] else 'tune'}/seed{TUNE_SEED}"] = ri
-        tables["srppo"]["budget"] = {"chosen": ch, "old_ppo_rise": rises(old["reward_curve"]) if old else None}
-    if runs:
+            v = r["ppo_val_curve"]
+            top = max((x for x in v if x[0] >= DEFAULTS["ppo_every"]), key=lambda x: (x[1], -x[0]))
+            lines.append(f"| {k} | {name} | {ri['first']:.2f} -> {ri['last']:.2f} ({ri['rise']:+.2f}) | "
+                         f"{v[0][1]:.3f} -> {top[1]:.3f} ({top[0]}) -> {v[-1][1]:.3f} | {r['kl_curve'][-1]:.3f} |")
+            if not r["old_ppo"]:
+                ppo_runs[tune_key({"kl_coef": r["options"]["kl_coef"], "lr": r["options"]["lr"]})] = ri
+            else:
+                ppo_runs[f"srppo/oldppo/seed{TUNE_SEED}"] = ri
+        lines.append(f"Chosen{'' if complete else ' so far (tuning incomplete: may change)'}: {ch['setting']}, "
+                     f"{ch['ppo_steps']} PPO steps (validation accuracy {ch['val_acc']:.3f} vs SFT {ch['val_acc_sft']:.3f})")
+        tables["srppo"]["budget"] = {"chosen": ch, "tuning_complete": complete,
+                                     "reward_plateau_rule": choose_steps(tunes["kl0.05_lr0.001"], DEFAULTS)
+                                     if "kl0.05_lr0.001" in tunes else None,
+                                     "old_ppo_rise": rises(old["reward_curve"]) if old else None}
+    prefix = f"srppo/sr_ppo/{ch['setting']}_steps{ch['ppo_steps']}/" if ch else None
+    runs = {r["seed"]: r for k, r in cells.items() if prefix and k.startswith(prefix)}
+    legacy = {r["seed"]: r for k, r in cells.items() if re.fullmatch(r"srppo/sr_ppo/seed\d+", k)}
+    for k, r in cells.items():
+        if k.startswith("srppo/sr_ppo/"):
+            ppo_runs[k] = rises(r["reward_curve"])
+    if runs and complete:
+        tables["srppo"]["comparisons"] = _comparison(runs, "SR-PPO vs SFT, setting and budget chosen on validation",
+                                                     lines)
         seeds = sorted(runs)
-        r0 = runs[seeds[0]]
-        lines.append(f"\n### SR-PPO vs SFT ({len(seeds)} paired seeds; {len(r0['test']['in_domain']['case_ids'])} in-domain + "
-                     f"{len(r0['test']['shifted']['case_ids'])} shifted test items, the same for every seed; "
-                     f"{r0['options']['n_demos']} demonstrations; diff CI: bootstrap over items, seeds averaged per item)")
-        lines.append("| test set | decoding | SFT acc | SR-PPO acc | diff [95 % CI] | p | per-seed diffs |")
-        lines.append("|---|---|---|---|---|---|---|")
-        comps = {}
-        for name in ("in_domain", "shifted"):
-            for dec in ("greedy", "sampled"):
-                a = [v for s in seeds for v in runs[s]["test"][name]["sr_ppo"][dec]]
-                bb = [v for s in seeds for v in runs[s]["test"][name]["sft"][dec]]
-                units = [c for s in seeds for c in runs[s]["test"][name]["case_ids"]]
-                d = paired_diff(a, bb, units=units)
-                per = [float(np.mean(runs[s]["test"][name]["sr_ppo"][dec]) - np.mean(runs[s]["test"][name]["sft"][dec]))
-                       for s in seeds]
-                comps[f"{name}/{dec}"] = {**d, "per_seed": per, "seeds": seeds}
-                lines.append(f"| {name} | {dec} | {d['mean_b']:.3f} | {d['mean_a']:.3f} | {d['mean']:+.3f} "
-                             f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {d['p_boot']:.4f} | "
-                             + ", ".join(f"{x:+.3f}" for x in per) + " |")
         lines.append("\n| seed | SFT steps (val) | SFT val acc | pretrain loss last | reward first->last 20 % |")
         lines.append("|---|---|---|---|---|")
         series = {}
         for s in seeds:
             r = runs[s]
             ri = rises(r["reward_curve"])
-            ppo_runs[f"srppo/sr_ppo/seed{s}"] = ri
-            series[f"seed {s}"] = (list(range(10, 10 + len(smooth(r["reward_curve"])))), smooth(r["reward_curve"]))
+            series[f"seed {s}"] = (xs(r["reward_curve"]), smooth(r["reward_curve"]))
             lines.append(f"| {s} | {r['start']['sft_steps']} | {r['start']['sft_val_acc']:.3f} | "
                          f"{r['start']['pretrain_loss'][-1]:.3f} | {ri['first']:.2f} -> {ri['last']:.2f} |")
         pngs.append(plot_curves(series, out_dir / "srppo_reward.png", ylabel="self-reward (nats, 10-step mean)",
-                                title="SR-PPO training reward per seed"))
-        tables["srppo"]["comparisons"] = comps
+                                title="SR-PPO training reward per seed (chosen setting)"))
         tables["srppo"]["per_seed_start"] = {s: runs[s]["start"] for s in seeds}
+    if legacy:
+        tables["srppo"]["comparisons_reward_plateau_budget"] = _comparison(
+            legacy, "SR-PPO vs SFT, budget by the training-reward plateau (the first rule; not chosen on validation)",
+            lines)
     lines.append("\nCurves: " + ", ".join(str(p.relative_to(rel)) for p in pngs))
     tables["srppo"]["png"] = [str(p.relative_to(rel)) for p in pngs]
     targets = {"_ppo_runs": ppo_runs}
-    if runs:
+    if "comparisons" in tables["srppo"]:
         c = tables["srppo"]["comparisons"]
         targets["srppo_vs_sft_shifted"] = {**target_ci(c["shifted/greedy"]),
                                            "what": "shifted test set (diagnoses never demonstrated), greedy accuracy, "
-                                                   "SR-PPO minus SFT, paired over items (seeds averaged per item)",
+                                                   "SR-PPO minus SFT, paired over items (seeds averaged per item); "
+                                                   "PPO setting and steps chosen on in-domain validation of seed "
+                                                   f"{TUNE_SEED}", "chosen": ch,
                                            "sampled": c["shifted/sampled"], "in_domain_greedy": c["in_domain/greedy"]}
+    elif legacy:
+        targets["srppo_vs_sft_shifted"] = {**target(None, 0.0), "note": "only cells with the reward-plateau budget "
+                                           "exist; the validation-chosen setting's cells are not run yet"}
     return tables, lines, targets
