@@ -235,9 +235,17 @@ def choose_setting(tunes: dict[str, dict]) -> dict:
 
 
 def run(b, kb, seeds, settings=("sr_ppo",)) -> None:
+    """Every tuning cell, then the chosen setting's seeds and the old-PPO cell. ``settings`` naming
+    tuning settings (``--settings kl0.3_lr0.001``) runs only those tuning cells (one job each)."""
     cfg = {"part": "srppo", **DEFAULTS}
+    names = {setting_name(g) for g in TUNE_GRID}
+    only = [x for x in settings if x in names]
+    if [x for x in settings if x not in names and x != "sr_ppo"]:
+        raise SystemExit(f"--settings for srppo: sr_ppo or tuning settings {sorted(names)}; got {list(settings)}")
     tunes = {setting_name(g): b.cell(tune_key(g), lambda g=g: srppo_cell(kb, TUNE_SEED, **g), config={**cfg, **g})
-             for g in TUNE_GRID}
+             for g in TUNE_GRID if not only or setting_name(g) in only}
+    if only:
+        return
     ch = choose_setting(tunes)
     g = {"kl_coef": ch["kl_coef"], "lr": ch["lr"]}
     for seed in seeds:
