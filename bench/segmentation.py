@@ -227,31 +227,86 @@ def own_plateau_step(history: list[dict], tol: float = 0.005, smooth: int = 3) -
     return int(pts[-1][0])
 
 
-def train_cell(s: dict, cfg: TrainConfig, train: list[dict], val: list[dict], test: list[dict], bank=None) -> dict:
-    """Train ``cfg`` (validation curve in the history), test at the budget and at its own plateau."""
+def cell_run_dir(key: str) -> Path:
+    """Where an unfinished training cell keeps its checkpoints and per-check weights."""
+    return CACHE / ("smoke" if SMOKE else "cpu") / "runs" / DEVICE.type / key.replace("/", "__")
+
+
+def _open_cell_run(cfg: TrainConfig, key: str):
+    """The cell's run folder, reopened when it holds a checkpoint of the same config (an
+    interrupted cell continues from its last check: ``fit`` restores the weights, optimiser,
+    schedule and every random stream), else started afresh."""
+    import json
+    import shutil
+
+    from medkit.config import to_dict
+    from medkit.runs import RunDir, load_checkpoint
+
+    d = cell_run_dir(key)
+    ck = load_checkpoint(d / "checkpoints" / "last.pt") if (d / "checkpoints" / "last.pt").exists() else None
+    same = ck is not None and json.dumps(ck.get("config"), sort_keys=True, default=list) == \
+        json.dumps(to_dict(cfg), sort_keys=True, default=list)
+    if not same:
+        shutil.rmtree(d, ignore_errors=True)
+    run = RunDir.create(d, config=cfg, seed=cfg.seed, device=str(DEVICE), command=f"bench/segmentation.py cell {key}",
+                        resume=same)
+    return run, (int(ck["step"]) if same else 0)
+
+
+def train_cell(s: dict, cfg: TrainConfig, train: list[dict], val: list[dict], test: list[dict], bank=None,
+               key: str | None = None) -> dict:
+    """Train ``cfg`` (validation curve in the history), test at the budget and at its own plateau.
+
+    With ``key`` the cell checkpoints at every check under :func:`cell_run_dir` and a later run
+    resumes it there (a SwinUNETR cell is hours on a CPU); the weights of every check go to
+    disk (safetensors) for the own-plateau test. Without, everything stays in memory."""
+    from safetensors.torch import load_file, save_file
+
     from medkit.segmentation.train import SegmentationData, curve_plateau, fit
 
     snaps: dict[int, dict] = {}
+    run, resumed_from = _open_cell_run(cfg, key) if key else (None, 0)
 
     def keep(step, model, rec):
-        snaps[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if run is None:
+            snaps[step] = sd
+        else:
+            (run.path / "snaps").mkdir(exist_ok=True)
+            save_file({k: v.contiguous().cpu() for k, v in sd.items()}, str(run.path / "snaps" / f"{step}.safetensors"))
+
+    def snapshot(step):
+        if run is None:
+            return snaps.get(step)
+        f = run.path / "snaps" / f"{step}.safetensors"
+        return load_file(str(f)) if f.exists() else None
 
     dev = DEVICE
-    out = fit(cfg, SegmentationData(train, val, bank), device=str(dev), on_check=keep)
+    out = fit(cfg, SegmentationData(train, val, bank), run=run, device=str(dev), on_check=keep, resume=resumed_from > 0,
+              log=(lambda m: print(f"[segmentation] {key}: {m}", flush=True)) if key else (lambda m: None))
     model = out["model"]
     res = {"steps": cfg.optim.steps, "seed": cfg.seed, "params": out["params"], "train_s_per_step": out["s_per_step"],
+           "resumed_from_step": resumed_from,
            "history": [{k: v for k, v in h.items() if k in ("step", "loss", "dice_mean") or k.startswith("dice_")}
                        for h in out["history"]],
            "plateau": curve_plateau(out["history"])}
     res["test"] = test_cases(model, cfg, test, dev)
     own = own_plateau_step(out["history"])
     res["own_plateau_step"] = own
-    if own is not None and own != out["step"] and own in snaps:
-        model.load_state_dict(snaps[own])
+    own_sd = snapshot(own) if own is not None and own != out["step"] else None
+    if own_sd is not None:
+        model.load_state_dict(own_sd)
         res["test_own_plateau"] = test_cases(model, cfg, test, dev)
     else:
         res["test_own_plateau"] = res["test"]
     return res
+
+
+def _drop_run(key: str) -> None:
+    """A finished cell's JSON is its result: its checkpoints and per-check weights go."""
+    import shutil
+
+    shutil.rmtree(cell_run_dir(key), ignore_errors=True)
 
 
 def table1_cfg(s: dict, net: str, seed: int) -> TrainConfig:
@@ -499,7 +554,9 @@ def main() -> None:
                             continue
                         cfg = table1_cfg(s, n, seed)
                         bench.cell(table1_key(s, n, seed),
-                                   lambda cfg=cfg, n=n: {"net": n, **train_cell(s, cfg, train, val, test)})
+                                   lambda cfg=cfg, n=n, seed=seed: {"net": n, **train_cell(
+                                       s, cfg, train, val, test, key=table1_key(s, n, seed))})
+                        _drop_run(table1_key(s, n, seed))
             elif part == "quality":
                 q = bench.cell("registration/quality", lambda: quality_cell(s, train, SMOKE))
                 print(q["printed"])
@@ -519,9 +576,12 @@ def main() -> None:
                                 bank = bank or field_bank(s, train, SMOKE)
                             lab = few_labelled(s, train, n, seed)
                             cfg = few_cfg(s, aug, seed)
-                            bench.cell(few_key(s, n, aug, seed), lambda cfg=cfg, lab=lab, aug=aug, bank=bank: {
+                            bench.cell(few_key(s, n, aug, seed), lambda cfg=cfg, lab=lab, aug=aug, bank=bank,
+                                       k=few_key(s, n, aug, seed): {
                                 "n_labelled": len(lab), "aug": aug, "labelled": [c["case_id"] for c in lab],
-                                **train_cell(s, cfg, lab, val, test, bank if aug == "registration" else None)})
+                                **train_cell(s, cfg, lab, val, test, bank if aug == "registration" else None,
+                                             key=k)})
+                            _drop_run(few_key(s, n, aug, seed))
             elif part == "timing":
                 bench.cell(f"timing/rounds{s['timing_rounds']}", lambda: timing_cell(s, test, s["timing_rounds"]))
     print(assemble(bench, s))

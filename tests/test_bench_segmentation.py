@@ -64,3 +64,48 @@ def test_cuda_cells_train_time_and_file_on_the_gpu(tmp_path):
     assert all(timing["result"][n]["train_mem_mb"] is not None for n in ("liverformer", "swinunetr"))
     table = json.loads((tmp_path / "res" / "segmentation-cuda.json").read_text())
     assert table["tables"]["timing"]["device"].startswith("cuda")
+
+
+def test_an_interrupted_cell_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """A cell killed after its first check continues from that check's checkpoint (weights,
+    optimiser, schedule, random streams) and ends where an uninterrupted run ends; its run
+    folder goes once the cell's JSON is written."""
+    import importlib
+
+    import medkit.segmentation.train as T
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    seg = importlib.import_module("bench.segmentation")
+    monkeypatch.setattr(seg, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(seg, "SMOKE", True)
+    monkeypatch.setattr(seg, "DEVICE", torch.device("cpu"))
+    torch.set_num_threads(1)
+    s = seg.settings(smoke=True)
+    train, val, test = seg.split(s, seg.load_cases(s, True))
+    cfg = seg.table1_cfg(s, "liverformer", 0)
+    ref = seg.train_cell(s, cfg, train, val, test)  # in memory, never interrupted
+
+    real, calls = T.write_curve, []
+
+    def die_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "write_curve", die_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        seg.train_cell(s, cfg, train, val, test, key="table1/x/seed0")
+    monkeypatch.setattr(T, "write_curve", real)
+    d = seg.cell_run_dir("table1/x/seed0")
+    assert (d / "checkpoints" / "last.pt").exists()
+    out = seg.train_cell(s, cfg, train, val, test, key="table1/x/seed0")
+    assert out["resumed_from_step"] == s["optim"].val_every
+    assert [h["step"] for h in out["history"]] == [h["step"] for h in ref["history"]]
+    assert [h["loss"] for h in out["history"]] == pytest.approx([h["loss"] for h in ref["history"]], rel=1e-5)
+    assert out["test"]["dice_mean"] == pytest.approx(ref["test"]["dice_mean"], abs=1e-6)
+    # a changed config does not resume a stale checkpoint
+    run, step = seg._open_cell_run(seg.table1_cfg(s, "liverformer", 1), "table1/x/seed0")
+    assert step == 0 and not (d / "checkpoints" / "last.pt").exists()
+    seg._drop_run("table1/x/seed0")
+    assert not d.exists()
