@@ -15,7 +15,9 @@ settings name (CPU) and cached, so both tables share the same fields.
 
 Every (part, network or arm, budget, seed) is a cell (``bench/cells.py``): it writes
 ``bench/results/segmentation-cpu/cells/<cell>.json`` when it finishes and is skipped
-afterwards, so a run can stop anywhere and a later run does the rest. Every command
+afterwards, so a run can stop anywhere and a later run does the rest; a training cell
+stopped midway resumes from its last validation check (its checkpoints live under
+``$MEDKIT_BENCH_CACHE/cpu/runs/<device>/`` until the cell's JSON is written). Every command
 ends by assembling ``bench/results/segmentation-cpu.json`` from whatever cells exist.
 
 Data: synthetic phantoms (``medkit.synth.liver_ct``, default settings, seed 0), split by
