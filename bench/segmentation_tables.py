@@ -129,7 +129,12 @@ def table1(bench: Bench, s: dict, curves_dir) -> tuple[list[str], dict, dict]:
     targets["liverformer_vs_best_peer"] = target(
         d["mean"] if d else None, 0.0, ">=", best_peer=best, ci95=d["ci95"] if d else None,
         p_boot=d["p_boot"] if d else None, n_units=d["n_units"] if d else None,
-        rule="held when LiverFormer's mean Dice minus the best peer's (paired over test cases) is >= 0")
+        rule="held when every peer has a finished cell and LiverFormer's mean Dice minus the best peer's "
+             "(paired over test cases) is >= 0")
+    missing = [p for p in PEERS if p not in rows]
+    if missing:  # the best peer is not known while a peer has no cell: never held on a partial table
+        targets["liverformer_vs_best_peer"].update(held=False, peers_missing=missing,
+                                                   best_peer_so_far=targets["liverformer_vs_best_peer"].pop("best_peer"))
     dn = diffs.get("liverformer_notr")
     targets["liverformer_vs_no_transformer"] = (target_ci(dn) if dn else target(None, 0.0, ">"))
     return lines, {"rows": rows, "paired": diffs, "best_peer": best, "steps": steps}, targets
@@ -219,7 +224,17 @@ def few_table(bench: Bench, s: dict, curves_dir) -> tuple[list[str], dict, dict]
         d = _paired(a, b)
         diffs[f"n1+2/registration-{other}"] = d
         lines.append(f"  - n=1 and 2 pooled, registration-{other}: {_fmt_diff(d)}")
-        targets[f"registration_vs_{other}_few_labels"] = (target_ci(d) if d else target(None, 0.0, ">"))
+        t = target_ci(d) if d else target(None, 0.0, ">")
+        # the evidence: every configured seed of n = 1 and 2 in both arms; fewer is a partial table
+        def seeds_of(n, arm):
+            return {r["seed"] for r in groups.get(f"few/n{n}/{arm}/steps{steps}", [])}
+
+        missing = [f"n{n}/seed{seed}" for n in (1, 2) for seed in f["seeds"]
+                   if seed not in seeds_of(n, "registration") & seeds_of(n, other)]
+        if missing:
+            t.update(held=False, paired_cells_missing=missing,
+                     rule=f"held when the CI excludes 0 with all {len(f['seeds'])} seeds of n = 1 and 2 in both arms")
+        targets[f"registration_vs_{other}_few_labels"] = t
     series = {}
     for k, rs in groups.items():
         if k.endswith(f"/steps{steps}"):
@@ -244,6 +259,9 @@ def assemble(bench: Bench, s: dict) -> str:
     targets = {**g1, **g2, **gt}
     text += "\n\nTargets:\n" + "\n".join(
         f"  {k}: value {v['value'] if v['value'] is None else round(v['value'], 4)} / target {v.get('op', '')} "
-        f"{v['target']} / held {v['held']}" for k, v in targets.items())
+        f"{v['target']} / held {v['held']}"
+        + (f" (peers without a cell: {', '.join(v['peers_missing'])})" if v.get("peers_missing") else "")
+        + (f" ({len(v['paired_cells_missing'])} paired cells missing)" if v.get("paired_cells_missing") else "")
+        for k, v in targets.items())
     path = bench.write({"table1": t1, "timing": tt, "few_label": t2}, targets=targets, extra={"printed": text})
     return text + f"\nwrote {path}"
